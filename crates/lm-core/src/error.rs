@@ -1,0 +1,144 @@
+//! The error type of lm-core: every failure says what was expected, what was found, and what to do.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout lm-core.
+pub type Result<T, E = LmError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while loading, running or fetching a model.
+///
+/// New variants are appended at the end; each message states what was expected, what was
+/// found, and what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LmError {
+    /// An operating-system level I/O failure on a named file.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory being accessed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// A file is not a valid instance of its format (truncated, lying header, bad offsets...).
+    #[error("{path}: corrupt {format} file: expected {expected}, found {found}. The file is truncated or damaged: re-download it (openexpert fetch) or re-export it.")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The format name, e.g. `GGUF` or `safetensors`.
+        format: &'static str,
+        /// What a valid file has at this point.
+        expected: String,
+        /// What this file has.
+        found: String,
+    },
+
+    /// A tensor element type or quantisation this crate cannot read.
+    #[error("{path}: tensor `{tensor}` has unsupported type {dtype}. Supported: {supported}. Convert the model to one of these types.")]
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// The type found.
+        dtype: String,
+        /// The types supported.
+        supported: &'static str,
+    },
+
+    /// A tensor has a different shape from what the model configuration implies.
+    #[error("tensor `{tensor}`: expected shape {expected:?} (from the model config), found {found:?}. The weights do not belong to this config.")]
+    ShapeMismatch {
+        /// The tensor name.
+        tensor: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+
+    /// A tensor the model needs is absent from the weights.
+    #[error("{path}: missing tensor `{tensor}`. The checkpoint is incomplete or for another architecture.")]
+    MissingTensor {
+        /// The file or directory searched.
+        path: PathBuf,
+        /// The tensor name that was looked for.
+        tensor: String,
+    },
+
+    /// A model configuration (HF `config.json` or GGUF metadata) is missing a key or has a bad value.
+    #[error("{path}: bad model config: {detail}")]
+    Config {
+        /// The config source.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        detail: String,
+    },
+
+    /// The model architecture is not supported.
+    #[error("unsupported architecture `{found}`: supported are {supported}")]
+    UnsupportedArchitecture {
+        /// The architecture named by the model.
+        found: String,
+        /// The supported ones.
+        supported: &'static str,
+    },
+
+    /// Tokenizer could not be built or failed on some text.
+    #[error("tokenizer: {detail}")]
+    Tokenizer {
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// The chat template could not be rendered.
+    #[error("chat template: {detail}")]
+    ChatTemplate {
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// An input is longer than the model's context window.
+    #[error("input of {tokens} tokens (+{extra} to generate) exceeds the model's context of {max} tokens: shorten the prompt or lower --max-new-tokens")]
+    ContextOverflow {
+        /// The prompt length in tokens.
+        tokens: usize,
+        /// Tokens requested on top (generation budget).
+        extra: usize,
+        /// The model's maximum context.
+        max: usize,
+    },
+
+    /// A caller passed an argument that cannot be used.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// A device was asked for that is unknown or not compiled in.
+    #[error("device `{name}`: {detail}")]
+    Device {
+        /// The device name asked for.
+        name: String,
+        /// Why it cannot be used and what to do.
+        detail: String,
+    },
+
+    /// Fetching or verifying a default asset failed.
+    #[error("asset `{name}`: {detail}")]
+    Asset {
+        /// The asset name from `assets/manifest.toml`.
+        name: String,
+        /// What went wrong and what to do.
+        detail: String,
+    },
+}
+
+impl LmError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        LmError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! dequant (in progress)

@@ -1,0 +1,6 @@
+//! Readers for model files: GGUF (with dequantisation), safetensors and HF `config.json`.
+
+pub mod dequant;
+pub mod gguf;
+pub mod hf_config;
+pub mod safetensors;

@@ -1,0 +1,1 @@
+//! Models: Llama/Qwen2 decoder and BERT encoder (in progress)
