@@ -1,1 +1,243 @@
-//! score (in progress)
+//! Teacher-forced scoring: per-token log-probabilities of a target given a prompt, batched.
+//!
+//! Rows are sorted by length and right-padded into batches. With causal attention a real token
+//! never sees the padding that follows it, so a row's scores do not depend on what it is
+//! batched with (up to float summation order; the tests bound the difference).
+//!
+//! The primitive behind perplexity, reasoning perplexity, multiple-choice log-likelihood,
+//! instruction-following difficulty and uncertainty selection.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::error::{LmError, Result};
+use crate::model::{ExpertMix, LanguageModel};
+
+/// One sequence to score: `prompt ++ target`, log-probs taken over the target tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreRequest {
+    /// Context tokens (not scored).
+    pub prompt: Vec<u32>,
+    /// Scored tokens. When `prompt` is empty the first target token has no predecessor and is
+    /// not scored.
+    pub target: Vec<u32>,
+}
+
+impl ScoreRequest {
+    /// A `{"text": ...}` row: every token that has a predecessor is scored.
+    pub fn text(ids: Vec<u32>) -> Self {
+        Self {
+            prompt: Vec::new(),
+            target: ids,
+        }
+    }
+
+    fn total_len(&self) -> usize {
+        self.prompt.len() + self.target.len()
+    }
+
+    /// Index in the joined sequence of the first scored token.
+    fn first_scored(&self) -> usize {
+        self.prompt.len().max(1)
+    }
+}
+
+/// Scores of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenScores {
+    /// `log P(token_t | tokens_<t)` for each scored token, in order.
+    pub token_logprobs: Vec<f32>,
+    /// Sum of `token_logprobs` (accumulated in f64).
+    pub logprob: f64,
+    /// Number of scored tokens.
+    pub n_tokens: usize,
+    /// Logits at the last position of the sequence, `[vocab]`, when asked for.
+    pub last_logits: Option<Vec<f32>>,
+}
+
+impl TokenScores {
+    /// Perplexity `exp(-logprob / n_tokens)` (NaN when nothing was scored).
+    pub fn ppl(&self) -> f64 {
+        if self.n_tokens == 0 {
+            f64::NAN
+        } else {
+            (-self.logprob / self.n_tokens as f64).exp()
+        }
+    }
+}
+
+/// How to batch a scoring run.
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// Rows per forward pass (default 8).
+    pub batch_size: usize,
+    /// Also return the last-position logits of every row (default false).
+    pub keep_last_logits: bool,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 8,
+            keep_last_logits: false,
+        }
+    }
+}
+
+/// Scores every request; results are in request order.
+pub fn score(
+    model: &LanguageModel,
+    requests: &[ScoreRequest],
+    options: &ScoreOptions,
+    mix: &ExpertMix,
+) -> Result<Vec<TokenScores>> {
+    score_with_progress(model, requests, options, mix, &mut |_, _| {})
+}
+
+/// [`score`] with a callback `(rows_done, rows_total)` after each batch.
+pub fn score_with_progress(
+    model: &LanguageModel,
+    requests: &[ScoreRequest],
+    options: &ScoreOptions,
+    mix: &ExpertMix,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<TokenScores>> {
+    let max = model.max_context();
+    for (i, r) in requests.iter().enumerate() {
+        if r.total_len() == 0 {
+            return Err(LmError::InvalidInput(format!("row {i}: nothing to score (empty text)")));
+        }
+        if r.total_len() > max {
+            return Err(LmError::ContextOverflow {
+                tokens: r.total_len(),
+                extra: 0,
+                max,
+            });
+        }
+    }
+    if matches!(mix, ExpertMix::PerRow(_)) {
+        return Err(LmError::InvalidInput(
+            "score() batches rows itself; use score_per_row_experts for per-row adapters".into(),
+        ));
+    }
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].total_len()));
+    let mut out: Vec<Option<TokenScores>> = vec![None; requests.len()];
+    let mut done = 0;
+    for chunk in order.chunks(options.batch_size.max(1)) {
+        let rows: Vec<&ScoreRequest> = chunk.iter().map(|&i| &requests[i]).collect();
+        let scores = score_batch(model, &rows, options.keep_last_logits, mix)?;
+        for (&i, s) in chunk.iter().zip(scores) {
+            out[i] = Some(s);
+        }
+        done += chunk.len();
+        progress(done, requests.len());
+    }
+    Ok(out.into_iter().map(|s| s.expect("every row scored")).collect())
+}
+
+/// Scores rows that each use their own expert (`experts[i]` for `requests[i]`, `None` = base)
+/// in shared batches: the base computation is done once per batch for all experts.
+pub fn score_per_row_experts(
+    model: &LanguageModel,
+    requests: &[ScoreRequest],
+    experts: &[Option<usize>],
+    options: &ScoreOptions,
+) -> Result<Vec<TokenScores>> {
+    if experts.len() != requests.len() {
+        return Err(LmError::InvalidInput(format!(
+            "expected one expert index per request ({}), found {}",
+            requests.len(),
+            experts.len()
+        )));
+    }
+    let mut order: Vec<usize> = (0..requests.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(requests[i].total_len()));
+    let mut out: Vec<Option<TokenScores>> = vec![None; requests.len()];
+    for chunk in order.chunks(options.batch_size.max(1)) {
+        let rows: Vec<&ScoreRequest> = chunk.iter().map(|&i| &requests[i]).collect();
+        let mix = ExpertMix::PerRow(chunk.iter().map(|&i| experts[i]).collect());
+        let scores = score_batch(model, &rows, options.keep_last_logits, &mix)?;
+        for (&i, s) in chunk.iter().zip(scores) {
+            out[i] = Some(s);
+        }
+    }
+    Ok(out.into_iter().map(|s| s.expect("every row scored")).collect())
+}
+
+/// One right-padded forward pass over `rows`.
+fn score_batch(
+    model: &LanguageModel,
+    rows: &[&ScoreRequest],
+    keep_last_logits: bool,
+    mix: &ExpertMix,
+) -> Result<Vec<TokenScores>> {
+    let b = rows.len();
+    let s = rows.iter().map(|r| r.total_len()).max().unwrap_or(1);
+    let device = &model.device;
+    let mut tokens = vec![0i64; b * s];
+    // The token each position predicts (next token), 0 where unused.
+    let mut next = vec![0i64; b * s];
+    for (i, r) in rows.iter().enumerate() {
+        let seq: Vec<u32> = r.prompt.iter().chain(&r.target).copied().collect();
+        for (j, &t) in seq.iter().enumerate() {
+            tokens[i * s + j] = t as i64;
+            if j > 0 {
+                next[i * s + j - 1] = t as i64;
+            }
+        }
+    }
+    let tokens_t = Tensor::<2, Int>::from_data(TensorData::new(tokens, [b, s]), device);
+    let logits = model.decoder.forward(tokens_t, mix); // [b, s, V]
+    let vocab = logits.dims()[2];
+    let last_logits = if keep_last_logits {
+        let idx: Vec<i64> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i * s + r.total_len() - 1) as i64)
+            .collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b]), device);
+        let picked = logits.clone().reshape([b * s, vocab]).select(0, idx);
+        Some(read_f32(picked.into_data())?)
+    } else {
+        None
+    };
+    let next_t = Tensor::<3, Int>::from_data(TensorData::new(next, [b, s, 1]), device);
+    let logp = log_softmax(logits, 2).gather(2, next_t).reshape([b, s]);
+    let logp = read_f32(logp.into_data())?;
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            // Position j predicts token j+1: scored tokens first_scored..total_len.
+            let token_logprobs: Vec<f32> = (r.first_scored()..r.total_len())
+                .map(|t| logp[i * s + t - 1])
+                .collect();
+            TokenScores {
+                logprob: token_logprobs.iter().map(|&x| x as f64).sum(),
+                n_tokens: token_logprobs.len(),
+                token_logprobs,
+                last_logits: last_logits
+                    .as_ref()
+                    .map(|l| l[i * vocab..(i + 1) * vocab].to_vec()),
+            }
+        })
+        .collect())
+}
+
+pub(crate) fn read_f32(data: TensorData) -> Result<Vec<f32>> {
+    data.into_vec::<f32>()
+        .map_err(|e| LmError::InvalidInput(format!("expected f32 tensor data, found {e:?}")))
+}
+
+/// Perplexity of texts: `exp(mean NLL)` of each text's tokens.
+pub fn perplexity(model: &LanguageModel, texts: &[String], options: &ScoreOptions) -> Result<Vec<f64>> {
+    let requests = texts
+        .iter()
+        .map(|t| model.encode(t).map(ScoreRequest::text))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(score(model, &requests, options, &ExpertMix::Base)?
+        .iter()
+        .map(TokenScores::ppl)
+        .collect())
+}

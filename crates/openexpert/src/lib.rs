@@ -1,1 +1,24 @@
-//! openexpert
+//! # openexpert
+//!
+//! Task experts from open knowledge: a bank of public LoRA adapters, open instruction data and a
+//! few labelled examples of the target task (K-shot). This facade re-exports the workspace's
+//! crates and hosts the command-line tool `openexpert`:
+//!
+//! - [`lm_core`]: the burn model runtime (GGUF / safetensors loading, tokenizers, Llama / Qwen2 /
+//!   BERT, generation, scoring, embeddings);
+//! - `lora-zoo`, `kshot-eval`, `data-select`, `tapir-curriculum`, `moe-router`: adapters,
+//!   K-shot evaluation, data selection, curriculum distillation and mixtures of LoRA experts
+//!   (filled in by their own issues).
+#![warn(missing_docs)]
+
+pub use lm_core;
+
+/// The most used items in one import.
+pub mod prelude {
+    pub use lm_core::chat_template::ChatMessage;
+    pub use lm_core::device::{device_from_env, device_from_name};
+    pub use lm_core::generate::{Generation, GenerationConfig, generate};
+    pub use lm_core::model::{ExpertMix, LanguageModel, SentenceEncoder};
+    pub use lm_core::score::{ScoreOptions, ScoreRequest, TokenScores, score};
+    pub use lm_core::{LmError, Result};
+}

@@ -1,1 +1,208 @@
-//! hf_config (in progress)
+//! HF `config.json` → [`DecoderConfig`] / [`EncoderConfig`].
+//!
+//! Supported `model_type`s: `llama`, `qwen2` (decoders) and `bert` (encoder). Keys follow
+//! transformers' names; optional keys get transformers' defaults.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{LmError, Result};
+use crate::model::config::{DecoderArch, DecoderConfig, EncoderConfig};
+
+/// What an HF directory's `config.json` describes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HfModelConfig {
+    /// A Llama or Qwen2 causal LM.
+    Decoder(DecoderConfig),
+    /// A BERT encoder.
+    Encoder(EncoderConfig),
+}
+
+/// Reads and interprets `config.json` from a file path.
+pub fn read_hf_config(path: &Path) -> Result<HfModelConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
+    parse_hf_config(&text, path)
+}
+
+/// Interprets the text of a `config.json`; `path` is only used in error messages.
+pub fn parse_hf_config(text: &str, path: &Path) -> Result<HfModelConfig> {
+    let v: Value = serde_json::from_str(text).map_err(|e| LmError::Config {
+        path: path.to_path_buf(),
+        detail: format!("expected a JSON object, found invalid JSON: {e}"),
+    })?;
+    let cfg = Keys { v: &v, path };
+    let model_type = cfg.str("model_type")?;
+    match model_type.as_str() {
+        "llama" | "qwen2" => {
+            let arch = if model_type == "llama" {
+                DecoderArch::Llama
+            } else {
+                DecoderArch::Qwen2
+            };
+            let hidden_size = cfg.usize("hidden_size")?;
+            let num_heads = cfg.usize("num_attention_heads")?;
+            let head_dim = cfg.usize_or("head_dim", hidden_size / num_heads.max(1))?;
+            let attention_bias = match arch {
+                DecoderArch::Qwen2 => true,
+                DecoderArch::Llama => cfg.bool_or("attention_bias", false)?,
+            };
+            let eos = match v.get("eos_token_id") {
+                Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+                Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+                _ => Vec::new(),
+            };
+            let config = DecoderConfig {
+                arch,
+                vocab_size: cfg.usize("vocab_size")?,
+                hidden_size,
+                intermediate_size: cfg.usize("intermediate_size")?,
+                num_layers: cfg.usize("num_hidden_layers")?,
+                num_heads,
+                num_kv_heads: cfg.usize_or("num_key_value_heads", num_heads)?,
+                head_dim,
+                rope_theta: cfg.f64_or("rope_theta", 10000.0)?,
+                rms_norm_eps: cfg.f64_or("rms_norm_eps", 1e-6)?,
+                max_position_embeddings: cfg.usize_or("max_position_embeddings", 2048)?,
+                tie_word_embeddings: cfg.bool_or("tie_word_embeddings", false)?,
+                attention_bias,
+                bos_token_id: v.get("bos_token_id").and_then(Value::as_u64).map(|x| x as u32),
+                eos_token_ids: eos,
+            };
+            config.validate(path)?;
+            Ok(HfModelConfig::Decoder(config))
+        }
+        "bert" => {
+            let act = cfg.str_or("hidden_act", "gelu")?;
+            if act != "gelu" {
+                return Err(LmError::Config {
+                    path: path.to_path_buf(),
+                    detail: format!("expected hidden_act `gelu` for BERT, found `{act}`"),
+                });
+            }
+            let config = EncoderConfig {
+                vocab_size: cfg.usize("vocab_size")?,
+                hidden_size: cfg.usize("hidden_size")?,
+                intermediate_size: cfg.usize("intermediate_size")?,
+                num_layers: cfg.usize("num_hidden_layers")?,
+                num_heads: cfg.usize("num_attention_heads")?,
+                max_position_embeddings: cfg.usize_or("max_position_embeddings", 512)?,
+                type_vocab_size: cfg.usize_or("type_vocab_size", 2)?,
+                layer_norm_eps: cfg.f64_or("layer_norm_eps", 1e-12)?,
+            };
+            config.validate(path)?;
+            Ok(HfModelConfig::Encoder(config))
+        }
+        other => Err(LmError::UnsupportedArchitecture {
+            found: other.to_string(),
+            supported: "llama, qwen2 (decoders), bert (encoder)",
+        }),
+    }
+}
+
+struct Keys<'a> {
+    v: &'a Value,
+    path: &'a Path,
+}
+
+impl Keys<'_> {
+    fn err(&self, key: &str, expected: &str) -> LmError {
+        LmError::Config {
+            path: self.path.to_path_buf(),
+            detail: format!(
+                "key `{key}`: expected {expected}, found {}",
+                self.v.get(key).map_or("nothing".to_string(), |x| x.to_string())
+            ),
+        }
+    }
+    fn str(&self, key: &str) -> Result<String> {
+        self.v
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| self.err(key, "a string"))
+    }
+    fn str_or(&self, key: &str, default: &str) -> Result<String> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(default.to_string()),
+            Some(_) => self.str(key),
+        }
+    }
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.v
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|x| x as usize)
+            .ok_or_else(|| self.err(key, "a non-negative integer"))
+    }
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(_) => self.usize(key),
+        }
+    }
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x.as_f64().ok_or_else(|| self.err(key, "a number")),
+        }
+    }
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.v.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(x) => x.as_bool().ok_or_else(|| self.err(key, "true or false")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA: &str = r#"{"model_type":"llama","vocab_size":49152,"hidden_size":576,
+        "intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,
+        "num_key_value_heads":3,"rope_theta":100000.0,"rms_norm_eps":1e-5,
+        "tie_word_embeddings":true,"max_position_embeddings":8192,"eos_token_id":2}"#;
+
+    #[test]
+    fn llama_config_parses_with_defaults() {
+        let HfModelConfig::Decoder(c) = parse_hf_config(LLAMA, Path::new("c.json")).unwrap() else {
+            panic!("expected a decoder")
+        };
+        assert_eq!(c.head_dim, 64);
+        assert_eq!(c.num_kv_heads, 3);
+        assert!(c.tie_word_embeddings && !c.attention_bias);
+        assert_eq!(c.eos_token_ids, vec![2]);
+        assert_eq!(c.rope_theta, 100000.0);
+    }
+
+    #[test]
+    fn qwen2_has_qkv_bias() {
+        let text = LLAMA.replace("\"llama\"", "\"qwen2\"");
+        let HfModelConfig::Decoder(c) = parse_hf_config(&text, Path::new("c.json")).unwrap() else {
+            panic!()
+        };
+        assert!(c.attention_bias);
+    }
+
+    #[test]
+    fn missing_key_names_it() {
+        let text = LLAMA.replace("\"hidden_size\":576,", "");
+        let err = parse_hf_config(&text, Path::new("c.json")).unwrap_err().to_string();
+        assert!(err.contains("hidden_size") && err.contains("found nothing"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_heads_are_rejected() {
+        let text = LLAMA.replace("\"num_key_value_heads\":3", "\"num_key_value_heads\":4");
+        let err = parse_hf_config(&text, Path::new("c.json")).unwrap_err().to_string();
+        assert!(err.contains("num_kv_heads"), "{err}");
+    }
+
+    #[test]
+    fn unknown_architecture_is_named() {
+        let text = LLAMA.replace("\"llama\"", "\"gpt_neox\"");
+        let err = parse_hf_config(&text, Path::new("c.json")).unwrap_err().to_string();
+        assert!(err.contains("gpt_neox") && err.contains("llama"), "{err}");
+    }
+}

@@ -1,1 +1,19 @@
-//! Models: Llama/Qwen2 decoder and BERT encoder (in progress)
+//! Models: the Llama / Qwen2 [`Decoder`] and the BERT [`Encoder`], their configs and loaders,
+//! the [`AdaptedLinear`] seam, and the ready-to-use [`LanguageModel`] / [`SentenceEncoder`]
+//! that bundle weights with their tokenizer.
+
+pub mod adapted_linear;
+pub mod config;
+pub mod decoder;
+pub mod encoder;
+pub mod language_model;
+pub mod layers;
+pub mod loader;
+pub mod sentence_encoder;
+
+pub use adapted_linear::{AdaptedLinear, ExpertMix, ExpertSet};
+pub use config::{DecoderArch, DecoderConfig, EncoderConfig};
+pub use decoder::{AttentionMask, Decoder, KvCache};
+pub use encoder::Encoder;
+pub use language_model::LanguageModel;
+pub use sentence_encoder::SentenceEncoder;

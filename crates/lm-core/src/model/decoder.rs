@@ -1,0 +1,291 @@
+//! The Llama / Qwen2 decoder: RMSNorm, RoPE (θ from the config), grouped-query attention,
+//! SwiGLU feed-forward, optional q/k/v bias, tied or untied output head, and a KV cache.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use super::adapted_linear::{AdaptedLinear, ExpertMix};
+use super::config::DecoderConfig;
+use super::layers::{RmsNorm, Rope, repeat_kv};
+
+/// The linear layers of one block that adapters may target, by their HF names.
+pub const DECODER_TARGETS: [&str; 7] = [
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+];
+
+/// Self-attention of one decoder block.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `q_proj`: `[d_model] -> [heads · head_dim]`.
+    pub q_proj: AdaptedLinear,
+    /// `k_proj`: `[d_model] -> [kv_heads · head_dim]`.
+    pub k_proj: AdaptedLinear,
+    /// `v_proj`: `[d_model] -> [kv_heads · head_dim]`.
+    pub v_proj: AdaptedLinear,
+    /// `o_proj`: `[heads · head_dim] -> [d_model]`.
+    pub o_proj: AdaptedLinear,
+    /// Query heads.
+    #[module(skip)]
+    pub num_heads: usize,
+    /// Key/value heads.
+    #[module(skip)]
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `gate_proj`: `[d_model] -> [d_ff]`.
+    pub gate_proj: AdaptedLinear,
+    /// `up_proj`: `[d_model] -> [d_ff]`.
+    pub up_proj: AdaptedLinear,
+    /// `down_proj`: `[d_ff] -> [d_model]`.
+    pub down_proj: AdaptedLinear,
+}
+
+/// One pre-norm decoder block.
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm,
+    /// Attention.
+    pub self_attn: Attention,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm,
+    /// Feed-forward.
+    pub mlp: Mlp,
+}
+
+/// A causal language model of the Llama family.
+#[derive(Module, Debug)]
+pub struct Decoder {
+    /// Token embedding `[vocab, d_model]`.
+    pub embed_tokens: Embedding,
+    /// The blocks.
+    pub layers: Vec<DecoderLayer>,
+    /// Final norm.
+    pub norm: RmsNorm,
+    /// Output head `[d_model, vocab]` (a transposed copy of the embedding when tied).
+    pub lm_head: Linear,
+    /// Rotary tables.
+    pub rope: Rope,
+    /// The configuration it was built from.
+    #[module(skip)]
+    pub config: DecoderConfig,
+}
+
+/// Cached keys and values of every layer, `[batch, kv_heads, cached, head_dim]` each.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    /// An empty cache for `num_layers` layers.
+    pub fn new(num_layers: usize) -> Self {
+        Self {
+            layers: vec![None; num_layers],
+        }
+    }
+
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which keys each query may see, beyond causality.
+#[derive(Debug, Clone)]
+pub enum AttentionMask {
+    /// Plain causal attention (no padding before real tokens).
+    Causal,
+    /// An explicit mask, `true` = hidden: `[batch, 1, q_len, k_len]`.
+    Explicit(Tensor<4, Bool>),
+}
+
+impl Attention {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `positions`: `[batch, seq]`
+    /// - returns `[batch, seq, d_model]`
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        positions: &Tensor<2, Int>,
+        rope: &Rope,
+        mask: &AttentionMask,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        mix: &ExpertMix,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone(), mix).reshape([b, s, h, d]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone(), mix).reshape([b, s, kvh, d]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x, mix).reshape([b, s, kvh, d]).swap_dims(1, 2);
+        let q = rope.apply(q, positions);
+        let k = rope.apply(k, positions);
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let k = repeat_kv(k, h / kvh);
+        let v = repeat_kv(v, h / kvh);
+        let kl = k.dims()[2];
+        let (mask, is_causal) = match mask {
+            AttentionMask::Causal => (None, s > 1),
+            AttentionMask::Explicit(m) => (Some(m.clone().expand([b, h, s, kl])), false),
+        };
+        let out = attention(
+            q,
+            k,
+            v,
+            mask,
+            None,
+            AttentionModuleOptions {
+                is_causal,
+                ..Default::default()
+            },
+        );
+        let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
+        self.o_proj.forward(out, mix)
+    }
+}
+
+impl Mlp {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
+    fn forward(&self, x: Tensor<3>, mix: &ExpertMix) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone(), mix));
+        let up = self.up_proj.forward(x, mix);
+        self.down_proj.forward(gate * up, mix)
+    }
+}
+
+impl Decoder {
+    /// Final hidden states (after the last norm).
+    ///
+    /// `positions` are the RoPE positions of the tokens (for left-padded rows they start at 0
+    /// at the first real token). With a cache, the new keys/values are appended to it.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`, `positions`: `[batch, seq]`
+    /// - returns `[batch, seq, d_model]`
+    pub fn forward_hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        mask: &AttentionMask,
+        mut cache: Option<&mut KvCache>,
+        mix: &ExpertMix,
+    ) -> Tensor<3> {
+        let mut x = self.embed_tokens.forward(tokens);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let attn_in = layer.input_layernorm.forward(x.clone());
+            x = x + layer
+                .self_attn
+                .forward(attn_in, &positions, &self.rope, mask, slot, mix);
+            let mlp_in = layer.post_attention_layernorm.forward(x.clone());
+            x = x + layer.mlp.forward(mlp_in, mix);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits of the output head.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, d_model]` -> `[batch, seq, vocab]`
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Positions `0..seq` for every row.
+    ///
+    /// # Shapes
+    /// - returns `[batch, seq]`
+    pub fn default_positions(batch: usize, seq: usize, offset: usize, device: &Device) -> Tensor<2, Int> {
+        let pos: Vec<i64> = (0..batch)
+            .flat_map(|_| (offset..offset + seq).map(|p| p as i64))
+            .collect();
+        Tensor::from_data(TensorData::new(pos, [batch, seq]), device)
+    }
+
+    /// Logits for a batch of equal-length (or right-padded) sequences with no cache.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]` -> `[batch, seq, vocab]`
+    pub fn forward(&self, tokens: Tensor<2, Int>, mix: &ExpertMix) -> Tensor<3> {
+        let [b, s] = tokens.dims();
+        let positions = Self::default_positions(b, s, 0, &tokens.device());
+        let hidden = self.forward_hidden(tokens, positions, &AttentionMask::Causal, None, mix);
+        self.logits(hidden)
+    }
+
+    /// The adaptable linear layers of the model, with their HF module names
+    /// (`model.layers.{i}.self_attn.q_proj`, ...).
+    pub fn adapted_linears(&self) -> Vec<(String, &AdaptedLinear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let a = &l.self_attn;
+            let m = &l.mlp;
+            for (name, lin) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Mutable access to an adaptable linear by its HF module name.
+    pub fn adapted_linear_mut(&mut self, name: &str) -> Option<&mut AdaptedLinear> {
+        let rest = name.strip_prefix("model.layers.")?;
+        let (idx, module) = rest.split_once('.')?;
+        let layer = self.layers.get_mut(idx.parse::<usize>().ok()?)?;
+        Some(match module {
+            "self_attn.q_proj" => &mut layer.self_attn.q_proj,
+            "self_attn.k_proj" => &mut layer.self_attn.k_proj,
+            "self_attn.v_proj" => &mut layer.self_attn.v_proj,
+            "self_attn.o_proj" => &mut layer.self_attn.o_proj,
+            "mlp.gate_proj" => &mut layer.mlp.gate_proj,
+            "mlp.up_proj" => &mut layer.mlp.up_proj,
+            "mlp.down_proj" => &mut layer.mlp.down_proj,
+            _ => return None,
+        })
+    }
+}
+
+/// Builds an embedding module from `[vocab, d]` values.
+pub(crate) fn embedding_from(values: Vec<f32>, vocab: usize, d: usize, device: &Device) -> Embedding {
+    Embedding {
+        weight: Param::from_tensor(Tensor::from_data(TensorData::new(values, [vocab, d]), device))
+            .set_require_grad(false),
+    }
+}

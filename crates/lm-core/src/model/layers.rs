@@ -1,0 +1,146 @@
+//! Small building blocks shared by the models: RMSNorm, LayerNorm, rotary tables, GQA repeat.
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Root-mean-square normalisation: `x / sqrt(mean(x²) + ε) · γ` (computed in f32, as HF).
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    /// Scale γ, `[d]`.
+    pub gamma: Param<Tensor<1>>,
+    /// ε added to the mean square.
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Builds from the weight values.
+    pub fn new(gamma: Vec<f32>, eps: f64, device: &Device) -> Self {
+        let d = gamma.len();
+        Self {
+            gamma: Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [d]), device))
+                .set_require_grad(false),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, d]` -> `[batch, seq, d]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let ms = x.clone().square().mean_dim(2);
+        let inv = (ms + self.eps).sqrt().recip();
+        x * inv * self.gamma.val().unsqueeze_dims::<3>(&[0, 1])
+    }
+}
+
+/// LayerNorm with affine parameters: `(x - μ) / sqrt(σ² + ε) · γ + β`.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Scale γ, `[d]`.
+    pub gamma: Param<Tensor<1>>,
+    /// Shift β, `[d]`.
+    pub beta: Param<Tensor<1>>,
+    /// ε added to the variance.
+    #[module(skip)]
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Builds from the weight and bias values.
+    pub fn new(gamma: Vec<f32>, beta: Vec<f32>, eps: f64, device: &Device) -> Self {
+        let d = gamma.len();
+        Self {
+            gamma: Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [d]), device))
+                .set_require_grad(false),
+            beta: Param::from_tensor(Tensor::from_data(TensorData::new(beta, [d]), device))
+                .set_require_grad(false),
+            eps,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, d]` -> `[batch, seq, d]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered * (var + self.eps).sqrt().recip();
+        normed * self.gamma.val().unsqueeze_dims::<3>(&[0, 1])
+            + self.beta.val().unsqueeze_dims::<3>(&[0, 1])
+    }
+}
+
+/// Precomputed RoPE tables in HF's `rotate_half` convention (pairs `(i, i + d/2)`).
+///
+/// HF computes `inv_freq = 1 / θ^(2i/d)` and the angles `pos · inv_freq` in f32; we do the
+/// same so that long positions round identically.
+#[derive(Module, Debug)]
+pub struct Rope {
+    /// `cos(pos · inv_freq)` duplicated over both halves: `[max_pos, head_dim]`.
+    pub cos: Tensor<2>,
+    /// `sin(pos · inv_freq)` duplicated over both halves: `[max_pos, head_dim]`.
+    pub sin: Tensor<2>,
+}
+
+impl Rope {
+    /// Builds the tables for positions `0..max_pos`.
+    pub fn new(head_dim: usize, theta: f64, max_pos: usize, device: &Device) -> Self {
+        let half = head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| {
+                let exponent = (2 * i) as f32 / head_dim as f32;
+                1.0f32 / (theta as f32).powf(exponent)
+            })
+            .collect();
+        let mut cos = Vec::with_capacity(max_pos * head_dim);
+        let mut sin = Vec::with_capacity(max_pos * head_dim);
+        for pos in 0..max_pos {
+            let angles: Vec<f32> = inv_freq.iter().map(|f| pos as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        Self {
+            cos: Tensor::from_data(TensorData::new(cos, [max_pos, head_dim]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [max_pos, head_dim]), device),
+        }
+    }
+
+    /// Longest position covered by the tables.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dims()[0]
+    }
+
+    /// Rotates queries or keys at the given positions.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, heads, seq, head_dim]`
+    /// - `positions`: `[batch, seq]`
+    /// - returns `[batch, heads, seq, head_dim]`
+    pub fn apply(&self, x: Tensor<4>, positions: &Tensor<2, Int>) -> Tensor<4> {
+        let [b, _h, s, d] = x.dims();
+        let flat = positions.clone().reshape([b * s]);
+        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, s, d]);
+        let sin = self.sin.clone().select(0, flat).reshape([b, 1, s, d]);
+        let half = d / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * cos + rotated * sin
+    }
+}
+
+/// Repeats each key/value head `groups` times (grouped-query attention).
+///
+/// # Shapes
+/// - `x`: `[batch, kv_heads, seq, d]` -> `[batch, kv_heads · groups, seq, d]`
+pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
+    if groups == 1 {
+        return x;
+    }
+    let [b, h, s, d] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, h, groups, s, d])
+        .reshape([b, h * groups, s, d])
+}

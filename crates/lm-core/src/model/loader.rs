@@ -1,0 +1,320 @@
+//! Building models from weights: HF names are the lingua franca; GGUF names are mapped to them.
+//!
+//! A [`WeightSource`] hands out f32 tensors by HF name (`model.layers.3.self_attn.q_proj.weight`)
+//! in PyTorch layout. [`SafetensorsWeights`] does so directly; [`GgufWeights`] maps the name to
+//! llama.cpp's (`blk.3.attn_q.weight`), dequantises, and undoes the q/k row permutation of
+//! Llama models. Every tensor's shape is checked against the config before use.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use super::adapted_linear::{AdaptedLinear, linear_from_torch};
+use super::config::{DecoderArch, DecoderConfig, EncoderConfig};
+use super::decoder::{Attention, Decoder, DecoderLayer, Mlp, embedding_from};
+use super::encoder::{Encoder, EncoderLayer};
+use super::layers::{LayerNorm, RmsNorm, Rope};
+use crate::error::{LmError, Result};
+use crate::io::gguf::{GgufFile, unpermute_llama_qk};
+use crate::io::safetensors::SafetensorsWeights;
+
+/// Hands out tensors by HF name as `(values, shape)` in PyTorch layout.
+pub trait WeightSource {
+    /// Reads a tensor, or [`LmError::MissingTensor`].
+    fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)>;
+    /// Whether the tensor exists.
+    fn has(&self, name: &str) -> bool;
+    /// Where the weights come from, for messages.
+    fn origin(&self) -> &Path;
+
+    /// Reads a tensor and checks its shape.
+    fn get_shaped(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (values, found) = self.get(name)?;
+        if found != shape {
+            return Err(LmError::ShapeMismatch {
+                tensor: name.to_string(),
+                expected: shape.to_vec(),
+                found,
+            });
+        }
+        Ok(values)
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        self.tensor_f32(name)
+    }
+    fn has(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+    fn origin(&self) -> &Path {
+        SafetensorsWeights::origin(self)
+    }
+}
+
+/// A GGUF file seen through HF tensor names.
+pub struct GgufWeights<'a> {
+    file: &'a GgufFile,
+    path: PathBuf,
+    arch: DecoderArch,
+    num_heads: usize,
+    num_kv_heads: usize,
+}
+
+impl<'a> GgufWeights<'a> {
+    /// Wraps an opened GGUF file for a decoder of the given config.
+    pub fn new(file: &'a GgufFile, path: &Path, config: &DecoderConfig) -> Self {
+        Self {
+            file,
+            path: path.to_path_buf(),
+            arch: config.arch,
+            num_heads: config.num_heads,
+            num_kv_heads: config.num_kv_heads,
+        }
+    }
+
+    /// llama.cpp's name for an HF tensor name.
+    pub fn gguf_name(hf: &str) -> Option<String> {
+        let fixed = match hf {
+            "model.embed_tokens.weight" => Some("token_embd.weight"),
+            "model.norm.weight" => Some("output_norm.weight"),
+            "lm_head.weight" => Some("output.weight"),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return Some(f.to_string());
+        }
+        let rest = hf.strip_prefix("model.layers.")?;
+        let (idx, tail) = rest.split_once('.')?;
+        let mapped = match tail {
+            "input_layernorm.weight" => "attn_norm.weight",
+            "post_attention_layernorm.weight" => "ffn_norm.weight",
+            "self_attn.q_proj.weight" => "attn_q.weight",
+            "self_attn.k_proj.weight" => "attn_k.weight",
+            "self_attn.v_proj.weight" => "attn_v.weight",
+            "self_attn.o_proj.weight" => "attn_output.weight",
+            "self_attn.q_proj.bias" => "attn_q.bias",
+            "self_attn.k_proj.bias" => "attn_k.bias",
+            "self_attn.v_proj.bias" => "attn_v.bias",
+            "mlp.gate_proj.weight" => "ffn_gate.weight",
+            "mlp.up_proj.weight" => "ffn_up.weight",
+            "mlp.down_proj.weight" => "ffn_down.weight",
+            _ => return None,
+        };
+        Some(format!("blk.{idx}.{mapped}"))
+    }
+}
+
+impl WeightSource for GgufWeights<'_> {
+    fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
+        let missing = || LmError::MissingTensor {
+            path: self.path.clone(),
+            tensor: format!("{name} (GGUF: {})", Self::gguf_name(name).unwrap_or_default()),
+        };
+        let gguf = Self::gguf_name(name).ok_or_else(missing)?;
+        if self.file.tensor_info(&gguf).is_none() {
+            return Err(missing());
+        }
+        let (values, shape) = self.file.tensor_f32(&gguf)?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(self.num_heads)
+        } else if name.ends_with("k_proj.weight") {
+            Some(self.num_kv_heads)
+        } else {
+            None
+        };
+        match (self.arch, heads) {
+            (DecoderArch::Llama, Some(h)) if shape.len() == 2 => {
+                let values = unpermute_llama_qk(&values, h, shape[0], shape[1]);
+                Ok((values, shape))
+            }
+            _ => Ok((values, shape)),
+        }
+    }
+    fn has(&self, name: &str) -> bool {
+        Self::gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+    }
+    fn origin(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a decoder config from GGUF metadata (`{arch}.block_count`, ...).
+pub fn decoder_config_from_gguf(file: &GgufFile, path: &Path) -> Result<DecoderConfig> {
+    let arch_name = file.get_str("general.architecture")?.to_string();
+    let arch = match arch_name.as_str() {
+        "llama" => DecoderArch::Llama,
+        "qwen2" => DecoderArch::Qwen2,
+        other => {
+            return Err(LmError::UnsupportedArchitecture {
+                found: other.to_string(),
+                supported: "llama, qwen2",
+            });
+        }
+    };
+    let key = |k: &str| format!("{arch_name}.{k}");
+    let hidden_size = file.get_u32(&key("embedding_length"))? as usize;
+    let num_heads = file.get_u32(&key("attention.head_count"))? as usize;
+    let num_kv_heads = file
+        .get_u32_opt(&key("attention.head_count_kv"))?
+        .map_or(num_heads, |v| v as usize);
+    let head_dim = file
+        .get_u32_opt(&key("attention.key_length"))?
+        .map_or(hidden_size / num_heads.max(1), |v| v as usize);
+    let vocab_size = match file.get_u32_opt(&key("vocab_size"))? {
+        Some(v) => v as usize,
+        None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
+    };
+    let eos = file.get_u32_opt("tokenizer.ggml.eos_token_id")?;
+    let config = DecoderConfig {
+        arch,
+        vocab_size,
+        hidden_size,
+        intermediate_size: file.get_u32(&key("feed_forward_length"))? as usize,
+        num_layers: file.get_u32(&key("block_count"))? as usize,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rope_theta: file.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0) as f64,
+        rms_norm_eps: file
+            .get_f32_opt(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-6) as f64,
+        max_position_embeddings: file
+            .get_u32_opt(&key("context_length"))?
+            .map_or(2048, |v| v as usize),
+        tie_word_embeddings: file.tensor_info("output.weight").is_none(),
+        attention_bias: arch == DecoderArch::Qwen2,
+        bos_token_id: file.get_u32_opt("tokenizer.ggml.bos_token_id")?,
+        eos_token_ids: eos.into_iter().collect(),
+    };
+    config.validate(path)?;
+    Ok(config)
+}
+
+/// The longest context the RoPE tables are built for: the model's own, capped to keep tables
+/// small on models that claim very long contexts.
+pub const MAX_ROPE_POSITIONS: usize = 8192;
+
+/// Builds a [`Decoder`] from any [`WeightSource`] with HF names.
+pub fn build_decoder(
+    config: &DecoderConfig,
+    weights: &dyn WeightSource,
+    device: &Device,
+) -> Result<Decoder> {
+    let c = config;
+    let (d, ff, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+    let linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<AdaptedLinear> {
+        let w = weights.get_shaped(&format!("{name}.weight"), &[d_out, d_in])?;
+        let b = if bias {
+            Some(weights.get_shaped(&format!("{name}.bias"), &[d_out])?)
+        } else {
+            None
+        };
+        Ok(AdaptedLinear::new(linear_from_torch(&w, d_out, d_in, b, device)))
+    };
+    let norm = |name: &str| -> Result<RmsNorm> {
+        Ok(RmsNorm::new(weights.get_shaped(name, &[d])?, c.rms_norm_eps, device))
+    };
+    let mut layers = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let p = format!("model.layers.{i}");
+        let bias = c.attention_bias;
+        layers.push(DecoderLayer {
+            input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+            self_attn: Attention {
+                q_proj: linear(&format!("{p}.self_attn.q_proj"), qd, d, bias)?,
+                k_proj: linear(&format!("{p}.self_attn.k_proj"), kvd, d, bias)?,
+                v_proj: linear(&format!("{p}.self_attn.v_proj"), kvd, d, bias)?,
+                o_proj: linear(&format!("{p}.self_attn.o_proj"), d, qd, false)?,
+                num_heads: c.num_heads,
+                num_kv_heads: c.num_kv_heads,
+                head_dim: c.head_dim,
+            },
+            post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            mlp: Mlp {
+                gate_proj: linear(&format!("{p}.mlp.gate_proj"), ff, d, false)?,
+                up_proj: linear(&format!("{p}.mlp.up_proj"), ff, d, false)?,
+                down_proj: linear(&format!("{p}.mlp.down_proj"), d, ff, false)?,
+            },
+        });
+    }
+    let embed = weights.get_shaped("model.embed_tokens.weight", &[v, d])?;
+    let lm_head = if c.tie_word_embeddings || !weights.has("lm_head.weight") {
+        linear_from_torch(&embed, v, d, None, device)
+    } else {
+        let w = weights.get_shaped("lm_head.weight", &[v, d])?;
+        linear_from_torch(&w, v, d, None, device)
+    };
+    Ok(Decoder {
+        embed_tokens: embedding_from(embed, v, d, device),
+        layers,
+        norm: norm("model.norm.weight")?,
+        lm_head,
+        rope: Rope::new(
+            c.head_dim,
+            c.rope_theta,
+            c.max_position_embeddings.min(MAX_ROPE_POSITIONS),
+            device,
+        ),
+        config: c.clone(),
+    })
+}
+
+/// Builds an [`Encoder`] from HF BERT weights (with or without the `bert.` prefix).
+pub fn build_encoder(
+    config: &EncoderConfig,
+    weights: &dyn WeightSource,
+    device: &Device,
+) -> Result<Encoder> {
+    let c = config;
+    let prefix = if weights.has("bert.embeddings.word_embeddings.weight") {
+        "bert."
+    } else {
+        ""
+    };
+    let (d, ff) = (c.hidden_size, c.intermediate_size);
+    let linear = |name: &str, d_out: usize, d_in: usize| -> Result<AdaptedLinear> {
+        let w = weights.get_shaped(&format!("{prefix}{name}.weight"), &[d_out, d_in])?;
+        let b = weights.get_shaped(&format!("{prefix}{name}.bias"), &[d_out])?;
+        Ok(AdaptedLinear::new(linear_from_torch(&w, d_out, d_in, Some(b), device)))
+    };
+    let layer_norm = |name: &str| -> Result<LayerNorm> {
+        Ok(LayerNorm::new(
+            weights.get_shaped(&format!("{prefix}{name}.weight"), &[d])?,
+            weights.get_shaped(&format!("{prefix}{name}.bias"), &[d])?,
+            c.layer_norm_eps,
+            device,
+        ))
+    };
+    let embedding = |name: &str, rows: usize| -> Result<burn::nn::Embedding> {
+        let w = weights.get_shaped(&format!("{prefix}{name}"), &[rows, d])?;
+        Ok(embedding_from(w, rows, d, device))
+    };
+    let mut layers = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let p = format!("encoder.layer.{i}");
+        layers.push(EncoderLayer {
+            query: linear(&format!("{p}.attention.self.query"), d, d)?,
+            key: linear(&format!("{p}.attention.self.key"), d, d)?,
+            value: linear(&format!("{p}.attention.self.value"), d, d)?,
+            attn_out: linear(&format!("{p}.attention.output.dense"), d, d)?,
+            attn_norm: layer_norm(&format!("{p}.attention.output.LayerNorm"))?,
+            intermediate: linear(&format!("{p}.intermediate.dense"), ff, d)?,
+            output: linear(&format!("{p}.output.dense"), d, ff)?,
+            out_norm: layer_norm(&format!("{p}.output.LayerNorm"))?,
+        });
+    }
+    Ok(Encoder {
+        word_embeddings: embedding("embeddings.word_embeddings.weight", c.vocab_size)?,
+        position_embeddings: embedding(
+            "embeddings.position_embeddings.weight",
+            c.max_position_embeddings,
+        )?,
+        token_type_embeddings: embedding("embeddings.token_type_embeddings.weight", c.type_vocab_size)?,
+        embed_norm: layer_norm("embeddings.LayerNorm")?,
+        layers,
+        config: c.clone(),
+    })
+}

@@ -1,0 +1,82 @@
+//! `openexpert generate`: text from a prompt.
+
+use clap::Args;
+use lm_core::chat_template::ChatMessage;
+use lm_core::device::device_from_name;
+use lm_core::generate::{GenerationConfig, generate};
+use lm_core::model::{ExpertMix, LanguageModel};
+
+/// Arguments of `generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A GGUF file, an HF directory, or a default asset name.
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// The prompt (repeat for a batch).
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
+    /// Wrap each prompt as a user turn in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling mass.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Stop strings (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object per prompt instead of plain text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `generate`.
+pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
+    let device = device_from_name(device)?;
+    let model = LanguageModel::load(&args.model, &device)?;
+    let prompts = args
+        .prompt
+        .iter()
+        .map(|p| {
+            let text = if args.chat {
+                model.render_chat(&[ChatMessage::user(p.clone())], true)?
+            } else {
+                p.clone()
+            };
+            model.encode(&text)
+        })
+        .collect::<lm_core::Result<Vec<_>>>()?;
+    let config = GenerationConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        stop: args.stop.clone(),
+        seed: args.seed,
+        ..Default::default()
+    };
+    let outputs = generate(&model, &prompts, &config, &ExpertMix::Base)?;
+    for (prompt, out) in args.prompt.iter().zip(outputs) {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "prompt": prompt,
+                    "text": out.text,
+                    "token_ids": out.token_ids,
+                    "finish_reason": format!("{:?}", out.finish_reason).to_lowercase(),
+                })
+            );
+        } else {
+            println!("{}", out.text);
+        }
+    }
+    Ok(())
+}

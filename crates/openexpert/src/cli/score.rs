@@ -1,0 +1,108 @@
+//! `openexpert score`: per-row log-prob, token count and perplexity of a JSONL file.
+//!
+//! Each input line is `{"text": ...}` (every token with a predecessor is scored) or
+//! `{"prompt": ..., "target": ...}` (target tokens scored given the prompt; the two are
+//! tokenised separately and joined). Output lines repeat the input fields and add `logprob`,
+//! `n_tokens` and `ppl`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use lm_core::device::device_from_name;
+use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::score::{ScoreOptions, ScoreRequest, score_with_progress};
+
+use super::jsonl::{read_objects, write_atomic};
+
+/// Arguments of `score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// A GGUF file, an HF directory, or a default asset name.
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// Input JSONL.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output JSONL.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write the last-position logits of every row (tensor `logits`, `[rows, vocab]`, f32).
+    #[arg(long)]
+    pub dump_logits: Option<PathBuf>,
+    /// Rows per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+}
+
+/// Runs `score`.
+pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
+    let rows = read_objects(&args.input)?;
+    let device = device_from_name(device)?;
+    let model = LanguageModel::load(&args.model, &device)?;
+    let requests = rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| request_for(&model, row).with_context(|| format!("{}: row {}", args.input.display(), i + 1)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = ScoreOptions {
+        batch_size: args.batch_size,
+        keep_last_logits: args.dump_logits.is_some(),
+    };
+    let bar = super::progress_bar(requests.len() as u64, "scoring");
+    let scores = score_with_progress(&model, &requests, &options, &ExpertMix::Base, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let mut out = String::new();
+    for (row, s) in rows.iter().zip(&scores) {
+        let mut row = row.clone();
+        row.insert("logprob".into(), serde_json::json!(s.logprob));
+        row.insert("n_tokens".into(), serde_json::json!(s.n_tokens));
+        row.insert("ppl".into(), serde_json::json!(s.ppl()));
+        out.push_str(&serde_json::Value::Object(row).to_string());
+        out.push('\n');
+    }
+    write_atomic(&args.output, out.as_bytes())?;
+    if let Some(path) = &args.dump_logits {
+        let vocab = model.config().vocab_size;
+        let mut bytes = Vec::with_capacity(scores.len() * vocab * 4);
+        for s in &scores {
+            for v in s.last_logits.as_deref().expect("asked for last logits") {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let view = safetensors::tensor::TensorView::new(
+            safetensors::Dtype::F32,
+            vec![scores.len(), vocab],
+            &bytes,
+        )?;
+        let data = safetensors::serialize([("logits", view)], None)?;
+        write_atomic(path, &data)?;
+    }
+    Ok(())
+}
+
+fn request_for(
+    model: &LanguageModel,
+    row: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<ScoreRequest> {
+    let field = |k: &str| row.get(k).and_then(|v| v.as_str());
+    match (field("text"), field("prompt"), field("target")) {
+        (Some(text), None, None) => Ok(ScoreRequest::text(model.encode(text)?)),
+        (None, Some(prompt), Some(target)) => {
+            let target_ids = model.encode_continuation(target)?;
+            if target_ids.is_empty() {
+                bail!("`target` is empty after tokenisation: nothing to score");
+            }
+            Ok(ScoreRequest {
+                prompt: model.encode(prompt)?,
+                target: target_ids,
+            })
+        }
+        _ => bail!(
+            "expected a string `text` field, or string `prompt` and `target` fields; found keys {:?}",
+            row.keys().collect::<Vec<_>>()
+        ),
+    }
+}
