@@ -1,1 +1,29 @@
-//! data-select
+//! data-select: choose the few instructions worth training on.
+//!
+//! Model-free selection core over `ndarray`:
+//! - [`pool`]: Alpaca / ShareGPT / chat JSONL pools with stable ids and content hashes; [`salvage`] recovers the
+//!   complete records of a truncated JSON array;
+//! - [`embed`]: the [`embed::Embedder`] trait and an on-disk [`embed::EmbeddingCache`];
+//! - [`kcenter`]: DiverseEvol's k-center greedy with O(N) memory;
+//! - [`retrieve`] and [`dedup`]: Rocket's K-shot retrieval and near-duplicate removal;
+//! - [`baselines`]: random, k-means cluster sampling, uncertainty selectors; [`vendi`]: the Vendi diversity score;
+//! - [`npy`]: `.npy` matrices; [`cli`]: the `select` subcommands.
+#![warn(missing_docs)]
+
+pub mod baselines;
+pub mod cli;
+pub mod dedup;
+pub mod distance;
+pub mod embed;
+pub mod error;
+pub mod fsutil;
+pub mod kcenter;
+pub mod npy;
+pub mod pool;
+pub mod retrieve;
+pub mod salvage;
+pub mod vendi;
+
+pub use distance::Metric;
+pub use error::{Result, SelectError};
+pub use kcenter::{KCenterOptions, KCenterReport, kcenter_greedy};

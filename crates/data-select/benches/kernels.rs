@@ -1,0 +1,2 @@
+//! Criterion benches (in progress).
+fn main() {}

@@ -1,0 +1,2 @@
+//! k-center timing harness (in progress).
+fn main() {}

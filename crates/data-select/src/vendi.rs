@@ -1,0 +1,1 @@
+//! vendi (in progress)
