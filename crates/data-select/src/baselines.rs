@@ -152,7 +152,7 @@ fn assign_rows(p: &Prepared, centroids: ArrayView2<'_, f32>) -> Result<(Vec<usiz
         .map(|i| {
             let mut best = (usize::MAX, f32::INFINITY);
             for j in 0..c.len() {
-                let d = p.finish(dot(p.row(i), c.row(j)), i, c.sq_norm(j));
+                let d = p.finish(dot(p.row(i), c.row(j)), i, c.aux(j));
                 if d < best.1 {
                     best = (j, d);
                 }

@@ -14,7 +14,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::distance::{Metric, Prepared, dot};
+use crate::distance::{Metric, Prepared};
 use crate::error::{Result, SelectError};
 
 /// Which duplicate rule to apply.
@@ -75,7 +75,7 @@ pub fn dedup_prepared(p: &Prepared, order: &[usize], threshold: f32, mode: Dedup
             len: p.len(),
         });
     }
-    let sim = |a: usize, b: usize| dot(p.row(a), p.row(b));
+    let sim = |a: usize, b: usize| p.similarity(a, b);
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
     match mode {
@@ -105,13 +105,12 @@ pub fn dedup_prepared(p: &Prepared, order: &[usize], threshold: f32, mode: Dedup
 
 /// The first kept item that `i` is a near-duplicate of, if any.
 pub fn greedy_conflict(p: &Prepared, kept: &[usize], i: usize, threshold: f32) -> Option<usize> {
-    let row = p.row(i);
     if kept.len() > 2048 {
         kept.par_iter()
-            .position_first(|&j| dot(row, p.row(j)) > threshold)
+            .position_first(|&j| p.similarity(i, j) > threshold)
             .map(|pos| kept[pos])
     } else {
-        kept.iter().copied().find(|&j| dot(row, p.row(j)) > threshold)
+        kept.iter().copied().find(|&j| p.similarity(i, j) > threshold)
     }
 }
 
@@ -154,7 +153,7 @@ mod tests {
             for set in [&g.kept, &pa.kept] {
                 for (a, &i) in set.iter().enumerate() {
                     for &j in &set[a + 1..] {
-                        prop_assert!(dot(p.row(i), p.row(j)) <= thr);
+                        prop_assert!(p.similarity(i, j) <= thr);
                     }
                 }
             }
@@ -163,7 +162,7 @@ mod tests {
             prop_assert_eq!(g.kept.len() + g.dropped.len(), n);
             // greedy is maximal: every dropped item conflicts with a kept one
             for &(i, j) in &g.dropped {
-                prop_assert!(g.kept.contains(&j) && dot(p.row(i), p.row(j)) > thr);
+                prop_assert!(g.kept.contains(&j) && p.similarity(i, j) > thr);
             }
         }
     }

@@ -2,27 +2,31 @@
 //!
 //! # Exactness
 //! Selection results hinge on comparisons of floating-point distances (argmax, ties to the lowest index), so every
-//! pairwise value must be *the same bits* no matter which code path, block position or thread computed it. This module
-//! therefore has exactly one dot-product definition, [`dot`]: 16 lane-wise partial sums over the columns (separate
-//! multiply and add, never fused), then a fixed pairwise reduction of the lanes. Rust never contracts `a * b + c` into an
-//! FMA and LLVM never reassociates float math, so the SSE2, AVX2 and AVX-512 builds of the same source (chosen at
-//! run time) produce identical bits; the multi-center micro-kernel [`dot4`] performs the same operations per pair.
-//! Consequences: duplicate rows get bit-identical distances to every center (exact ties, broken to the lowest index),
-//! and results do not depend on the thread count.
+//! pairwise value must be *the same bits* no matter which code path, tile position or thread computed it, and should
+//! be as close as possible to what an `f32` reference computes. There is exactly one dot-product definition
+//! ([`dot_tile`]; [`dot`] and [`dot4`] are its 1×1 and 1×4 shapes): exact `f32×f32` products summed in `f64` (8
+//! lane-wise partial sums, fixed tail and reduction order), rounded once to `f32`. Since the products are exact in
+//! `f64`, fused and unfused multiply-adds agree, so the AVX-512, AVX2 and portable builds (picked at run time) give
+//! identical bits, and the result is the correctly rounded dot product except in astronomically rare cases.
+//! Consequences: duplicate rows get bit-identical distances (exact ties, broken to the lowest index); results do not
+//! depend on the thread count or CPU; and on a near-tie we agree with any `f32` implementation whose own rounding
+//! error is below the gap (an `f32` BLAS reference is typically within a few ulps; gaps smaller than that cannot be
+//! resolved the same way by two different `f32` summation orders — see docs/data-select.md).
 //!
-//! Euclidean distances follow DiverseEvol's formula and operation order, `sqrt((-2 x·c + ||x||²) + ||c||²)`, with the
-//! squared norms taken from the same [`dot`] (the reference uses the diagonal of the same Gram matrix). Where rounding
-//! makes the squared value negative the reference takes `sqrt` of a negative number and gets NaN (which its `min`/`argmax`
-//! then propagate, picking near-duplicates of labelled rows first); this crate clamps at zero instead. Cosine distance is
-//! `1 - x̂·ĉ` on rows scaled by `1 / max(||x||, 1e-8)`, so a zero vector is at distance 1 from everything.
+//! Euclidean distances follow DiverseEvol's formula and operation order in `f32`, `sqrt((-2 x·c + ||x||²) + ||c||²)`,
+//! with the squared norms from the same [`dot`] (the reference uses the diagonal of the same Gram matrix). Where
+//! rounding makes the squared value negative the reference takes `sqrt` of a negative number and gets NaN (which its
+//! `min`/`argmax` then propagate, picking near-duplicates of labelled rows first); this crate clamps at zero instead.
+//! Cosine distance is `1 - (x·c) / (max(||x||, 1e-8) max(||c||, 1e-8))`, so a zero vector is at distance 1 from
+//! everything (including another zero vector).
 
-use ndarray::{Array1, Array2, ArrayView2, Axis};
+use ndarray::{ArrayView2, CowArray, Ix2};
 use rayon::prelude::*;
 
 use crate::error::{Result, SelectError};
 
-/// Number of partial sums in [`dot`].
-const LANES: usize = 16;
+/// Number of partial sums per pair.
+const LANES: usize = 8;
 
 /// Which distance a selector uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
@@ -44,80 +48,117 @@ impl std::fmt::Display for Metric {
     }
 }
 
-/// Portable body of the dot product; see the module docs for why its shape is fixed.
+/// The one dot-product definition: for every (row, column) pair of the tile, 8 lane-wise `f64` partial sums of exact
+/// `f32×f32` products over the coordinates (the tail goes to lanes `0..rem`), then a fixed pairwise reduction, rounded
+/// once to `f32`. Because each product is exact in `f64`, `madd` may be a fused or an unfused multiply-add with the
+/// same result, and every tile shape gives every pair the same bits.
 #[inline(always)]
-fn dot_body(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let mut ca = a.chunks_exact(LANES);
-    let mut cb = b.chunks_exact(LANES);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
-        acc[l] += x * y;
-    }
-    reduce(acc)
-}
-
-/// Fixed pairwise reduction of the 16 lanes.
-#[inline(always)]
-fn reduce(acc: [f32; LANES]) -> f32 {
-    let mut h = [0.0f32; 8];
-    for l in 0..8 {
-        h[l] = acc[l] + acc[l + 8];
-    }
-    let q = [h[0] + h[4], h[1] + h[5], h[2] + h[6], h[3] + h[7]];
-    (q[0] + q[2]) + (q[1] + q[3])
-}
-
-/// Portable body of four dot products of `a` with `b0..b3`, bit-identical to four calls of [`dot_body`].
-#[inline(always)]
-fn dot4_body(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
-    let n = a.len();
-    let mut acc = [[0.0f32; LANES]; 4];
+fn tile_body<const R: usize, const C: usize>(
+    rows: [&[f32]; R],
+    cols: [&[f32]; C],
+    madd: impl Fn(f64, f64, f64) -> f64,
+) -> [[f32; C]; R] {
+    let n = rows[0].len();
+    let mut acc = [[[0.0f64; LANES]; C]; R];
     let full = n / LANES * LANES;
     let mut i = 0;
     while i < full {
-        let x = &a[i..i + LANES];
-        for j in 0..4 {
-            let y = &b[j][i..i + LANES];
+        let mut x = [[0.0f64; LANES]; R];
+        for r in 0..R {
             for l in 0..LANES {
-                acc[j][l] += x[l] * y[l];
+                x[r][l] = rows[r][i + l] as f64;
+            }
+        }
+        for c in 0..C {
+            let mut y = [0.0f64; LANES];
+            for l in 0..LANES {
+                y[l] = cols[c][i + l] as f64;
+            }
+            for r in 0..R {
+                for l in 0..LANES {
+                    acc[r][c][l] = madd(x[r][l], y[l], acc[r][c][l]);
+                }
             }
         }
         i += LANES;
     }
-    for j in 0..4 {
-        for (l, k) in (full..n).enumerate() {
-            acc[j][l] += a[k] * b[j][k];
+    for r in 0..R {
+        for c in 0..C {
+            for (l, k) in (full..n).enumerate() {
+                acc[r][c][l] = madd(rows[r][k] as f64, cols[c][k] as f64, acc[r][c][l]);
+            }
         }
     }
-    [reduce(acc[0]), reduce(acc[1]), reduce(acc[2]), reduce(acc[3])]
+    let mut out = [[0.0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = reduce(&acc[r][c]);
+        }
+    }
+    out
+}
+
+/// Fixed pairwise reduction of the lanes, rounded once to `f32`.
+#[inline(always)]
+fn reduce(a: &[f64; LANES]) -> f32 {
+    let q = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    ((q[0] + q[2]) + (q[1] + q[3])) as f32
+}
+
+#[inline(always)]
+fn madd_plain(x: f64, y: f64, acc: f64) -> f64 {
+    acc + x * y
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-        dot_body(a, b)
+    #[inline(always)]
+    fn madd_fused(x: f64, y: f64, acc: f64) -> f64 {
+        x.mul_add(y, acc)
     }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        dot_body(a, b)
+
+    /// AVX-512 version of [`tile_body`]: one `__m512d` (8 lanes) per pair, same lane layout, same tail and reduction.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn tile_avx512<const R: usize, const C: usize>(rows: [&[f32]; R], cols: [&[f32]; C]) -> [[f32; C]; R] {
+        use std::arch::x86_64::*;
+        let n = rows[0].len();
+        let full = n / LANES * LANES;
+        let mut acc = [[_mm512_setzero_pd(); C]; R];
+        let mut i = 0;
+        while i < full {
+            let mut x = [_mm512_setzero_pd(); R];
+            for r in 0..R {
+                // SAFETY: i + 8 <= full <= rows[r].len(); unaligned load.
+                x[r] = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(rows[r].as_ptr().add(i)) });
+            }
+            for c in 0..C {
+                // SAFETY: every column slice has at least n elements (checked by the caller).
+                let y = _mm512_cvtps_pd(unsafe { _mm256_loadu_ps(cols[c].as_ptr().add(i)) });
+                for r in 0..R {
+                    acc[r][c] = _mm512_fmadd_pd(x[r], y, acc[r][c]);
+                }
+            }
+            i += LANES;
+        }
+        let mut out = [[0.0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                let mut lanes = [0.0f64; LANES];
+                // SAFETY: `lanes` holds 8 f64.
+                unsafe { _mm512_storeu_pd(lanes.as_mut_ptr(), acc[r][c]) };
+                for (l, k) in (full..n).enumerate() {
+                    lanes[l] += rows[r][k] as f64 * cols[c][k] as f64;
+                }
+                out[r][c] = reduce(&lanes);
+            }
+        }
+        out
     }
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn dot4_avx512(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
-        dot4_body(a, b)
-    }
-    #[target_feature(enable = "avx2")]
-    pub(super) fn dot4_avx2(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
-        dot4_body(a, b)
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn tile_avx2<const R: usize, const C: usize>(rows: [&[f32]; R], cols: [&[f32]; C]) -> [[f32; C]; R] {
+        tile_body(rows, cols, madd_fused)
     }
 }
 
@@ -134,7 +175,7 @@ fn isa() -> Isa {
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("DATA_SELECT_GENERIC_KERNELS").is_none() {
+            if std::env::var_os("DATA_SELECT_GENERIC_KERNELS").is_none() && std::is_x86_feature_detected!("fma") {
                 if std::is_x86_feature_detected!("avx512f") {
                     return Isa::Avx512;
                 }
@@ -147,21 +188,35 @@ fn isa() -> Isa {
     })
 }
 
-/// Dot product with the crate's fixed summation order (see the module docs).
+/// All `R×C` dot products between `rows` and `cols`, each bit-identical to [`dot`].
+///
+/// # Shapes
+/// each `rows[r]: [d]`, each `cols[c]: [d]` (at least `d`) `-> [R][C]`
+#[inline]
+pub fn dot_tile<const R: usize, const C: usize>(rows: [&[f32]; R], cols: [&[f32]; C]) -> [[f32; C]; R] {
+    let d = rows.iter().map(|r| r.len()).min().unwrap_or(0);
+    let rows = rows.map(|s| &s[..d]);
+    let cols = cols.map(|s| &s[..d]);
+    match isa() {
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::tile_avx512(rows, cols) },
+        // SAFETY: the features were detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::tile_avx2(rows, cols) },
+        _ => tile_body(rows, cols, madd_plain),
+    }
+}
+
+/// Dot product with the crate's fixed summation order (see the module docs): the correctly rounded `f32` of the
+/// exact dot product in all but astronomically rare cases.
 ///
 /// # Shapes
 /// `a: [d]`, `b: [d]` (extra elements of the longer slice are ignored) `-> scalar`
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    match isa() {
-        // SAFETY: the feature was detected at run time.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::dot_avx512(a, b) },
-        // SAFETY: the feature was detected at run time.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::dot_avx2(a, b) },
-        _ => dot_body(a, b),
-    }
+    let n = a.len().min(b.len());
+    dot_tile([&a[..n]], [&b[..n]])[0][0]
 }
 
 /// Four dot products `a · b[j]`, each bit-identical to [`dot`]; loads `a` once.
@@ -170,17 +225,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `a: [d]`, each `b[j]: [d]` `-> [4]`
 #[inline]
 pub fn dot4(a: &[f32], b: [&[f32]; 4]) -> [f32; 4] {
-    let d = a.len();
-    let b = b.map(|s| &s[..d]);
-    match isa() {
-        // SAFETY: the feature was detected at run time.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::dot4_avx512(a, b) },
-        // SAFETY: the feature was detected at run time.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::dot4_avx2(a, b) },
-        _ => dot4_body(a, b),
-    }
+    dot_tile([a], b)[0]
 }
 
 /// Checks that every value is finite; `what` names the matrix in the error.
@@ -200,44 +245,43 @@ pub fn check_finite(m: ArrayView2<'_, f32>, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A row-major matrix prepared for distance queries under one metric: contiguous rows plus squared norms
-/// (Euclidean) or unit-scaled rows (cosine).
+/// A row-major matrix prepared for distance queries under one metric: the rows (borrowed when already in standard
+/// layout, so no copy of a large matrix is made) plus one auxiliary value per row: the squared norm (Euclidean) or the
+/// inverse norm `1 / max(||x||, 1e-8)` (cosine).
 #[derive(Clone, Debug)]
-pub struct Prepared {
-    rows: Array2<f32>,
-    sq: Array1<f32>,
+pub struct Prepared<'a> {
+    rows: CowArray<'a, f32, Ix2>,
+    aux: Vec<f32>,
     metric: Metric,
 }
 
-impl Prepared {
+impl<'a> Prepared<'a> {
     /// Prepares `m` for `metric`; rejects NaN/Inf.
     ///
     /// # Shapes
     /// `m: [n, d]`
-    pub fn new(m: ArrayView2<'_, f32>, metric: Metric, what: &str) -> Result<Self> {
+    pub fn new(m: ArrayView2<'a, f32>, metric: Metric, what: &str) -> Result<Self> {
         check_finite(m, what)?;
-        let mut rows = m.as_standard_layout().into_owned();
-        if metric == Metric::Cosine {
-            rows.axis_iter_mut(Axis(0)).into_par_iter().for_each(|mut r| {
-                let s = r.as_slice_mut().expect("standard layout");
-                let norm = dot(s, s).sqrt();
-                let scale = 1.0 / norm.max(1e-8);
-                s.iter_mut().for_each(|v| *v *= scale);
-            });
-        }
-        let sq: Vec<f32> = rows
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .map(|r| {
-                let s = r.to_slice().expect("standard layout");
-                dot(s, s)
-            })
-            .collect();
-        Ok(Prepared {
-            rows,
-            sq: Array1::from(sq),
-            metric,
-        })
+        let rows: CowArray<'a, f32, Ix2> = if m.is_standard_layout() {
+            CowArray::from(m)
+        } else {
+            CowArray::from(m.as_standard_layout().into_owned())
+        };
+        let d = rows.ncols();
+        let aux: Vec<f32> = match rows.as_slice() {
+            Some(s) if d > 0 => s
+                .par_chunks(d)
+                .map(|r| {
+                    let sq = dot(r, r);
+                    match metric {
+                        Metric::Euclidean => sq,
+                        Metric::Cosine => 1.0 / sq.sqrt().max(1e-8),
+                    }
+                })
+                .collect(),
+            _ => vec![if metric == Metric::Euclidean { 0.0 } else { 1e8 }; rows.nrows()],
+        };
+        Ok(Prepared { rows, aux, metric })
     }
 
     /// Number of rows.
@@ -260,47 +304,51 @@ impl Prepared {
         self.metric
     }
 
-    /// Row `i` as a slice (unit-scaled for cosine).
+    /// Row `i` as a slice.
     pub fn row(&self, i: usize) -> &[f32] {
         let d = self.rows.ncols();
         &self.rows.as_slice().expect("standard layout")[i * d..(i + 1) * d]
     }
 
-    /// Squared norm of row `i` as computed by [`dot`].
-    pub fn sq_norm(&self, i: usize) -> f32 {
-        self.sq[i]
+    /// Row `i`'s auxiliary value: squared norm (Euclidean) or inverse norm (cosine), as computed by [`dot`].
+    pub fn aux(&self, i: usize) -> f32 {
+        self.aux[i]
     }
 
-    /// Turns a dot product between rows `i` (this matrix) and a center with squared norm `csq` into a distance.
+    /// Turns the dot product of row `i` with a center whose auxiliary value is `caux` into a distance.
     #[inline]
-    pub fn finish(&self, dotv: f32, i: usize, csq: f32) -> f32 {
+    pub fn finish(&self, dotv: f32, i: usize, caux: f32) -> f32 {
         match self.metric {
             Metric::Euclidean => {
                 // DiverseEvol's order: (-2 G + sq_row) + sq_col; clamp where the reference would produce NaN.
-                let d2 = (-2.0 * dotv + self.sq[i]) + csq;
+                let d2 = (-2.0 * dotv + self.aux[i]) + caux;
                 d2.max(0.0).sqrt()
             }
-            Metric::Cosine => (1.0 - dotv).clamp(0.0, 2.0),
+            Metric::Cosine => (1.0 - (dotv * self.aux[i]) * caux).clamp(0.0, 2.0),
         }
     }
 
     /// Distance between rows `i` and `j` of this matrix.
     pub fn distance(&self, i: usize, j: usize) -> f32 {
-        self.finish(dot(self.row(i), self.row(j)), i, self.sq[j])
+        self.finish(dot(self.row(i), self.row(j)), i, self.aux[j])
     }
 
-    /// For each row `i` in `rows`, folds the distances to `centers` (row indices of this matrix) into `best[i]` as a
-    /// running minimum, also recording which center attains it in `arg` (first center on ties).
-    ///
-    /// # Shapes
-    /// `best: [rows.len()]`, `arg: [rows.len()]`
+    /// Cosine similarity `(x_i · x_j) / (max(|x_i|, 1e-8) max(|x_j|, 1e-8))` (cosine-prepared matrices only).
+    #[inline]
+    pub fn similarity(&self, i: usize, j: usize) -> f32 {
+        debug_assert_eq!(self.metric, Metric::Cosine);
+        (dot(self.row(i), self.row(j)) * self.aux[i]) * self.aux[j]
+    }
+
+    /// Folds the distances from row `row` to `centers` (row indices of this matrix) into the running minimum `best`,
+    /// recording in `arg` the center attaining it (first center on ties).
     pub fn min_into(&self, row: usize, centers: &[usize], best: &mut f32, arg: &mut usize) {
         let a = self.row(row);
         let mut chunks = centers.chunks_exact(4);
         for c in &mut chunks {
             let d4 = dot4(a, [self.row(c[0]), self.row(c[1]), self.row(c[2]), self.row(c[3])]);
             for j in 0..4 {
-                let v = self.finish(d4[j], row, self.sq[c[j]]);
+                let v = self.finish(d4[j], row, self.aux[c[j]]);
                 if v < *best {
                     *best = v;
                     *arg = c[j];
@@ -308,11 +356,49 @@ impl Prepared {
             }
         }
         for &c in chunks.remainder() {
-            let v = self.finish(dot(a, self.row(c)), row, self.sq[c]);
+            let v = self.finish(dot(a, self.row(c)), row, self.aux[c]);
             if v < *best {
                 *best = v;
                 *arg = c;
             }
+        }
+    }
+
+    /// Running minima of many rows over the same centers, in 4×4 register tiles (same bits as [`Self::min_into`]).
+    ///
+    /// # Shapes
+    /// `rows: [m]`, `best: [m]` (folded in place)
+    pub fn min_block(&self, rows: &[usize], centers: &[usize], best: &mut [f32]) {
+        let mut r = 0;
+        while r + 4 <= rows.len() {
+            let rs = [rows[r], rows[r + 1], rows[r + 2], rows[r + 3]];
+            let rv = rs.map(|i| self.row(i));
+            let mut cc = centers.chunks_exact(4);
+            for c in &mut cc {
+                let t = dot_tile(rv, [self.row(c[0]), self.row(c[1]), self.row(c[2]), self.row(c[3])]);
+                for i in 0..4 {
+                    for j in 0..4 {
+                        let v = self.finish(t[i][j], rs[i], self.aux[c[j]]);
+                        if v < best[r + i] {
+                            best[r + i] = v;
+                        }
+                    }
+                }
+            }
+            for &c in cc.remainder() {
+                let t = dot_tile(rv, [self.row(c)]);
+                for i in 0..4 {
+                    let v = self.finish(t[i][0], rs[i], self.aux[c]);
+                    if v < best[r + i] {
+                        best[r + i] = v;
+                    }
+                }
+            }
+            r += 4;
+        }
+        for (k, &q) in rows.iter().enumerate().skip(r) {
+            let mut a = usize::MAX;
+            self.min_into(q, centers, &mut best[k], &mut a);
         }
     }
 }
@@ -334,11 +420,14 @@ mod tests {
             let d = dot(&v, w);
             prop_assert!((d as f64 - naive(&v, w)).abs() < 1e-3 * (1.0 + n as f64));
             // all code paths give the same bits
-            prop_assert_eq!(d.to_bits(), dot_body(&v, w).to_bits());
+            prop_assert_eq!(d.to_bits(), tile_body([&v[..]], [w], madd_plain)[0][0].to_bits());
             let four = dot4(&v, [w, w, &v, w]);
             prop_assert_eq!(four[0].to_bits(), d.to_bits());
             prop_assert_eq!(four[2].to_bits(), dot(&v, &v).to_bits());
-            prop_assert_eq!(four[2].to_bits(), dot4_body(&v, [w, w, &v, w])[2].to_bits());
+            prop_assert_eq!(four[2].to_bits(), tile_body([&v[..]], [w, w, &v[..], w], madd_plain)[0][2].to_bits());
+            let t = dot_tile([w, &v[..]], [&v[..], w, w]);
+            prop_assert_eq!(t[1][1].to_bits(), d.to_bits());
+            prop_assert_eq!(t[0][0].to_bits(), d.to_bits());
         }
     }
 

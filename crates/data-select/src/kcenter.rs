@@ -107,6 +107,9 @@ impl PartialOrd for Entry {
     }
 }
 
+/// Rows per parallel task in the dense pass.
+const ROW_BLOCK: usize = 64;
+
 /// Rows refreshed together when the heap top is stale.
 const REFRESH_BATCH: usize = 32;
 
@@ -156,18 +159,14 @@ pub fn kcenter_prepared(
     let take = opts.k.min(unlabeled.len());
 
     // Initial minima over the labelled centers: the only dense pass, parallel over rows.
+    // Initial minima over the labelled centers: the only dense pass, parallel over blocks of rows.
     let mut best = vec![f32::INFINITY; n];
     let mut evals = 0u64;
     if n_labeled > 0 && take > 0 {
-        let init: Vec<f32> = unlabeled
-            .par_iter()
-            .with_min_len(64)
-            .map(|&q| {
-                let (mut b, mut a) = (f32::INFINITY, usize::MAX);
-                p.min_into(q, &centers, &mut b, &mut a);
-                b
-            })
-            .collect();
+        let mut init = vec![f32::INFINITY; unlabeled.len()];
+        init.par_chunks_mut(ROW_BLOCK)
+            .zip(unlabeled.par_chunks(ROW_BLOCK))
+            .for_each(|(b, rows)| p.min_block(rows, &centers, b));
         for (&q, v) in unlabeled.iter().zip(init) {
             best[q] = v;
         }
@@ -276,7 +275,7 @@ fn eager(
         rows.remove(bi);
         vals.remove(bi);
         let sr = p.row(s);
-        let ssq = p.sq_norm(s);
+        let ssq = p.aux(s);
         rows.par_iter()
             .zip(vals.par_iter_mut())
             .with_min_len(256)

@@ -44,16 +44,105 @@ pub fn encode_npy(out: &mut Vec<u8>, matrix: ArrayView2<'_, f32>) {
     }
 }
 
-/// Reads a `.npy` file into an `f32` matrix.
+/// Reads a `.npy` file into an `f32` matrix, streaming the data (peak memory is the matrix plus a 1 MiB buffer).
 ///
 /// # Shapes
 /// returns `[rows, cols]`; a 1-D file of length `n` is returned as `[n, 1]`.
 pub fn read_npy(path: &Path) -> Result<Array2<f32>> {
+    let what = path.display().to_string();
+    let bad = |reason: String| SelectError::BadNpy {
+        what: what.clone(),
+        reason,
+    };
     let mut file = std::fs::File::open(path).map_err(|e| SelectError::io(path, e))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| SelectError::io(path, e))?;
-    decode_npy(&bytes, &path.display().to_string())
+    let file_len = file.metadata().map_err(|e| SelectError::io(path, e))?.len();
+    let mut pre = [0u8; 12];
+    let got = read_up_to(&mut file, &mut pre[..10]).map_err(|e| SelectError::io(path, e))?;
+    if got < 10 || &pre[..6] != MAGIC {
+        return Err(bad("missing the \\x93NUMPY magic".into()));
+    }
+    let (header_len, start) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10usize),
+        2 | 3 => {
+            if read_up_to(&mut file, &mut pre[10..12]).map_err(|e| SelectError::io(path, e))? < 2 {
+                return Err(bad("truncated header length".into()));
+            }
+            (u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize, 12)
+        }
+        v => return Err(bad(format!("unsupported format version {v}"))),
+    };
+    if (start + header_len) as u64 > file_len {
+        return Err(bad(format!("header length {header_len} runs past the end of the file")));
+    }
+    let mut header = vec![0u8; header_len];
+    file.read_exact(&mut header).map_err(|e| SelectError::io(path, e))?;
+    let header = std::str::from_utf8(&header).map_err(|_| bad("header is not UTF-8".into()))?;
+    let (elem, rows, cols) = parse_header(header).map_err(bad)?;
+    let count = rows * cols;
+    let data_len = file_len - (start + header_len) as u64;
+    if data_len != (count * elem) as u64 {
+        return Err(bad(format!(
+            "shape ({rows}, {cols}) needs {} data bytes, file has {data_len}",
+            count * elem
+        )));
+    }
+    let mut values: Vec<f32> = Vec::with_capacity(count);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut remaining = count * elem;
+    while remaining > 0 {
+        let take = remaining.min(buf.len());
+        file.read_exact(&mut buf[..take]).map_err(|e| SelectError::io(path, e))?;
+        push_values(&mut values, &buf[..take], elem);
+        remaining -= take;
+    }
+    Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(e.to_string()))
+}
+
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn push_values(values: &mut Vec<f32>, data: &[u8], elem: usize) {
+    if elem == 4 {
+        values.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    } else {
+        values.extend(
+            data.chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32),
+        );
+    }
+}
+
+/// Parses a header dict into (element size, rows, cols).
+fn parse_header(header: &str) -> std::result::Result<(usize, usize, usize), String> {
+    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
+    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
+    let shape = dict_value(header, "shape").ok_or("header has no 'shape'")?;
+    let elem = match descr.trim_matches(|c| c == '\'' || c == '"') {
+        "<f4" => 4,
+        "<f8" => 8,
+        other => return Err(format!("dtype {other} is not supported")),
+    };
+    if fortran != "False" {
+        return Err(format!("fortran_order is {fortran}; save with np.ascontiguousarray"));
+    }
+    let dims = parse_shape(shape).ok_or_else(|| format!("cannot parse shape {shape}"))?;
+    let (rows, cols) = match dims.as_slice() {
+        [n] => (*n, 1),
+        [r, c] => (*r, *c),
+        other => return Err(format!("shape has {} dimensions, expected 2", other.len())),
+    };
+    rows.checked_mul(cols)
+        .and_then(|c| c.checked_mul(elem))
+        .ok_or_else(|| format!("shape ({rows}, {cols}) overflows"))?;
+    Ok((elem, rows, cols))
 }
 
 /// Decodes `.npy` bytes; `what` names the input in errors.
@@ -68,8 +157,7 @@ pub fn decode_npy(bytes: &[u8], what: &str) -> Result<Array2<f32>> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad("missing the \\x93NUMPY magic".into()));
     }
-    let major = bytes[6];
-    let (header_len, start): (usize, usize) = match major {
+    let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 => {
             if bytes.len() < 12 {
@@ -86,29 +174,9 @@ pub fn decode_npy(bytes: &[u8], what: &str) -> Result<Array2<f32>> {
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| bad(format!("header length {header_len} runs past the end of the file")))?;
-    let header = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| bad("header is not UTF-8".into()))?;
-    let descr = dict_value(header, "descr").ok_or_else(|| bad("header has no 'descr'".into()))?;
-    let fortran =
-        dict_value(header, "fortran_order").ok_or_else(|| bad("header has no 'fortran_order'".into()))?;
-    let shape = dict_value(header, "shape").ok_or_else(|| bad("header has no 'shape'".into()))?;
-    let elem = match descr.trim_matches(|c| c == '\'' || c == '"') {
-        "<f4" => 4,
-        "<f8" => 8,
-        other => return Err(bad(format!("dtype {other} is not supported"))),
-    };
-    if fortran != "False" {
-        return Err(bad(format!("fortran_order is {fortran}; save with np.ascontiguousarray")));
-    }
-    let dims = parse_shape(shape).ok_or_else(|| bad(format!("cannot parse shape {shape}")))?;
-    let (rows, cols) = match dims.as_slice() {
-        [n] => (*n, 1),
-        [r, c] => (*r, *c),
-        other => return Err(bad(format!("shape has {} dimensions, expected 2", other.len()))),
-    };
-    let count = rows
-        .checked_mul(cols)
-        .ok_or_else(|| bad(format!("shape ({rows}, {cols}) overflows")))?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not UTF-8".into()))?;
+    let (elem, rows, cols) = parse_header(header).map_err(bad)?;
+    let count = rows * cols;
     let data = &bytes[end..];
     if data.len() != count * elem {
         return Err(bad(format!(
@@ -117,15 +185,8 @@ pub fn decode_npy(bytes: &[u8], what: &str) -> Result<Array2<f32>> {
             data.len()
         )));
     }
-    let values: Vec<f32> = if elem == 4 {
-        data.chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    } else {
-        data.chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
-            .collect()
-    };
+    let mut values = Vec::with_capacity(count);
+    push_values(&mut values, data, elem);
     Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(e.to_string()))
 }
 
@@ -203,6 +264,20 @@ mod tests {
         b.extend_from_slice(header.as_bytes());
         b.extend_from_slice(data);
         b
+    }
+
+    #[test]
+    fn file_round_trip_and_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.npy");
+        let m = Array2::from_shape_fn((5, 3), |(i, j)| i as f32 - 0.25 * j as f32);
+        write_npy(&p, m.view()).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), m);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        assert!(matches!(read_npy(&p), Err(SelectError::BadNpy { .. })));
+        std::fs::write(&p, b"\x93NUMPY").unwrap();
+        assert!(matches!(read_npy(&p), Err(SelectError::BadNpy { .. })));
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub fn distances_to_kshot(
         .with_min_len(64)
         .map(|i| {
             let s: f32 = (0..c.len())
-                .map(|j| p.finish(dot(p.row(i), c.row(j)), i, c.sq_norm(j)))
+                .map(|j| p.finish(dot(p.row(i), c.row(j)), i, c.aux(j)))
                 .sum();
             s / k
         })
