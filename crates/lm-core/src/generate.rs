@@ -5,7 +5,7 @@
 //! first real token and padded keys are masked, so a row generates the same tokens alone or in
 //! a batch.
 
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

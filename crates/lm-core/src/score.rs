@@ -226,7 +226,7 @@ fn score_batch(
 }
 
 pub(crate) fn read_f32(data: TensorData) -> Result<Vec<f32>> {
-    data.into_vec::<f32>()
+    data.try_into_vec::<f32>()
         .map_err(|e| LmError::InvalidInput(format!("expected f32 tensor data, found {e:?}")))
 }
 

@@ -54,7 +54,9 @@ impl LanguageModel {
             .get_bool_opt("tokenizer.ggml.add_bos_token")?
             .unwrap_or(false);
         let token_text = |id: Option<u32>| {
-            id.and_then(|i| tokenizer.id_to_token(i)).unwrap_or_default()
+            id.and_then(|i| tokenizer.id_to_token(i))
+                .map(|t| t.to_string())
+                .unwrap_or_default()
         };
         let bos_text = token_text(config.bos_token_id);
         let eos_text = token_text(config.eos_token_ids.first().copied());

@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod language_model;
 pub mod layers;
 pub mod loader;
+pub mod random;
 pub mod sentence_encoder;
 
 pub use adapted_linear::{AdaptedLinear, ExpertMix, ExpertSet};

@@ -133,7 +133,7 @@ impl SentenceEncoder {
         let d = self.dim();
         let values = emb
             .into_data()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .map_err(|e| LmError::InvalidInput(format!("could not read embeddings: {e:?}")))?;
         Ok(values.chunks(d).map(<[f32]>::to_vec).collect())
     }
