@@ -17,9 +17,11 @@ fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -28,7 +30,9 @@ fn peak_rss_mb() -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        return Err("usage: kcenter_bench E.npy L.json K [REPEATS] [lazy|eager] [PICKS_OUT.json]".into());
+        return Err(
+            "usage: kcenter_bench E.npy L.json K [REPEATS] [lazy|eager] [PICKS_OUT.json]".into(),
+        );
     }
     let emb = read_npy(Path::new(&args[0]))?;
     let labeled: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(&args[1])?)?;

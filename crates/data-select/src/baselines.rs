@@ -53,7 +53,12 @@ pub struct KMeans {
 ///
 /// # Shapes
 /// `x: [n, d]` → centroids `[clusters, d]`
-pub fn kmeans(x: ArrayView2<'_, f32>, clusters: usize, max_iter: usize, seed: u64) -> Result<KMeans> {
+pub fn kmeans(
+    x: ArrayView2<'_, f32>,
+    clusters: usize,
+    max_iter: usize,
+    seed: u64,
+) -> Result<KMeans> {
     let n = x.nrows();
     if clusters == 0 || clusters > n {
         return Err(SelectError::param(
@@ -114,8 +119,8 @@ pub fn kmeans(x: ArrayView2<'_, f32>, clusters: usize, max_iter: usize, seed: u6
                 .for_each(|(s, v)| *s += *v as f64);
         }
         let mut taken = vec![false; n];
-        for c in 0..clusters {
-            if counts[c] == 0 {
+        for (c, &count) in counts.iter().enumerate() {
+            if count == 0 {
                 let far = (0..n)
                     .filter(|&i| !taken[i])
                     .max_by(|&a, &b| dists[a].total_cmp(&dists[b]).then(b.cmp(&a)))
@@ -123,7 +128,7 @@ pub fn kmeans(x: ArrayView2<'_, f32>, clusters: usize, max_iter: usize, seed: u6
                 taken[far] = true;
                 centroids.row_mut(c).assign(&x.row(far));
             } else {
-                let inv = 1.0 / counts[c] as f64;
+                let inv = 1.0 / count as f64;
                 centroids
                     .row_mut(c)
                     .iter_mut()
@@ -226,10 +231,17 @@ pub fn allocate(sizes: &[usize], budget: usize, how: Allocation) -> Vec<usize> {
         return vec![0; c];
     }
     let share: Vec<f64> = match how {
-        Allocation::Proportional => sizes.iter().map(|&s| budget as f64 * s as f64 / total as f64).collect(),
+        Allocation::Proportional => sizes
+            .iter()
+            .map(|&s| budget as f64 * s as f64 / total as f64)
+            .collect(),
         Allocation::Equal => vec![budget as f64 / c as f64; c],
     };
-    let mut take: Vec<usize> = share.iter().zip(sizes).map(|(s, &n)| (s.floor() as usize).min(n)).collect();
+    let mut take: Vec<usize> = share
+        .iter()
+        .zip(sizes)
+        .map(|(s, &n)| (s.floor() as usize).min(n))
+        .collect();
     let mut order: Vec<usize> = (0..c).collect();
     order.sort_by(|&a, &b| {
         let fa = share[a] - share[a].floor();
@@ -261,7 +273,10 @@ pub fn allocate(sizes: &[usize], budget: usize, how: Allocation) -> Vec<usize> {
 ///
 /// # Shapes
 /// `x: [n, d]`
-pub fn kmeans_select(x: ArrayView2<'_, f32>, opts: &KMeansSelectOptions) -> Result<KMeansSelectReport> {
+pub fn kmeans_select(
+    x: ArrayView2<'_, f32>,
+    opts: &KMeansSelectOptions,
+) -> Result<KMeansSelectReport> {
     let km = kmeans(x, opts.clusters, opts.max_iter, opts.seed)?;
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); opts.clusters];
     for (i, &c) in km.assignment.iter().enumerate() {
@@ -282,7 +297,12 @@ pub fn kmeans_select(x: ArrayView2<'_, f32>, opts: &KMeansSelectOptions) -> Resu
                 let mut scored: Vec<(f32, usize)> = m
                     .iter()
                     .map(|&i| {
-                        let d: f32 = x.row(i).iter().zip(cen).map(|(a, b)| (a - b) * (a - b)).sum();
+                        let d: f32 = x
+                            .row(i)
+                            .iter()
+                            .zip(cen)
+                            .map(|(a, b)| (a - b) * (a - b))
+                            .sum();
                         (d, i)
                     })
                     .collect();
@@ -335,14 +355,20 @@ pub fn uncertainty_scores(items: &[Vec<Vec<f32>>], kind: Uncertainty) -> Result<
                 if z.len() < need {
                     return Err(SelectError::param(
                         "token scores",
-                        format!("item {i} position {l} has {} candidates, {kind:?} needs {need}", z.len()),
+                        format!(
+                            "item {i} position {l} has {} candidates, {kind:?} needs {need}",
+                            z.len()
+                        ),
                     ));
                 }
                 if let Some(bad) = z.iter().find(|v| !v.is_finite()) {
                     return Err(SelectError::NonFinite {
                         what: format!("token scores of item {i}"),
                         row: l,
-                        col: z.iter().position(|v| v.to_bits() == bad.to_bits()).unwrap_or(0),
+                        col: z
+                            .iter()
+                            .position(|v| v.to_bits() == bad.to_bits())
+                            .unwrap_or(0),
                         value: *bad,
                     });
                 }
@@ -425,7 +451,10 @@ mod tests {
         let mut rows = Vec::new();
         for i in 0..30 {
             let (cx, cy) = [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)][i % 3];
-            rows.extend([cx + (i as f32 * 0.37).sin() * 0.3, cy + (i as f32 * 0.91).cos() * 0.3]);
+            rows.extend([
+                cx + (i as f32 * 0.37).sin() * 0.3,
+                cy + (i as f32 * 0.91).cos() * 0.3,
+            ]);
         }
         let x = Array2::from_shape_vec((30, 2), rows).unwrap();
         let km = kmeans(x.view(), 3, 50, 1).unwrap();
@@ -476,7 +505,10 @@ mod tests {
         let e = uncertainty_scores(&items, Uncertainty::Entropy).unwrap();
         assert!((e[1] - 3f64.ln()).abs() < 1e-9);
         assert!(e[1] > e[2] && e[2] > e[0]);
-        assert_eq!(uncertainty_select(&items, 1, Uncertainty::Entropy, &[1]).unwrap(), vec![2]);
+        assert_eq!(
+            uncertainty_select(&items, 1, Uncertainty::Entropy, &[1]).unwrap(),
+            vec![2]
+        );
         assert!(uncertainty_scores(&[vec![]], Uncertainty::Entropy).is_err());
         assert!(uncertainty_scores(&[vec![vec![1.0]]], Uncertainty::Margin).is_err());
         assert!(uncertainty_scores(&[vec![vec![f32::NAN]]], Uncertainty::Entropy).is_err());

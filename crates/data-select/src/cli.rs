@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::baselines::{Allocation, KMeansSelectOptions, Within, kmeans_select, random_select};
 use crate::dedup::DedupMode;
 use crate::distance::Metric;
-use crate::embed::{EmbeddingCache, Embedder};
+use crate::embed::{Embedder, EmbeddingCache};
 use crate::error::{Result, SelectError};
 use crate::fsutil::write_atomic;
 use crate::kcenter::{KCenterOptions, Strategy, kcenter_greedy};
@@ -190,9 +190,21 @@ pub fn run_with_embedder(cmd: SelectCommand, embedder: Option<&dyn Embedder>) ->
                 Some(p) => read_indices(&p, emb.nrows())?,
                 None => Vec::new(),
             };
-            let r = kcenter_greedy(emb.view(), &labeled, &KCenterOptions { k, metric, strategy })?;
+            let r = kcenter_greedy(
+                emb.view(),
+                &labeled,
+                &KCenterOptions {
+                    k,
+                    metric,
+                    strategy,
+                },
+            )?;
             if r.truncated {
-                tracing::warn!(requested = k, returned = r.picks.len(), "k exceeds the unlabelled rows; returned all of them");
+                tracing::warn!(
+                    requested = k,
+                    returned = r.picks.len(),
+                    "k exceeds the unlabelled rows; returned all of them"
+                );
             }
             write_json(&output, &r.picks)?;
             if let Some(p) = report {
@@ -218,7 +230,10 @@ pub fn run_with_embedder(cmd: SelectCommand, embedder: Option<&dyn Embedder>) ->
             indices_output,
             report,
         } => {
-            let opts = PoolOptions { lenient, format: None };
+            let opts = PoolOptions {
+                lenient,
+                format: None,
+            };
             let pool_recs = read_pool(&pool, &opts)?;
             let kshot_recs = read_pool(&kshot, &opts)?;
             if kshot_recs.is_empty() {
@@ -227,7 +242,10 @@ pub fn run_with_embedder(cmd: SelectCommand, embedder: Option<&dyn Embedder>) ->
                     hint: "retrieval needs at least one K-shot example".into(),
                 });
             }
-            let embed = |path: Option<PathBuf>, recs: &[Instruction], what: &str| -> Result<Array2<f32>> {
+            let embed = |path: Option<PathBuf>,
+                         recs: &[Instruction],
+                         what: &str|
+             -> Result<Array2<f32>> {
                 match (path, embedder) {
                     (Some(p), _) => {
                         let m = read_npy(&p)?;
@@ -240,7 +258,9 @@ pub fn run_with_embedder(cmd: SelectCommand, embedder: Option<&dyn Embedder>) ->
                         }
                         Ok(m)
                     }
-                    (None, Some(e)) => embed_records(e, recs, &query_prefix, cache_dir.as_deref(), batch_size),
+                    (None, Some(e)) => {
+                        embed_records(e, recs, &query_prefix, cache_dir.as_deref(), batch_size)
+                    }
                     (None, None) => Err(SelectError::param(
                         &format!("--{what}-embeddings"),
                         "no embedder is wired into this build; pass precomputed --pool-embeddings and --kshot-embeddings",
@@ -254,12 +274,26 @@ pub fn run_with_embedder(cmd: SelectCommand, embedder: Option<&dyn Embedder>) ->
                 mode: dedup_mode,
                 backfill,
             });
-            let r = retrieve(pe.view(), ke.view(), &RetrieveOptions { budget, similarity, dedup })?;
+            let r = retrieve(
+                pe.view(),
+                ke.view(),
+                &RetrieveOptions {
+                    budget,
+                    similarity,
+                    dedup,
+                },
+            )?;
             if r.short_by > 0 {
-                tracing::warn!(short_by = r.short_by, "selection is below budget - K (use --backfill, or a larger pool)");
+                tracing::warn!(
+                    short_by = r.short_by,
+                    "selection is below budget - K (use --backfill, or a larger pool)"
+                );
             }
             let mut text = String::new();
-            for rec in kshot_recs.iter().chain(r.selected.iter().map(|&i| &pool_recs[i])) {
+            for rec in kshot_recs
+                .iter()
+                .chain(r.selected.iter().map(|&i| &pool_recs[i]))
+            {
                 text.push_str(&serde_json::to_string(&rec.raw).expect("JSON value serializes"));
                 text.push('\n');
             }
@@ -285,7 +319,12 @@ pub fn run_with_embedder(cmd: SelectCommand, embedder: Option<&dyn Embedder>) ->
                 (Some(n), None, None) => n,
                 (None, Some(e), None) => read_npy(&e)?.nrows(),
                 (None, None, Some(p)) => read_pool(&p, &PoolOptions::default())?.len(),
-                _ => return Err(SelectError::param("random", "give exactly one of --n, --embeddings, --pool")),
+                _ => {
+                    return Err(SelectError::param(
+                        "random",
+                        "give exactly one of --n, --embeddings, --pool",
+                    ));
+                }
             };
             let exclude = match labeled {
                 Some(p) => read_indices(&p, n)?,
@@ -364,7 +403,9 @@ pub fn read_pool(path: &Path, opts: &PoolOptions) -> Result<Vec<Instruction>> {
         let mut f = std::fs::File::open(path).map_err(|e| SelectError::io(path, e))?;
         f.read(&mut head).map_err(|e| SelectError::io(path, e))?
     };
-    let first = head[..n].iter().find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF);
+    let first = head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF);
     let report = if first == Some(&b'[') {
         let s = salvage_json_array(path, opts)?;
         if !s.closed {
@@ -411,7 +452,10 @@ fn embed_records(
             for (c, chunk) in items.chunks(batch_size.max(1)).enumerate() {
                 let texts: Vec<String> = chunk.iter().map(|x| x.1.clone()).collect();
                 let m = e.embed(&texts)?;
-                crate::distance::check_finite(m.view(), &format!("embeddings from {}", e.model_id()))?;
+                crate::distance::check_finite(
+                    m.view(),
+                    &format!("embeddings from {}", e.model_id()),
+                )?;
                 if m.dim() != (texts.len(), e.dim()) {
                     return Err(SelectError::DimensionMismatch {
                         what: format!("embedder {} output", e.model_id()),
@@ -420,7 +464,8 @@ fn embed_records(
                     });
                 }
                 let start = c * batch_size.max(1);
-                out.slice_mut(ndarray::s![start..start + texts.len(), ..]).assign(&m);
+                out.slice_mut(ndarray::s![start..start + texts.len(), ..])
+                    .assign(&m);
             }
             Ok(out)
         }
@@ -437,10 +482,11 @@ fn sha_prefix(prefix: &str) -> [u8; 4] {
 /// length `n`. Checks every index is `< n`.
 pub fn read_indices(path: &Path, n: usize) -> Result<Vec<usize>> {
     let text = std::fs::read_to_string(path).map_err(|e| SelectError::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| SelectError::InvalidJson {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| SelectError::InvalidJson {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let arr = match &v {
         serde_json::Value::Array(a) => a,
         serde_json::Value::Object(o) => o
@@ -465,7 +511,10 @@ pub fn read_indices(path: &Path, n: usize) -> Result<Vec<usize>> {
     };
     if !arr.is_empty() && arr.iter().all(|x| x.is_boolean()) {
         if arr.len() != n {
-            return Err(bad(format!("boolean mask has {} entries, pool has {n}", arr.len())));
+            return Err(bad(format!(
+                "boolean mask has {} entries, pool has {n}",
+                arr.len()
+            )));
         }
         return Ok(arr
             .iter()
@@ -477,10 +526,11 @@ pub fn read_indices(path: &Path, n: usize) -> Result<Vec<usize>> {
     arr.iter()
         .enumerate()
         .map(|(pos, x)| {
-            let i = x
-                .as_u64()
-                .ok_or_else(|| bad(format!("entry {pos} is {x}, expected a non-negative integer")))?
-                as usize;
+            let i = x.as_u64().ok_or_else(|| {
+                bad(format!(
+                    "entry {pos} is {x}, expected a non-negative integer"
+                ))
+            })? as usize;
             if i >= n {
                 return Err(SelectError::IndexOutOfRange {
                     what: path.display().to_string(),
@@ -540,11 +590,19 @@ mod tests {
             &s(&out),
         ]))
         .unwrap();
-        let picks: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let picks: Vec<usize> =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
         assert_eq!(picks, vec![4, 2]);
         // mask form of the labelled file, cosine metric parses
-        std::fs::write(dir.path().join("l.json"), "[true, false, false, false, false]").unwrap();
-        assert_eq!(read_indices(&dir.path().join("l.json"), 5).unwrap(), vec![0]);
+        std::fs::write(
+            dir.path().join("l.json"),
+            "[true, false, false, false, false]",
+        )
+        .unwrap();
+        assert_eq!(
+            read_indices(&dir.path().join("l.json"), 5).unwrap(),
+            vec![0]
+        );
         assert!(read_indices(&dir.path().join("l.json"), 4).is_err());
         std::fs::write(dir.path().join("l.json"), "[7]").unwrap();
         assert!(read_indices(&dir.path().join("l.json"), 5).is_err());
@@ -556,17 +614,42 @@ mod tests {
         let d = dir.path();
         let pool = "{\"instruction\": \"a\", \"output\": \"1\"}\n{\"instruction\": \"b\", \"output\": \"2\"}\n{\"instruction\": \"c\", \"output\": \"3\"}\n";
         std::fs::write(d.join("pool.jsonl"), pool).unwrap();
-        std::fs::write(d.join("k.jsonl"), "{\"instruction\": \"q\", \"output\": \"0\"}\n").unwrap();
-        write_npy(&d.join("pe.npy"), ndarray::array![[0.0f32, 1.0], [1.0, 0.0], [0.99, 0.05]].view()).unwrap();
+        std::fs::write(
+            d.join("k.jsonl"),
+            "{\"instruction\": \"q\", \"output\": \"0\"}\n",
+        )
+        .unwrap();
+        write_npy(
+            &d.join("pe.npy"),
+            ndarray::array![[0.0f32, 1.0], [1.0, 0.0], [0.99, 0.05]].view(),
+        )
+        .unwrap();
         write_npy(&d.join("ke.npy"), ndarray::array![[1.0f32, 0.0]].view()).unwrap();
         let s = |n: &str| d.join(n).to_str().unwrap().to_string();
         let args = [
-            "retrieve", "--pool", &s("pool.jsonl"), "--kshot", &s("k.jsonl"), "--budget", "3", "--dedup", "0.9",
-            "--dedup-mode", "greedy", "--pool-embeddings", &s("pe.npy"), "--kshot-embeddings", &s("ke.npy"),
-            "--output", &s("out.jsonl"), "--indices-output", &s("idx.json"),
+            "retrieve",
+            "--pool",
+            &s("pool.jsonl"),
+            "--kshot",
+            &s("k.jsonl"),
+            "--budget",
+            "3",
+            "--dedup",
+            "0.9",
+            "--dedup-mode",
+            "greedy",
+            "--pool-embeddings",
+            &s("pe.npy"),
+            "--kshot-embeddings",
+            &s("ke.npy"),
+            "--output",
+            &s("out.jsonl"),
+            "--indices-output",
+            &s("idx.json"),
         ];
         run(parse(&args)).unwrap();
-        let idx: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(s("idx.json")).unwrap()).unwrap();
+        let idx: Vec<usize> =
+            serde_json::from_str(&std::fs::read_to_string(s("idx.json")).unwrap()).unwrap();
         assert_eq!(idx, vec![1]);
         let out = std::fs::read_to_string(s("out.jsonl")).unwrap();
         assert_eq!(out.lines().count(), 2);
@@ -575,10 +658,22 @@ mod tests {
         let mut a2 = args.to_vec();
         a2.push("--backfill");
         run(parse(&a2)).unwrap();
-        let idx: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(s("idx.json")).unwrap()).unwrap();
+        let idx: Vec<usize> =
+            serde_json::from_str(&std::fs::read_to_string(s("idx.json")).unwrap()).unwrap();
         assert_eq!(idx, vec![1, 0]);
         // no embeddings and no embedder: clear error
-        let err = run(parse(&["retrieve", "--pool", &s("pool.jsonl"), "--kshot", &s("k.jsonl"), "--budget", "2", "--output", &s("o.jsonl")])).unwrap_err();
+        let err = run(parse(&[
+            "retrieve",
+            "--pool",
+            &s("pool.jsonl"),
+            "--kshot",
+            &s("k.jsonl"),
+            "--budget",
+            "2",
+            "--output",
+            &s("o.jsonl"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().contains("precomputed"), "{err}");
         // wrong row count
         write_npy(&d.join("pe.npy"), ndarray::array![[0.0f32, 1.0]].view()).unwrap();
@@ -593,17 +688,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let s = |n: &str| d.join(n).to_str().unwrap().to_string();
-        let m = Array2::from_shape_fn((40, 3), |(i, j)| ((i * 7 + j * 3) % 11) as f32 + if j == i % 3 { 5.0 } else { 0.0 });
+        let m = Array2::from_shape_fn((40, 3), |(i, j)| {
+            ((i * 7 + j * 3) % 11) as f32 + if j == i % 3 { 5.0 } else { 0.0 }
+        });
         write_npy(&d.join("e.npy"), m.view()).unwrap();
-        run(parse(&["random", "--n", "40", "--k", "5", "--seed", "3", "--output", &s("r.json")])).unwrap();
-        let r: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(s("r.json")).unwrap()).unwrap();
+        run(parse(&[
+            "random",
+            "--n",
+            "40",
+            "--k",
+            "5",
+            "--seed",
+            "3",
+            "--output",
+            &s("r.json"),
+        ]))
+        .unwrap();
+        let r: Vec<usize> =
+            serde_json::from_str(&std::fs::read_to_string(s("r.json")).unwrap()).unwrap();
         assert_eq!(r.len(), 5);
         assert!(run(parse(&["random", "--k", "5", "--output", &s("r.json")])).is_err());
-        run(parse(&["kmeans", "--embeddings", &s("e.npy"), "--k", "6", "--clusters", "3", "--output", &s("km.json")])).unwrap();
-        let km: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(s("km.json")).unwrap()).unwrap();
+        run(parse(&[
+            "kmeans",
+            "--embeddings",
+            &s("e.npy"),
+            "--k",
+            "6",
+            "--clusters",
+            "3",
+            "--output",
+            &s("km.json"),
+        ]))
+        .unwrap();
+        let km: Vec<usize> =
+            serde_json::from_str(&std::fs::read_to_string(s("km.json")).unwrap()).unwrap();
         assert_eq!(km.len(), 6);
-        run(parse(&["vendi", "--embeddings", &s("e.npy"), "--indices", &s("km.json"), "--output", &s("v.json")])).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(s("v.json")).unwrap()).unwrap();
+        run(parse(&[
+            "vendi",
+            "--embeddings",
+            &s("e.npy"),
+            "--indices",
+            &s("km.json"),
+            "--output",
+            &s("v.json"),
+        ]))
+        .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(s("v.json")).unwrap()).unwrap();
         assert_eq!(v["rows"], 6);
         let score = v["vendi"].as_f64().unwrap();
         assert!((1.0..=3.0).contains(&score), "{score}");

@@ -63,10 +63,18 @@ pub fn dedup(
 }
 
 /// [`dedup`] on rows already prepared for cosine.
-pub fn dedup_prepared(p: &Prepared, order: &[usize], threshold: f32, mode: DedupMode) -> Result<DedupReport> {
+pub fn dedup_prepared(
+    p: &Prepared,
+    order: &[usize],
+    threshold: f32,
+    mode: DedupMode,
+) -> Result<DedupReport> {
     check_threshold(threshold)?;
     if p.metric() != Metric::Cosine {
-        return Err(SelectError::param("dedup", "embeddings must be prepared for the cosine metric"));
+        return Err(SelectError::param(
+            "dedup",
+            "embeddings must be prepared for the cosine metric",
+        ));
     }
     if let Some(&bad) = order.iter().find(|&&i| i >= p.len()) {
         return Err(SelectError::IndexOutOfRange {
@@ -82,7 +90,12 @@ pub fn dedup_prepared(p: &Prepared, order: &[usize], threshold: f32, mode: Dedup
         DedupMode::Paper => {
             let matches: Vec<Option<usize>> = (0..order.len())
                 .into_par_iter()
-                .map(|pos| order[..pos].iter().copied().find(|&j| sim(order[pos], j) > threshold))
+                .map(|pos| {
+                    order[..pos]
+                        .iter()
+                        .copied()
+                        .find(|&j| sim(order[pos], j) > threshold)
+                })
                 .collect();
             for (&i, m) in order.iter().zip(matches) {
                 match m {
@@ -110,7 +123,9 @@ pub fn greedy_conflict(p: &Prepared, kept: &[usize], i: usize, threshold: f32) -
             .position_first(|&j| p.similarity(i, j) > threshold)
             .map(|pos| kept[pos])
     } else {
-        kept.iter().copied().find(|&j| p.similarity(i, j) > threshold)
+        kept.iter()
+            .copied()
+            .find(|&j| p.similarity(i, j) > threshold)
     }
 }
 
@@ -124,7 +139,11 @@ mod tests {
     fn chain_quirk() {
         // a ~ b (cos .95), b ~ c (cos .95), a vs c cos ~ .8
         let t: f32 = 0.95f32.acos();
-        let m = array![[1.0f32, 0.0], [t.cos(), t.sin()], [(2.0 * t).cos(), (2.0 * t).sin()]];
+        let m = array![
+            [1.0f32, 0.0],
+            [t.cos(), t.sin()],
+            [(2.0 * t).cos(), (2.0 * t).sin()]
+        ];
         let paper = dedup(m.view(), &[0, 1, 2], 0.9, DedupMode::Paper).unwrap();
         assert_eq!(paper.kept, vec![0]);
         assert_eq!(paper.dropped, vec![(1, 0), (2, 1)]);

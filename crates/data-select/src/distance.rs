@@ -29,7 +29,17 @@ use crate::error::{Result, SelectError};
 const LANES: usize = 8;
 
 /// Which distance a selector uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Euclidean distance on raw vectors (DiverseEvol's choice).
@@ -121,7 +131,10 @@ mod x86 {
 
     /// AVX-512 version of [`tile_body`]: one `__m512d` (8 lanes) per pair, same lane layout, same tail and reduction.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) fn tile_avx512<const R: usize, const C: usize>(rows: [&[f32]; R], cols: [&[f32]; C]) -> [[f32; C]; R] {
+    pub(super) fn tile_avx512<const R: usize, const C: usize>(
+        rows: [&[f32]; R],
+        cols: [&[f32]; C],
+    ) -> [[f32; C]; R] {
         use std::arch::x86_64::*;
         let n = rows[0].len();
         let full = n / LANES * LANES;
@@ -157,7 +170,10 @@ mod x86 {
         out
     }
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn tile_avx2<const R: usize, const C: usize>(rows: [&[f32]; R], cols: [&[f32]; C]) -> [[f32; C]; R] {
+    pub(super) fn tile_avx2<const R: usize, const C: usize>(
+        rows: [&[f32]; R],
+        cols: [&[f32]; C],
+    ) -> [[f32; C]; R] {
         tile_body(rows, cols, madd_fused)
     }
 }
@@ -175,7 +191,9 @@ fn isa() -> Isa {
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::env::var_os("DATA_SELECT_GENERIC_KERNELS").is_none() && std::is_x86_feature_detected!("fma") {
+            if std::env::var_os("DATA_SELECT_GENERIC_KERNELS").is_none()
+                && std::is_x86_feature_detected!("fma")
+            {
                 if std::is_x86_feature_detected!("avx512f") {
                     return Isa::Avx512;
                 }
@@ -193,7 +211,10 @@ fn isa() -> Isa {
 /// # Shapes
 /// each `rows[r]: [d]`, each `cols[c]: [d]` (at least `d`) `-> [R][C]`
 #[inline]
-pub fn dot_tile<const R: usize, const C: usize>(rows: [&[f32]; R], cols: [&[f32]; C]) -> [[f32; C]; R] {
+pub fn dot_tile<const R: usize, const C: usize>(
+    rows: [&[f32]; R],
+    cols: [&[f32]; C],
+) -> [[f32; C]; R] {
     let d = rows.iter().map(|r| r.len()).min().unwrap_or(0);
     let rows = rows.map(|s| &s[..d]);
     let cols = cols.map(|s| &s[..d]);
@@ -279,7 +300,14 @@ impl<'a> Prepared<'a> {
                     }
                 })
                 .collect(),
-            _ => vec![if metric == Metric::Euclidean { 0.0 } else { 1e8 }; rows.nrows()],
+            _ => vec![
+                if metric == Metric::Euclidean {
+                    0.0
+                } else {
+                    1e8
+                };
+                rows.nrows()
+            ],
         };
         Ok(Prepared { rows, aux, metric })
     }
@@ -346,7 +374,15 @@ impl<'a> Prepared<'a> {
         let a = self.row(row);
         let mut chunks = centers.chunks_exact(4);
         for c in &mut chunks {
-            let d4 = dot4(a, [self.row(c[0]), self.row(c[1]), self.row(c[2]), self.row(c[3])]);
+            let d4 = dot4(
+                a,
+                [
+                    self.row(c[0]),
+                    self.row(c[1]),
+                    self.row(c[2]),
+                    self.row(c[3]),
+                ],
+            );
             for j in 0..4 {
                 let v = self.finish(d4[j], row, self.aux[c[j]]);
                 if v < *best {
@@ -375,7 +411,15 @@ impl<'a> Prepared<'a> {
             let rv = rs.map(|i| self.row(i));
             let mut cc = centers.chunks_exact(4);
             for c in &mut cc {
-                let t = dot_tile(rv, [self.row(c[0]), self.row(c[1]), self.row(c[2]), self.row(c[3])]);
+                let t = dot_tile(
+                    rv,
+                    [
+                        self.row(c[0]),
+                        self.row(c[1]),
+                        self.row(c[2]),
+                        self.row(c[3]),
+                    ],
+                );
                 for i in 0..4 {
                     for j in 0..4 {
                         let v = self.finish(t[i][j], rs[i], self.aux[c[j]]);

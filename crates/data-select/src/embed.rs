@@ -66,7 +66,13 @@ impl EmbeddingCache {
     pub fn open(root: &Path, model_id: &str, dim: usize) -> Result<Self> {
         let safe: String = model_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(64)
             .collect();
         let tag = hex(&Sha256::digest(model_id.as_bytes()))[..12].to_string();
@@ -85,9 +91,15 @@ impl EmbeddingCache {
         entries.sort();
         for path in entries {
             let bytes = std::fs::read(&path).map_err(|e| SelectError::io(&path, e))?;
-            read_shard(&bytes, dim).map_err(|reason| SelectError::CacheCorrupt { path: path.clone(), reason })?.into_iter().for_each(|(k, v)| {
-                map.insert(k, v);
-            });
+            read_shard(&bytes, dim)
+                .map_err(|reason| SelectError::CacheCorrupt {
+                    path: path.clone(),
+                    reason,
+                })?
+                .into_iter()
+                .for_each(|(k, v)| {
+                    map.insert(k, v);
+                });
         }
         Ok(EmbeddingCache {
             dir,
@@ -179,7 +191,11 @@ impl EmbeddingCache {
         if embedder.model_id() != self.model_id {
             return Err(SelectError::param(
                 "embedder",
-                format!("cache was opened for model '{}', embedder is '{}'", self.model_id, embedder.model_id()),
+                format!(
+                    "cache was opened for model '{}', embedder is '{}'",
+                    self.model_id,
+                    embedder.model_id()
+                ),
             ));
         }
         let batch_size = batch_size.max(1);
@@ -199,21 +215,36 @@ impl EmbeddingCache {
             let out = embedder.embed(&texts)?;
             if out.dim() != (texts.len(), self.dim) {
                 return Err(SelectError::DimensionMismatch {
-                    what: format!("embedder {} output rows x width, batch of {}", self.model_id, texts.len()),
+                    what: format!(
+                        "embedder {} output rows x width, batch of {}",
+                        self.model_id,
+                        texts.len()
+                    ),
                     expected: texts.len() * self.dim,
                     found: out.len(),
                 });
             }
-            check_finite(out.view(), &format!("embeddings from {} (batch row; item {})", self.model_id, chunk[0]))
-                .map_err(|e| match e {
-                    SelectError::NonFinite { row, col, value, .. } => SelectError::NonFinite {
-                        what: format!("embedding of item {} (content hash {}) from {}", chunk[row], keys[row], self.model_id),
-                        row: chunk[row],
-                        col,
-                        value,
-                    },
-                    other => other,
-                })?;
+            check_finite(
+                out.view(),
+                &format!(
+                    "embeddings from {} (batch row; item {})",
+                    self.model_id, chunk[0]
+                ),
+            )
+            .map_err(|e| match e {
+                SelectError::NonFinite {
+                    row, col, value, ..
+                } => SelectError::NonFinite {
+                    what: format!(
+                        "embedding of item {} (content hash {}) from {}",
+                        chunk[row], keys[row], self.model_id
+                    ),
+                    row: chunk[row],
+                    col,
+                    value,
+                },
+                other => other,
+            })?;
             self.insert_batch(&keys, &out)?;
             stats.computed += keys.len();
             stats.batches += 1;
@@ -235,7 +266,9 @@ fn read_shard(bytes: &[u8], dim: usize) -> std::result::Result<Vec<(String, Vec<
     let d = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
     let count = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
     if d != dim {
-        return Err(format!("width {d}, expected {dim} (same model id with another width?)"));
+        return Err(format!(
+            "width {d}, expected {dim} (same model id with another width?)"
+        ));
     }
     let mut pos = 16;
     let mut out = Vec::with_capacity(count);
@@ -324,7 +357,9 @@ mod tests {
     }
 
     fn items(n: usize) -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("h{i:03}"), format!("text number {i}"))).collect()
+        (0..n)
+            .map(|i| (format!("h{i:03}"), format!("text number {i}")))
+            .collect()
     }
 
     #[test]
@@ -345,11 +380,16 @@ mod tests {
         assert_eq!(e2.texts.load(Ordering::SeqCst), 4);
         assert_eq!((stats.hits, stats.computed, stats.batches), (6, 4, 2));
         // same vectors as a fresh, uncached computation
-        let direct = Counting::new(None).embed(&it.iter().map(|x| x.1.clone()).collect::<Vec<_>>()).unwrap();
+        let direct = Counting::new(None)
+            .embed(&it.iter().map(|x| x.1.clone()).collect::<Vec<_>>())
+            .unwrap();
         assert_eq!(m, direct);
         // third run: everything cached
         let e3 = Counting::new(None);
-        let (_, stats) = EmbeddingCache::open(root.path(), &e3.model_id(), 3).unwrap().embed_all(&e3, &it, 3).unwrap();
+        let (_, stats) = EmbeddingCache::open(root.path(), &e3.model_id(), 3)
+            .unwrap()
+            .embed_all(&e3, &it, 3)
+            .unwrap();
         assert_eq!((stats.hits, stats.computed), (10, 0));
         assert_eq!(e3.texts.load(Ordering::SeqCst), 0);
     }
@@ -387,10 +427,20 @@ mod tests {
     fn width_mismatch_and_damage_are_errors() {
         let root = tempfile::tempdir().unwrap();
         let e = Counting::new(None);
-        assert!(EmbeddingCache::open(root.path(), &e.model_id(), 5).unwrap().embed_all(&e, &items(1), 1).is_err());
+        assert!(
+            EmbeddingCache::open(root.path(), &e.model_id(), 5)
+                .unwrap()
+                .embed_all(&e, &items(1), 1)
+                .is_err()
+        );
         let mut c = EmbeddingCache::open(root.path(), &e.model_id(), 3).unwrap();
         c.embed_all(&e, &items(2), 2).unwrap();
-        let shard = std::fs::read_dir(c.dir()).unwrap().next().unwrap().unwrap().path();
+        let shard = std::fs::read_dir(c.dir())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let bytes = std::fs::read(&shard).unwrap();
         std::fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
         let err = EmbeddingCache::open(root.path(), &e.model_id(), 3).unwrap_err();

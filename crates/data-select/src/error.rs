@@ -37,7 +37,9 @@ pub enum SelectError {
     },
 
     /// An `.npy` file has a header this crate cannot read.
-    #[error("bad .npy file {what}: {reason} (expected a v1/v2/v3 header, dtype '<f4' or '<f8', C order, 2-D shape)")]
+    #[error(
+        "bad .npy file {what}: {reason} (expected a v1/v2/v3 header, dtype '<f4' or '<f8', C order, 2-D shape)"
+    )]
     BadNpy {
         /// File name or role.
         what: String,
@@ -110,7 +112,9 @@ pub enum SelectError {
     },
 
     /// The embedding cache on disk is damaged.
-    #[error("embedding cache file {path} is damaged: {reason} (delete it; its rows will be recomputed)")]
+    #[error(
+        "embedding cache file {path} is damaged: {reason} (delete it; its rows will be recomputed)"
+    )]
     CacheCorrupt {
         /// The bad file.
         path: PathBuf,

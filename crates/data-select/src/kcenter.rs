@@ -202,7 +202,10 @@ fn lazy(
     let mut stamp = vec![centers.len(); n];
     let mut heap: BinaryHeap<Entry> = unlabeled
         .iter()
-        .map(|&q| Entry { dist: best[q], idx: q })
+        .map(|&q| Entry {
+            dist: best[q],
+            idx: q,
+        })
         .collect();
     let mut picks = Vec::with_capacity(take);
     let mut dists = Vec::with_capacity(take);
@@ -221,7 +224,9 @@ fn lazy(
         batch.clear();
         while batch.len() < REFRESH_BATCH {
             match heap.peek() {
-                Some(t) if stamp[t.idx] != centers.len() => batch.push(heap.pop().expect("peeked").idx),
+                Some(t) if stamp[t.idx] != centers.len() => {
+                    batch.push(heap.pop().expect("peeked").idx)
+                }
                 _ => break,
             }
         }
@@ -368,7 +373,10 @@ mod tests {
             Err(SelectError::IndexOutOfRange { index: 2, .. })
         ));
         let r = run(&m, &[1, 1], 1, Strategy::Eager);
-        assert_eq!((r.labeled, r.duplicate_labels, r.picks.clone()), (1, 1, vec![0]));
+        assert_eq!(
+            (r.labeled, r.duplicate_labels, r.picks.clone()),
+            (1, 1, vec![0])
+        );
     }
 
     #[test]
@@ -401,7 +409,8 @@ mod tests {
     fn matrix(max_n: usize) -> impl PStrategy<Value = Array2<f32>> {
         (1usize..=max_n, 1usize..4).prop_flat_map(|(n, d)| {
             proptest::collection::vec(-4i32..5, n * d).prop_map(move |v| {
-                Array2::from_shape_vec((n, d), v.into_iter().map(|x| x as f32 * 0.5).collect()).unwrap()
+                Array2::from_shape_vec((n, d), v.into_iter().map(|x| x as f32 * 0.5).collect())
+                    .unwrap()
             })
         })
     }

@@ -67,15 +67,21 @@ pub fn read_npy(path: &Path) -> Result<Array2<f32>> {
             if read_up_to(&mut file, &mut pre[10..12]).map_err(|e| SelectError::io(path, e))? < 2 {
                 return Err(bad("truncated header length".into()));
             }
-            (u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize,
+                12,
+            )
         }
         v => return Err(bad(format!("unsupported format version {v}"))),
     };
     if (start + header_len) as u64 > file_len {
-        return Err(bad(format!("header length {header_len} runs past the end of the file")));
+        return Err(bad(format!(
+            "header length {header_len} runs past the end of the file"
+        )));
     }
     let mut header = vec![0u8; header_len];
-    file.read_exact(&mut header).map_err(|e| SelectError::io(path, e))?;
+    file.read_exact(&mut header)
+        .map_err(|e| SelectError::io(path, e))?;
     let header = std::str::from_utf8(&header).map_err(|_| bad("header is not UTF-8".into()))?;
     let (elem, rows, cols) = parse_header(header).map_err(bad)?;
     let count = rows * cols;
@@ -91,7 +97,8 @@ pub fn read_npy(path: &Path) -> Result<Array2<f32>> {
     let mut remaining = count * elem;
     while remaining > 0 {
         let take = remaining.min(buf.len());
-        file.read_exact(&mut buf[..take]).map_err(|e| SelectError::io(path, e))?;
+        file.read_exact(&mut buf[..take])
+            .map_err(|e| SelectError::io(path, e))?;
         push_values(&mut values, &buf[..take], elem);
         remaining -= take;
     }
@@ -111,7 +118,10 @@ fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn push_values(values: &mut Vec<f32>, data: &[u8], elem: usize) {
     if elem == 4 {
-        values.extend(data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        values.extend(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
     } else {
         values.extend(
             data.chunks_exact(8)
@@ -131,7 +141,9 @@ fn parse_header(header: &str) -> std::result::Result<(usize, usize, usize), Stri
         other => return Err(format!("dtype {other} is not supported")),
     };
     if fortran != "False" {
-        return Err(format!("fortran_order is {fortran}; save with np.ascontiguousarray"));
+        return Err(format!(
+            "fortran_order is {fortran}; save with np.ascontiguousarray"
+        ));
     }
     let dims = parse_shape(shape).ok_or_else(|| format!("cannot parse shape {shape}"))?;
     let (rows, cols) = match dims.as_slice() {
@@ -173,8 +185,13 @@ pub fn decode_npy(bytes: &[u8], what: &str) -> Result<Array2<f32>> {
     let end = start
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| bad(format!("header length {header_len} runs past the end of the file")))?;
-    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not UTF-8".into()))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "header length {header_len} runs past the end of the file"
+            ))
+        })?;
+    let header =
+        std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not UTF-8".into()))?;
     let (elem, rows, cols) = parse_header(header).map_err(bad)?;
     let count = rows * cols;
     let data = &bytes[end..];
@@ -282,8 +299,14 @@ mod tests {
 
     #[test]
     fn reads_f8_and_1d() {
-        let data: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let b = with_header("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n", &data);
+        let data: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let b = with_header(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }\n",
+            &data,
+        );
         let m = decode_npy(&b, "t").unwrap();
         assert_eq!(m.dim(), (2, 1));
         assert_eq!(m[[1, 0]], -2.0);
@@ -293,10 +316,22 @@ mod tests {
     fn bad_headers_are_errors() {
         let f4 = [0u8; 8];
         let cases = [
-            with_header("{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }\n", &f4),
-            with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }\n", &f4),
-            with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }\n", &f4),
-            with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 2), }\n", &f4),
+            with_header(
+                "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }\n",
+                &f4,
+            ),
+            with_header(
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (2,), }\n",
+                &f4,
+            ),
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }\n",
+                &f4,
+            ),
+            with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 2), }\n",
+                &f4,
+            ),
             with_header("{'descr': '<f4', 'fortran_order': False }\n", &f4),
             b"NOTNPY0000".to_vec(),
         ];

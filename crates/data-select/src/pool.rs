@@ -100,7 +100,11 @@ impl Instruction {
 
     /// The first assistant turn after the first user turn ("" when there is none).
     pub fn response(&self) -> &str {
-        let start = self.turns.iter().position(|t| t.role == Role::User).unwrap_or(0);
+        let start = self
+            .turns
+            .iter()
+            .position(|t| t.role == Role::User)
+            .unwrap_or(0);
         self.turns[start..]
             .iter()
             .find(|t| t.role == Role::Assistant)
@@ -243,7 +247,13 @@ impl PoolBuilder {
     }
 }
 
-type Parsed = (PoolFormat, Option<String>, Vec<Turn>, Option<AlpacaFields>, Option<String>);
+type Parsed = (
+    PoolFormat,
+    Option<String>,
+    Vec<Turn>,
+    Option<AlpacaFields>,
+    Option<String>,
+);
 
 fn parse_record(v: &Value, forced: Option<PoolFormat>) -> std::result::Result<Parsed, String> {
     let obj = v
@@ -256,7 +266,9 @@ fn parse_record(v: &Value, forced: Option<PoolFormat>) -> std::result::Result<Pa
         None if obj.contains_key("instruction") => PoolFormat::Alpaca,
         None => {
             let keys: Vec<&str> = obj.keys().map(String::as_str).take(8).collect();
-            return Err(format!("no 'instruction', 'conversations' or 'messages' key (keys: {keys:?})"));
+            return Err(format!(
+                "no 'instruction', 'conversations' or 'messages' key (keys: {keys:?})"
+            ));
         }
     };
     let own_id = match obj.get("id") {
@@ -331,15 +343,19 @@ fn parse_record(v: &Value, forced: Option<PoolFormat>) -> std::result::Result<Pa
                         role: Role::User,
                         content: text.to_string(),
                     }),
-                    "gpt" | "assistant" | "chatgpt" | "bard" | "bing" | "model" => turns.push(Turn {
-                        role: Role::Assistant,
-                        content: text.to_string(),
-                    }),
+                    "gpt" | "assistant" | "chatgpt" | "bard" | "bing" | "model" => {
+                        turns.push(Turn {
+                            role: Role::Assistant,
+                            content: text.to_string(),
+                        })
+                    }
                     "tool" | "function" | "observation" => turns.push(Turn {
                         role: Role::Tool,
                         content: text.to_string(),
                     }),
-                    other => return Err(format!("{list_key}[{i}] has unknown {role_key} '{other}'")),
+                    other => {
+                        return Err(format!("{list_key}[{i}] has unknown {role_key} '{other}'"));
+                    }
                 }
             }
             if !turns.iter().any(|t| t.role == Role::User) {
@@ -405,7 +421,10 @@ mod tests {
         assert_eq!(r.blank_lines, 1);
         let [a, s, c, t] = [&r.records[0], &r.records[1], &r.records[2], &r.records[3]];
         assert_eq!(a.format, PoolFormat::Alpaca);
-        assert_eq!((s.format, s.id.as_str(), s.system.as_deref()), (PoolFormat::ShareGpt, "sg-1", Some("Be brief.")));
+        assert_eq!(
+            (s.format, s.id.as_str(), s.system.as_deref()),
+            (PoolFormat::ShareGpt, "sg-1", Some("Be brief."))
+        );
         assert_eq!((s.prompt(), s.response()), ("Hi", "Hello"));
         assert_eq!(c.format, PoolFormat::Chat);
         assert_eq!(c.line, 4);
@@ -414,7 +433,10 @@ mod tests {
         assert_eq!(c.id, format!("{}#2", a.id));
         assert_eq!(r.duplicate_contents, 1);
         assert_eq!(t.prompt(), "Translate\n\nchat");
-        assert_eq!(t.retrieval_text("P:"), "P:instruction:Translate\ninput:chat\noutput:cat");
+        assert_eq!(
+            t.retrieval_text("P:"),
+            "P:instruction:Translate\ninput:chat\noutput:cat"
+        );
     }
 
     #[test]
@@ -424,7 +446,11 @@ mod tests {
         let a = read_jsonl_from(MIXED.as_bytes(), &PoolOptions::default()).unwrap();
         let b = read_jsonl_from(rev.as_bytes(), &PoolOptions::default()).unwrap();
         let id_of = |r: &PoolReport, h: &str| -> Vec<String> {
-            r.records.iter().filter(|x| x.content_hash == h).map(|x| x.id.clone()).collect()
+            r.records
+                .iter()
+                .filter(|x| x.content_hash == h)
+                .map(|x| x.id.clone())
+                .collect()
         };
         // distinct records keep their ids; only the duplicate pair's suffixes depend on order
         for rec in &a.records[1..2] {
@@ -437,7 +463,10 @@ mod tests {
     fn strict_fails_with_line_lenient_skips() {
         let text = "{\"instruction\": \"a\", \"output\": \"b\"}\n{oops\n[1,2]\n{\"instruction\": \"\", \"output\": \"b\"}\n{\"conversations\": [{\"from\": \"gpt\", \"value\": \"x\"}]}\n{\"foo\": 1}\n";
         let err = read_jsonl_from(text.as_bytes(), &PoolOptions::default()).unwrap_err();
-        assert!(matches!(err, SelectError::MalformedRecord { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, SelectError::MalformedRecord { line: 2, .. }),
+            "{err}"
+        );
         let r = read_jsonl_from(
             text.as_bytes(),
             &PoolOptions {
@@ -449,7 +478,11 @@ mod tests {
         assert_eq!(r.records.len(), 1);
         let lines: Vec<usize> = r.skipped.iter().map(|s| s.line).collect();
         assert_eq!(lines, vec![2, 3, 4, 5, 6]);
-        assert!(r.skipped[3].reason.contains("no user turn"), "{:?}", r.skipped[3]);
+        assert!(
+            r.skipped[3].reason.contains("no user turn"),
+            "{:?}",
+            r.skipped[3]
+        );
     }
 
     #[test]

@@ -130,12 +130,19 @@ pub fn argsort(d: &[f32]) -> Vec<usize> {
 ///
 /// # Errors
 /// Empty K-shot, width mismatch, NaN/Inf, budget smaller than K, bad threshold.
-pub fn retrieve(pool: ArrayView2<'_, f32>, kshot: ArrayView2<'_, f32>, opts: &RetrieveOptions) -> Result<RetrieveReport> {
+pub fn retrieve(
+    pool: ArrayView2<'_, f32>,
+    kshot: ArrayView2<'_, f32>,
+    opts: &RetrieveOptions,
+) -> Result<RetrieveReport> {
     let k = kshot.nrows();
     if opts.budget < k {
         return Err(SelectError::param(
             "budget",
-            format!("{} is smaller than the K-shot set ({k}); the K-shot items count toward the budget", opts.budget),
+            format!(
+                "{} is smaller than the K-shot set ({k}); the K-shot items count toward the budget",
+                opts.budget
+            ),
         ));
     }
     if let Some(dd) = &opts.dedup {
@@ -186,12 +193,12 @@ mod tests {
 
     fn pool() -> ndarray::Array2<f32> {
         array![
-            [1.0f32, 0.0],   // 0: at the K-shot
-            [0.99, 0.01],    // 1: duplicate direction of 0
-            [0.0, 1.0],      // 2: far
-            [0.9, -0.3],     // 3: near
-            [-1.0, 0.0],     // 4: farthest
-            [0.98, 0.02],    // 5: duplicate of 0 and 1
+            [1.0f32, 0.0], // 0: at the K-shot
+            [0.99, 0.01],  // 1: duplicate direction of 0
+            [0.0, 1.0],    // 2: far
+            [0.9, -0.3],   // 3: near
+            [-1.0, 0.0],   // 4: farthest
+            [0.98, 0.02],  // 5: duplicate of 0 and 1
         ]
     }
 
@@ -253,11 +260,20 @@ mod tests {
             similarity: Similarity::Centroid,
             dedup: None,
         };
-        assert!(matches!(retrieve(pool().view(), empty.view(), &opts), Err(SelectError::Empty { .. })));
+        assert!(matches!(
+            retrieve(pool().view(), empty.view(), &opts),
+            Err(SelectError::Empty { .. })
+        ));
         let wide = array![[1.0f32, 0.0, 0.0]];
-        assert!(matches!(retrieve(pool().view(), wide.view(), &opts), Err(SelectError::DimensionMismatch { .. })));
+        assert!(matches!(
+            retrieve(pool().view(), wide.view(), &opts),
+            Err(SelectError::DimensionMismatch { .. })
+        ));
         let nan = array![[f32::NAN, 0.0]];
-        assert!(matches!(retrieve(pool().view(), nan.view(), &opts), Err(SelectError::NonFinite { .. })));
+        assert!(matches!(
+            retrieve(pool().view(), nan.view(), &opts),
+            Err(SelectError::NonFinite { .. })
+        ));
         let small = RetrieveOptions { budget: 0, ..opts };
         assert!(retrieve(pool().view(), array![[1.0f32, 0.0]].view(), &small).is_err());
     }

@@ -71,10 +71,15 @@ pub fn salvage_from(mut reader: impl Read, opts: &PoolOptions) -> Result<Salvage
                 State::BeforeArray => {
                     if b == b'[' {
                         state = State::BetweenElements;
-                    } else if !b.is_ascii_whitespace() && !(offset < 3 && [0xEF, 0xBB, 0xBF].contains(&b)) {
+                    } else if !b.is_ascii_whitespace()
+                        && (offset >= 3 || ![0xEF, 0xBB, 0xBF].contains(&b))
+                    {
                         return Err(SelectError::InvalidJson {
                             what: "JSON array".into(),
-                            reason: format!("expected '[' at line {line}, found byte {:?}", b as char),
+                            reason: format!(
+                                "expected '[' at line {line}, found byte {:?}",
+                                b as char
+                            ),
                         });
                     }
                 }
@@ -123,7 +128,8 @@ pub fn salvage_from(mut reader: impl Read, opts: &PoolOptions) -> Result<Salvage
                         complete += 1;
                         match serde_json::from_slice(&elem) {
                             Ok(v) => builder.push_value(v, elem_line)?,
-                            Err(e) => builder.reject(elem_line, format!("element is not valid JSON: {e}"))?,
+                            Err(e) => builder
+                                .reject(elem_line, format!("element is not valid JSON: {e}"))?,
                         }
                         state = if scalar_end && b == b']' {
                             State::Closed
@@ -148,7 +154,11 @@ pub fn salvage_from(mut reader: impl Read, opts: &PoolOptions) -> Result<Salvage
     }
     let cut = state == State::InElement;
     if cut {
-        tracing::warn!(line = elem_line, byte = elem_start, "JSON array cut mid-element; dropped the partial record");
+        tracing::warn!(
+            line = elem_line,
+            byte = elem_start,
+            "JSON array cut mid-element; dropped the partial record"
+        );
     }
     Ok(SalvageReport {
         pool: builder.finish(),
@@ -205,8 +215,22 @@ mod tests {
     fn lenient_skips_bad_elements() {
         let text = r#"[1, {"instruction": "q", "output": "a"}, "x"]"#;
         assert!(salvage_from(text.as_bytes(), &PoolOptions::default()).is_err());
-        let r = salvage_from(text.as_bytes(), &PoolOptions { lenient: true, format: None }).unwrap();
-        assert_eq!((r.pool.records.len(), r.pool.skipped.len(), r.complete_elements), (1, 2, 3));
+        let r = salvage_from(
+            text.as_bytes(),
+            &PoolOptions {
+                lenient: true,
+                format: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.pool.records.len(),
+                r.pool.skipped.len(),
+                r.complete_elements
+            ),
+            (1, 2, 3)
+        );
         assert!(r.closed);
     }
 

@@ -45,14 +45,20 @@ pub fn vendi_score_with(x: ArrayView2<'_, f32>, gram: Gram) -> Result<f64> {
     check_finite(x, "Vendi input")?;
     let mut u = Array2::<f64>::zeros((n, d));
     for (i, (mut dst, src)) in u.outer_iter_mut().zip(x.outer_iter()).enumerate() {
-        let norm: f64 = src.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
+        let norm: f64 = src
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            .sqrt();
         if norm == 0.0 {
             return Err(SelectError::param(
                 "Vendi input",
                 format!("row {i} is a zero vector; the cosine kernel needs a direction"),
             ));
         }
-        dst.iter_mut().zip(src).for_each(|(a, &b)| *a = b as f64 / norm);
+        dst.iter_mut()
+            .zip(src)
+            .for_each(|(a, &b)| *a = b as f64 / norm);
     }
     let rows = match gram {
         Gram::Auto => n <= d,
@@ -87,7 +93,12 @@ pub fn symmetric_eigenvalues(mut a: Array2<f64>) -> Result<Vec<f64>> {
     for _ in 0..SWEEPS {
         let off: f64 = (0..m)
             .into_par_iter()
-            .map(|i| (0..m).filter(|&j| j != i).map(|j| a[[i, j]] * a[[i, j]]).sum::<f64>())
+            .map(|i| {
+                (0..m)
+                    .filter(|&j| j != i)
+                    .map(|j| a[[i, j]] * a[[i, j]])
+                    .sum::<f64>()
+            })
             .sum();
         if off <= 1e-24 * total.max(1e-300) {
             return Ok((0..m).map(|i| a[[i, i]]).collect());
@@ -135,7 +146,11 @@ mod tests {
     fn extremes() {
         let same = array![[1.0f32, 2.0, 3.0], [2.0, 4.0, 6.0], [0.5, 1.0, 1.5]];
         assert!((vendi_score(same.view()).unwrap() - 1.0).abs() < 1e-9);
-        let ortho = array![[1.0f32, 0.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]];
+        let ortho = array![
+            [1.0f32, 0.0, 0.0, 0.0],
+            [0.0, 3.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 2.0]
+        ];
         assert!((vendi_score(ortho.view()).unwrap() - 3.0).abs() < 1e-9);
         assert!(vendi_score(array![[0.0f32, 0.0]].view()).is_err());
         assert!(vendi_score(Array2::<f32>::zeros((0, 3)).view()).is_err());
