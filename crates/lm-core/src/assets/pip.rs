@@ -38,6 +38,8 @@ pub(crate) fn download_wheel(
     ])
     .arg("--only-binary=:all:")
     .arg("--no-input")
+    // The extracted files are cached by us: a second copy in pip's cache would be waste.
+    .arg("--no-cache-dir")
     .arg("-d")
     .arg(dest)
     .args(&cfg.extra_args)
