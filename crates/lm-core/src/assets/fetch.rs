@@ -36,14 +36,18 @@ impl FetchOptions {
     }
 
     fn pip(&self) -> PipConfig {
+        self.pip_with_env(&|key| std::env::var(key).ok())
+    }
+
+    /// The pip settings, falling back to `env` (`OPENEXPERT_PYTHON`, `OPENEXPERT_PIP_ARGS`).
+    fn pip_with_env(&self, env: &dyn Fn(&str) -> Option<String>) -> PipConfig {
         let python = self.python.clone().unwrap_or_else(|| {
-            std::env::var("OPENEXPERT_PYTHON")
-                .ok()
+            env("OPENEXPERT_PYTHON")
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| "python3".into())
         });
         let extra_args = self.pip_args.clone().unwrap_or_else(|| {
-            std::env::var("OPENEXPERT_PIP_ARGS")
+            env("OPENEXPERT_PIP_ARGS")
                 .map(|s| split_pip_args(&s))
                 .unwrap_or_default()
         });
@@ -325,5 +329,38 @@ impl Staged {
         file.persist(&dest)
             .map_err(|e| LmError::io(&dest, e.error))?;
         Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_fall_back_to_env_then_defaults() {
+        let env = |key: &str| match key {
+            "OPENEXPERT_PYTHON" => Some("/opt/py/bin/python3".to_string()),
+            "OPENEXPERT_PIP_ARGS" => Some(" --no-index  --find-links /w ".to_string()),
+            _ => None,
+        };
+        let from_env = FetchOptions::default().pip_with_env(&env);
+        assert_eq!(from_env.python, "/opt/py/bin/python3");
+        assert_eq!(from_env.extra_args, ["--no-index", "--find-links", "/w"]);
+
+        let none = FetchOptions::default().pip_with_env(&|_| None);
+        assert_eq!(none.python, "python3");
+        assert!(none.extra_args.is_empty());
+        let blank = FetchOptions::default().pip_with_env(&|_| Some("  ".into()));
+        assert_eq!(blank.python, "python3");
+        assert!(blank.extra_args.is_empty());
+
+        let explicit = FetchOptions {
+            python: Some("py".into()),
+            pip_args: Some(vec![]),
+            ..Default::default()
+        }
+        .pip_with_env(&env);
+        assert_eq!(explicit.python, "py");
+        assert!(explicit.extra_args.is_empty());
     }
 }

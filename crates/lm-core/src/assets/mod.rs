@@ -36,11 +36,15 @@ use crate::error::{LmError, Result};
 /// The cache root: `OPENEXPERT_HOME` when set and non-empty, else `~/.cache/openexpert`
 /// (`./.cache/openexpert` when no home folder is known).
 pub fn openexpert_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("OPENEXPERT_HOME").filter(|h| !h.is_empty()) {
+    home_from_env(&|key| std::env::var_os(key))
+}
+
+fn home_from_env(env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(home) = env("OPENEXPERT_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(home);
     }
-    let user_home = std::env::var_os("HOME")
-        .or_else(|| std::env::var_os("USERPROFILE"))
+    let user_home = env("HOME")
+        .or_else(|| env("USERPROFILE"))
         .filter(|h| !h.is_empty())
         .map_or_else(|| PathBuf::from("."), PathBuf::from);
     user_home.join(".cache").join("openexpert")
@@ -334,11 +338,25 @@ sha256 = "{H}"
     }
 
     #[test]
-    fn home_is_under_cache_by_default() {
-        // Only checks the shape; the env var itself is not mutated in parallel tests.
-        let home = openexpert_home();
-        if std::env::var_os("OPENEXPERT_HOME").is_none() {
-            assert!(home.ends_with(".cache/openexpert"), "{}", home.display());
-        }
+    fn home_prefers_openexpert_home_then_user_cache() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |key: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let both = env(&[("OPENEXPERT_HOME", "/oe"), ("HOME", "/home/u")]);
+        assert_eq!(home_from_env(&both), PathBuf::from("/oe"));
+        let empty = env(&[("OPENEXPERT_HOME", ""), ("HOME", "/home/u")]);
+        assert_eq!(
+            home_from_env(&empty),
+            PathBuf::from("/home/u/.cache/openexpert")
+        );
+        let nothing = env(&[]);
+        assert_eq!(
+            home_from_env(&nothing),
+            PathBuf::from("./.cache/openexpert")
+        );
     }
 }
