@@ -226,7 +226,11 @@ impl LoraAdapter {
     }
 
     /// Builds an adapter from a config and the bytes of a safetensors file (`path` for errors only).
-    pub fn from_safetensors_bytes(config: AdapterConfig, bytes: &[u8], path: &Path) -> Result<Self> {
+    pub fn from_safetensors_bytes(
+        config: AdapterConfig,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<Self> {
         config.check_supported()?;
         let matcher = config.matcher()?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::InvalidSafetensors {
@@ -244,10 +248,16 @@ impl LoraAdapter {
                 message: e.to_string(),
             })?;
             let m = read_matrix(key, &view)?;
-            let map = if factor == Factor::A { &mut a_map } else { &mut b_map };
+            let map = if factor == Factor::A {
+                &mut a_map
+            } else {
+                &mut b_map
+            };
             if map.insert(module.clone(), m).is_some() {
                 return Err(LoraError::UnrecognizedTensor {
-                    key: format!("{key} (a second {factor:?} factor for {module}: several adapter names in one file)"),
+                    key: format!(
+                        "{key} (a second {factor:?} factor for {module}: several adapter names in one file)"
+                    ),
                 });
             }
         }
@@ -300,7 +310,11 @@ impl LoraAdapter {
 
     /// The largest rank over modules (0 for an empty adapter).
     pub fn max_rank(&self) -> usize {
-        self.modules.values().map(LoraModule::rank).max().unwrap_or(0)
+        self.modules
+            .values()
+            .map(LoraModule::rank)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Total number of stored parameters.
@@ -324,7 +338,9 @@ impl LoraAdapter {
         let mut report = ValidationReport::default();
         for (name, m) in &self.modules {
             let Some((d_in, d_out)) = base.shape(name) else {
-                report.problems.push(ValidationProblem::UnknownModule(name.clone()));
+                report
+                    .problems
+                    .push(ValidationProblem::UnknownModule(name.clone()));
                 continue;
             };
             if (m.d_in(), m.d_out()) != (d_in, d_out) {
@@ -420,9 +436,14 @@ mod tests {
 
     #[test]
     fn key_parsing() {
-        let (m, f) = parse_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").unwrap();
-        assert_eq!((m.as_str(), f), ("model.layers.0.self_attn.q_proj", Factor::A));
-        let (m, f) = parse_key("base_model.model.model.layers.0.mlp.up_proj.lora_B.default.weight").unwrap();
+        let (m, f) =
+            parse_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").unwrap();
+        assert_eq!(
+            (m.as_str(), f),
+            ("model.layers.0.self_attn.q_proj", Factor::A)
+        );
+        let (m, f) =
+            parse_key("base_model.model.model.layers.0.mlp.up_proj.lora_B.default.weight").unwrap();
         assert_eq!((m.as_str(), f), ("model.layers.0.mlp.up_proj", Factor::B));
         assert!(matches!(
             parse_key("base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"),
@@ -448,7 +469,10 @@ mod tests {
             parse_key("base_model.model.model.layers.0.self_attn.q_proj.bias"),
             Err(LoraError::BiasUnsupported { .. })
         ));
-        assert!(matches!(parse_key("something.else"), Err(LoraError::UnrecognizedTensor { .. })));
+        assert!(matches!(
+            parse_key("something.else"),
+            Err(LoraError::UnrecognizedTensor { .. })
+        ));
         assert!(matches!(
             parse_key("base_model.model.x.lora_A.a.b.weight"),
             Err(LoraError::UnrecognizedTensor { .. })

@@ -131,13 +131,17 @@ impl LoraBank {
 
     /// Whether `name` has been loaded already.
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.index_of(name).is_ok_and(|i| self.cache[i].get().is_some())
+        self.index_of(name)
+            .is_ok_and(|i| self.cache[i].get().is_some())
     }
 
     /// Loads every adapter (in parallel) and returns them in entry order.
     pub fn load_all(&self) -> Result<Vec<Arc<LoraAdapter>>> {
         use rayon::prelude::*;
-        self.entries.par_iter().map(|e| self.load(&e.name)).collect()
+        self.entries
+            .par_iter()
+            .map(|e| self.load(&e.name))
+            .collect()
     }
 
     /// Validates every adapter against `base` (loading them).
@@ -156,15 +160,19 @@ fn index_entry(dir: &Path) -> Result<BankEntry> {
     let config = AdapterConfig::from_file(&dir.join(CONFIG_FILE))?;
     let weights = dir.join(WEIGHTS_FILE);
     let size_bytes = std::fs::metadata(&weights)
-        .map_err(|_| LoraError::MissingFile { path: weights.clone() })?
+        .map_err(|_| LoraError::MissingFile {
+            path: weights.clone(),
+        })?
         .len();
     let card_path = dir.join(CARD_FILE);
     let card = if card_path.is_file() {
         let text = std::fs::read_to_string(&card_path).map_err(|e| LoraError::io(&card_path, e))?;
-        Some(serde_json::from_str(&text).map_err(|e| LoraError::InvalidConfig {
-            path: card_path.clone(),
-            message: e.to_string(),
-        })?)
+        Some(
+            serde_json::from_str(&text).map_err(|e| LoraError::InvalidConfig {
+                path: card_path.clone(),
+                message: e.to_string(),
+            })?,
+        )
     } else {
         None
     };
@@ -174,7 +182,10 @@ fn index_entry(dir: &Path) -> Result<BankEntry> {
         None => Vec::new(),
     };
     Ok(BankEntry {
-        name: dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         dir: dir.to_path_buf(),
         base_model: config.base_model_name_or_path.clone(),
         rank: config.r,

@@ -89,10 +89,19 @@ pub fn run_to(cmd: LoraCommand, out: &mut dyn Write) -> Result<()> {
                     })
                     .collect();
                 let v = serde_json::json!({"config": a.config, "modules": modules, "num_params": a.num_params()});
-                w(out, serde_json::to_string_pretty(&v).expect("json value serialises"))?;
+                w(
+                    out,
+                    serde_json::to_string_pretty(&v).expect("json value serialises"),
+                )?;
             } else {
                 w(out, format!("adapter      {}", dir.display()))?;
-                w(out, format!("base model   {}", a.config.base_model_name_or_path.as_deref().unwrap_or("?")))?;
+                w(
+                    out,
+                    format!(
+                        "base model   {}",
+                        a.config.base_model_name_or_path.as_deref().unwrap_or("?")
+                    ),
+                )?;
                 w(
                     out,
                     format!(
@@ -106,7 +115,16 @@ pub fn run_to(cmd: LoraCommand, out: &mut dyn Write) -> Result<()> {
                 w(out, format!("modules      {}", a.modules.len()))?;
                 w(out, format!("parameters   {}", a.num_params()))?;
                 for (n, m) in &a.modules {
-                    w(out, format!("  {n:<48} r={:<3} [{} -> {}] scale={}", m.rank(), m.d_in(), m.d_out(), m.scale))?;
+                    w(
+                        out,
+                        format!(
+                            "  {n:<48} r={:<3} [{} -> {}] scale={}",
+                            m.rank(),
+                            m.d_in(),
+                            m.d_out(),
+                            m.scale
+                        ),
+                    )?;
                 }
             }
             Ok(())
@@ -122,7 +140,10 @@ pub fn run_to(cmd: LoraCommand, out: &mut dyn Write) -> Result<()> {
             majority_sign,
             lambda,
         } => {
-            let loaded = adapters.iter().map(|d| LoraAdapter::load(d)).collect::<Result<Vec<_>>>()?;
+            let loaded = adapters
+                .iter()
+                .map(|d| LoraAdapter::load(d))
+                .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&LoraAdapter> = loaded.iter().collect();
             let weights = weights.unwrap_or_else(|| vec![1.0; refs.len()]);
             let opts = CombineOptions {
@@ -142,8 +163,11 @@ pub fn run_to(cmd: LoraCommand, out: &mut dyn Write) -> Result<()> {
                 "seed": seed, "lambda": lambda, "min_energy_kept": report.min_energy_kept,
             });
             let card_path = output.join(CARD_FILE);
-            std::fs::write(&card_path, serde_json::to_string_pretty(&card).expect("json value serialises"))
-                .map_err(|e| LoraError::io(&card_path, e))?;
+            std::fs::write(
+                &card_path,
+                serde_json::to_string_pretty(&card).expect("json value serialises"),
+            )
+            .map_err(|e| LoraError::io(&card_path, e))?;
             w(
                 out,
                 format!(
@@ -165,7 +189,15 @@ pub fn run_to(cmd: LoraCommand, out: &mut dyn Write) -> Result<()> {
                 message: e.to_string(),
             })?;
             std::fs::write(&output, text).map_err(|e| LoraError::io(&output, e))?;
-            w(out, format!("wrote {} ({} adapters, mode {:?})", output.display(), report.names.len(), mode))
+            w(
+                out,
+                format!(
+                    "wrote {} ({} adapters, mode {:?})",
+                    output.display(),
+                    report.names.len(),
+                    mode
+                ),
+            )
         }
     }
 }

@@ -74,7 +74,10 @@ impl CombineMethod {
     pub fn is_pruning(self) -> bool {
         matches!(
             self,
-            CombineMethod::Ties | CombineMethod::Dare | CombineMethod::DareTies | CombineMethod::MagnitudePrune
+            CombineMethod::Ties
+                | CombineMethod::Dare
+                | CombineMethod::DareTies
+                | CombineMethod::MagnitudePrune
         )
     }
 }
@@ -175,11 +178,17 @@ fn fnv1a(s: &str) -> u64 {
 
 /// Combines adapters into a new adapter (see the module docs). Adapters may target different modules
 /// (a module absent from an adapter gets no contribution from it) and have different ranks and scales.
-pub fn combine(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<(LoraAdapter, CombineReport)> {
+pub fn combine(
+    adapters: &[&LoraAdapter],
+    opts: &CombineOptions,
+) -> Result<(LoraAdapter, CombineReport)> {
     validate_request(adapters, opts)?;
     let exact_method = matches!(
         opts.method,
-        CombineMethod::Linear | CombineMethod::Cat | CombineMethod::TaskArithmetic | CombineMethod::Svd
+        CombineMethod::Linear
+            | CombineMethod::Cat
+            | CombineMethod::TaskArithmetic
+            | CombineMethod::Svd
     );
     if adapters.len() == 1
         && opts.weights[0] == 1.0
@@ -256,10 +265,14 @@ fn validate_request(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<
         )));
     }
     if opts.weights.iter().any(|w| !w.is_finite()) || !opts.lambda.is_finite() {
-        return Err(LoraError::InvalidCombine("weights and lambda must be finite".into()));
+        return Err(LoraError::InvalidCombine(
+            "weights and lambda must be finite".into(),
+        ));
     }
     if opts.rank == Some(0) {
-        return Err(LoraError::InvalidCombine("rank 0 requested; the output rank must be at least 1".into()));
+        return Err(LoraError::InvalidCombine(
+            "rank 0 requested; the output rank must be at least 1".into(),
+        ));
     }
     if opts.method == CombineMethod::Cat && opts.rank.is_some() {
         return Err(LoraError::InvalidCombine(
@@ -276,15 +289,26 @@ fn validate_request(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<
 }
 
 /// Combines one module; returns the module (None when every weight is zero) and the energy kept.
-fn combine_module(name: &str, parts: &[Part<'_>], opts: &CombineOptions) -> Result<(Option<LoraModule>, f64)> {
+fn combine_module(
+    name: &str,
+    parts: &[Part<'_>],
+    opts: &CombineOptions,
+) -> Result<(Option<LoraModule>, f64)> {
     let max_rank = parts.iter().map(|p| p.module.rank()).max().unwrap_or(1);
     match opts.method {
-        CombineMethod::Cat | CombineMethod::Linear | CombineMethod::TaskArithmetic | CombineMethod::Svd => {
+        CombineMethod::Cat
+        | CombineMethod::Linear
+        | CombineMethod::TaskArithmetic
+        | CombineMethod::Svd => {
             let rank = match opts.method {
                 CombineMethod::Svd => Some(opts.rank.unwrap_or(max_rank)),
                 _ => opts.rank,
             };
-            if parts.len() == 1 && parts[0].weight == 1.0 && opts.lambda == 1.0 && rank.is_none_or(|k| k >= max_rank) {
+            if parts.len() == 1
+                && parts[0].weight == 1.0
+                && opts.lambda == 1.0
+                && rank.is_none_or(|k| k >= max_rank)
+            {
                 return Ok((Some(parts[0].module.clone()), 1.0));
             }
             let (a_cat, b_cat) = concat_parts(parts, opts.lambda);
@@ -314,7 +338,11 @@ fn combine_module(name: &str, parts: &[Part<'_>], opts: &CombineOptions) -> Resu
 }
 
 fn energy_ratio(kept: f64, total: f64) -> f64 {
-    if total > 0.0 { (kept / total).min(1.0) } else { 1.0 }
+    if total > 0.0 {
+        (kept / total).min(1.0)
+    } else {
+        1.0
+    }
 }
 
 /// `A = [λ w_i s_i A_i]` stacked by rows, `B = [B_i]` stacked by columns: `B · A = λ Σ w_i ΔW_i`.
@@ -342,7 +370,12 @@ fn factors_from_svd(name: &str, t: &linalg::Svd) -> Result<Option<LoraModule>> {
     }
     let t = t.clone().truncate(k);
     let (b, a) = t.balanced_factors();
-    Ok(Some(LoraModule::new(to_f32(&a), to_f32(&b), k as f64, 1.0)?))
+    Ok(Some(LoraModule::new(
+        to_f32(&a),
+        to_f32(&b),
+        k as f64,
+        1.0,
+    )?))
 }
 
 /// Keeps the `round_down(density · n)` largest-magnitude entries of `m` (PEFT's magnitude pruning).
@@ -380,7 +413,13 @@ fn dare_drop(m: &mut Array2<f32>, density: f32, rng: &mut StdRng) {
         return;
     }
     let inv = 1.0 / density;
-    m.mapv_inplace(|x| if rng.random::<f32>() < density { x * inv } else { 0.0 });
+    m.mapv_inplace(|x| {
+        if rng.random::<f32>() < density {
+            x * inv
+        } else {
+            0.0
+        }
+    });
 }
 
 /// The combined dense ΔW of one module for the pruning methods.
@@ -393,9 +432,13 @@ fn pruned_delta(name: &str, parts: &[Part<'_>], opts: &CombineOptions) -> Array2
         .map(|p| {
             let mut d = p.module.delta();
             match opts.method {
-                CombineMethod::Ties | CombineMethod::MagnitudePrune => magnitude_prune(&mut d, opts.density),
+                CombineMethod::Ties | CombineMethod::MagnitudePrune => {
+                    magnitude_prune(&mut d, opts.density)
+                }
                 CombineMethod::Dare | CombineMethod::DareTies => {
-                    let seed = opts.seed ^ fnv1a(name) ^ (p.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let seed = opts.seed
+                        ^ fnv1a(name)
+                        ^ (p.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                     dare_drop(&mut d, opts.density, &mut StdRng::seed_from_u64(seed));
                 }
                 _ => unreachable!("pruned_delta is only called for pruning methods"),
@@ -414,7 +457,10 @@ fn pruned_delta(name: &str, parts: &[Part<'_>], opts: &CombineOptions) -> Array2
     }
     // TIES: elect a sign per entry from the unweighted pruned values, then average the weighted values
     // whose sign agrees (entries that are zero never agree).
-    let slices: Vec<&[f32]> = tasks.iter().map(|t| t.as_slice().expect("standard layout")).collect();
+    let slices: Vec<&[f32]> = tasks
+        .iter()
+        .map(|t| t.as_slice().expect("standard layout"))
+        .collect();
     let out_s = out.as_slice_mut().expect("standard layout");
     for (e, o) in out_s.iter_mut().enumerate() {
         let votes: f32 = match opts.majority_sign {
@@ -477,7 +523,10 @@ mod tests {
     }
 
     fn max_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
-        a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     fn weighted_delta(ads: &[&LoraAdapter], w: &[f32], name: &str) -> Array2<f32> {
@@ -493,7 +542,12 @@ mod tests {
     #[test]
     fn single_adapter_weight_one_is_identity() {
         let a = adapter(&[("m.q", 4, 2.0), ("m.v", 2, 0.5)], 1);
-        for method in [CombineMethod::Linear, CombineMethod::Cat, CombineMethod::Svd, CombineMethod::TaskArithmetic] {
+        for method in [
+            CombineMethod::Linear,
+            CombineMethod::Cat,
+            CombineMethod::Svd,
+            CombineMethod::TaskArithmetic,
+        ] {
             let (out, _) = combine(&[&a], &CombineOptions::new(method, vec![1.0])).unwrap();
             assert_eq!(out, a, "{method}");
         }
@@ -504,7 +558,11 @@ mod tests {
         let a = adapter(&[("m.q", 4, 2.0), ("m.v", 2, 0.5)], 1);
         let b = adapter(&[("m.q", 3, 1.0), ("m.o", 5, 4.0)], 2);
         let w = [0.7f32, -1.3];
-        let (out, rep) = combine(&[&a, &b], &CombineOptions::new(CombineMethod::Linear, w.to_vec())).unwrap();
+        let (out, rep) = combine(
+            &[&a, &b],
+            &CombineOptions::new(CombineMethod::Linear, w.to_vec()),
+        )
+        .unwrap();
         assert_eq!(out.modules.len(), 3);
         assert_eq!(out.modules["m.q"].rank(), 7);
         assert_eq!(rep.min_energy_kept, 1.0);
@@ -529,14 +587,22 @@ mod tests {
         let mut o = CombineOptions::new(CombineMethod::Svd, w.clone());
         o.rank = Some(8);
         let (full, rep) = combine(&[&a, &b], &o).unwrap();
-        assert!(max_diff(&full.modules["m.q"].delta(), &weighted_delta(&[&a, &b], &w, "m.q")) < 1e-5);
+        assert!(
+            max_diff(
+                &full.modules["m.q"].delta(),
+                &weighted_delta(&[&a, &b], &w, "m.q")
+            ) < 1e-5
+        );
         assert!((rep.min_energy_kept - 1.0).abs() < 1e-9);
         o.rank = None; // default: largest input rank (4)
         let (t, rep) = combine(&[&a, &b], &o).unwrap();
         assert_eq!(t.modules["m.q"].rank(), 4);
         assert!(rep.min_energy_kept < 1.0);
         let dense = weighted_delta(&[&a, &b], &w, "m.q").mapv(f64::from);
-        let exact = linalg::svd(dense.view()).truncate(4).reconstruct().mapv(|x| x as f32);
+        let exact = linalg::svd(dense.view())
+            .truncate(4)
+            .reconstruct()
+            .mapv(|x| x as f32);
         assert!(max_diff(&t.modules["m.q"].delta(), &exact) < 1e-5);
     }
 
@@ -544,7 +610,11 @@ mod tests {
     fn cat_matches_peft_layout() {
         let a = adapter(&[("m.q", 4, 2.0)], 1);
         let b = adapter(&[("m.q", 2, 0.5)], 2);
-        let (out, _) = combine(&[&a, &b], &CombineOptions::new(CombineMethod::Cat, vec![0.3, 0.9])).unwrap();
+        let (out, _) = combine(
+            &[&a, &b],
+            &CombineOptions::new(CombineMethod::Cat, vec![0.3, 0.9]),
+        )
+        .unwrap();
         let m = &out.modules["m.q"];
         assert_eq!((m.rank(), m.scale), (6, 1.0));
         let want_a0 = &a.modules["m.q"].a * (0.3 * 2.0);
@@ -554,15 +624,26 @@ mod tests {
 
     #[test]
     fn ties_hand_checked() {
-        let mk = |b: [f32; 2], a: [f32; 2]| LoraModule::new(
-            Array2::from_shape_vec((1, 2), a.to_vec()).unwrap(),
-            Array2::from_shape_vec((2, 1), b.to_vec()).unwrap(),
-            1.0,
-            1.0,
-        ).unwrap();
+        let mk = |b: [f32; 2], a: [f32; 2]| {
+            LoraModule::new(
+                Array2::from_shape_vec((1, 2), a.to_vec()).unwrap(),
+                Array2::from_shape_vec((2, 1), b.to_vec()).unwrap(),
+                1.0,
+                1.0,
+            )
+            .unwrap()
+        };
         // rank-1 deltas: d1 = [1,2]ᵀ[1,-1] = [[1,-1],[2,-2]], d2 = [1,-1]ᵀ[3,1] = [[3,1],[-3,-1]]
-        let a1 = LoraAdapter { config: AdapterConfig::default(), modules: [("m".to_string(), mk([1.0, 2.0], [1.0, -1.0]))].into() }.with_describing_config();
-        let a2 = LoraAdapter { config: AdapterConfig::default(), modules: [("m".to_string(), mk([1.0, -1.0], [3.0, 1.0]))].into() }.with_describing_config();
+        let a1 = LoraAdapter {
+            config: AdapterConfig::default(),
+            modules: [("m".to_string(), mk([1.0, 2.0], [1.0, -1.0]))].into(),
+        }
+        .with_describing_config();
+        let a2 = LoraAdapter {
+            config: AdapterConfig::default(),
+            modules: [("m".to_string(), mk([1.0, -1.0], [3.0, 1.0]))].into(),
+        }
+        .with_describing_config();
         let mut o = CombineOptions::new(CombineMethod::Ties, vec![1.0, 1.0]);
         o.density = 1.0;
         o.rank = Some(2);
@@ -570,13 +651,21 @@ mod tests {
         // votes (total): [4, 0, -1, -3] -> signs [+, +, -, -];
         // agreeing: e0 {1,3}->2; e1 {1}->1 (since -1 disagrees with +); e2 {-3}->-3; e3 {-2,-1}->-1.5
         let want = Array2::from_shape_vec((2, 2), vec![2.0, 1.0, -3.0, -1.5]).unwrap();
-        assert!(max_diff(&out.modules["m"].delta(), &want) < 1e-5, "{:?}", out.modules["m"].delta());
+        assert!(
+            max_diff(&out.modules["m"].delta(), &want) < 1e-5,
+            "{:?}",
+            out.modules["m"].delta()
+        );
         // density 0.5 keeps the 2 largest magnitudes of each: d1 -> [0,0,2,-2], d2 -> [3,0,-3,0]
         o.density = 0.5;
         let (out, _) = combine(&[&a1, &a2], &o).unwrap();
         // votes [3, 0, -1, -2] -> [+, +, -, -]; e0 {3}; e1 none -> 0; e2 {-3}; e3 {-2}
         let want = Array2::from_shape_vec((2, 2), vec![3.0, 0.0, -3.0, -2.0]).unwrap();
-        assert!(max_diff(&out.modules["m"].delta(), &want) < 1e-5, "{:?}", out.modules["m"].delta());
+        assert!(
+            max_diff(&out.modules["m"].delta(), &want) < 1e-5,
+            "{:?}",
+            out.modules["m"].delta()
+        );
     }
 
     #[test]
@@ -595,17 +684,38 @@ mod tests {
         assert_ne!(x, z);
         o.density = 1.0;
         let (full, _) = combine(&[&a, &b], &o).unwrap();
-        assert!(max_diff(&full.modules["m.q"].delta(), &weighted_delta(&[&a, &b], &[0.5, 0.5], "m.q")) < 1e-5);
+        assert!(
+            max_diff(
+                &full.modules["m.q"].delta(),
+                &weighted_delta(&[&a, &b], &[0.5, 0.5], "m.q")
+            ) < 1e-5
+        );
     }
 
     #[test]
     fn bad_requests_are_refused() {
         let a = adapter(&[("m.q", 4, 2.0)], 1);
-        let b = LoraAdapter { config: AdapterConfig::default(), modules: [("m.q".to_string(), LoraModule::new(Array2::zeros((2, 5)), Array2::zeros((16, 2)), 2.0, 1.0).unwrap())].into() };
+        let b = LoraAdapter {
+            config: AdapterConfig::default(),
+            modules: [(
+                "m.q".to_string(),
+                LoraModule::new(Array2::zeros((2, 5)), Array2::zeros((16, 2)), 2.0, 1.0).unwrap(),
+            )]
+            .into(),
+        };
         let err = |r: Result<_>| matches!(r, Err(LoraError::InvalidCombine(_)));
-        assert!(err(combine(&[], &CombineOptions::new(CombineMethod::Linear, vec![]))));
-        assert!(err(combine(&[&a], &CombineOptions::new(CombineMethod::Linear, vec![1.0, 2.0]))));
-        assert!(err(combine(&[&a, &b], &CombineOptions::new(CombineMethod::Linear, vec![1.0, 2.0]))));
+        assert!(err(combine(
+            &[],
+            &CombineOptions::new(CombineMethod::Linear, vec![])
+        )));
+        assert!(err(combine(
+            &[&a],
+            &CombineOptions::new(CombineMethod::Linear, vec![1.0, 2.0])
+        )));
+        assert!(err(combine(
+            &[&a, &b],
+            &CombineOptions::new(CombineMethod::Linear, vec![1.0, 2.0])
+        )));
         let mut o = CombineOptions::new(CombineMethod::Ties, vec![1.0]);
         o.density = 0.0;
         assert!(err(combine(&[&a], &o)));
@@ -616,7 +726,10 @@ mod tests {
         o.rank = Some(0);
         assert!(err(combine(&[&a], &o)));
         assert!("nope".parse::<CombineMethod>().is_err());
-        assert_eq!("dare_ties".parse::<CombineMethod>().unwrap(), CombineMethod::DareTies);
+        assert_eq!(
+            "dare_ties".parse::<CombineMethod>().unwrap(),
+            CombineMethod::DareTies
+        );
     }
 
     #[test]

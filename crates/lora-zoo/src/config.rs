@@ -414,9 +414,10 @@ impl TargetSel {
 
     fn matches(&self, name: &str) -> bool {
         match self {
-            TargetSel::List(v) => v
-                .iter()
-                .any(|k| name == k || (name.ends_with(k.as_str()) && name[..name.len() - k.len()].ends_with('.'))),
+            TargetSel::List(v) => v.iter().any(|k| {
+                name == k
+                    || (name.ends_with(k.as_str()) && name[..name.len() - k.len()].ends_with('.'))
+            }),
             TargetSel::Regex(r) => r.is_match(name),
             TargetSel::AllLinear => !is_output_or_embedding(name),
         }
@@ -426,7 +427,10 @@ impl TargetSel {
 /// Whether a module name is the token embedding or the output head (never adaptable here).
 pub fn is_output_or_embedding(name: &str) -> bool {
     let last = name.rsplit('.').next().unwrap_or(name);
-    matches!(last, "lm_head" | "embed_tokens" | "wte" | "embed_out" | "output" | "token_embd")
+    matches!(
+        last,
+        "lm_head" | "embed_tokens" | "wte" | "embed_out" | "output" | "token_embd"
+    )
 }
 
 impl ModuleMatcher {
@@ -445,21 +449,41 @@ impl ModuleMatcher {
             Some(p) if !p.names().is_empty() => p
                 .names()
                 .into_iter()
-                .map(|n| compile("layers_pattern", n, &format!(r"^(?:.*?\.)??(?:{n})\.(\d+)\.")))
+                .map(|n| {
+                    compile(
+                        "layers_pattern",
+                        n,
+                        &format!(r"^(?:.*?\.)??(?:{n})\.(\d+)\."),
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?,
-            _ => vec![compile("layers_pattern", "<default>", r"^.*?\.[^.]*\.(\d+)\.")?],
+            _ => vec![compile(
+                "layers_pattern",
+                "<default>",
+                r"^.*?\.[^.]*\.(\d+)\.",
+            )?],
         };
         let rank_patterns = cfg
             .rank_pattern
             .0
             .iter()
-            .map(|(k, v)| Ok((compile("rank_pattern", k, &format!(r"^(?:.*\.)?(?:{k})$"))?, *v)))
+            .map(|(k, v)| {
+                Ok((
+                    compile("rank_pattern", k, &format!(r"^(?:.*\.)?(?:{k})$"))?,
+                    *v,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let alpha_patterns = cfg
             .alpha_pattern
             .0
             .iter()
-            .map(|(k, v)| Ok((compile("alpha_pattern", k, &format!(r"^(?:.*\.)?(?:{k})$"))?, *v)))
+            .map(|(k, v)| {
+                Ok((
+                    compile("alpha_pattern", k, &format!(r"^(?:.*\.)?(?:{k})$"))?,
+                    *v,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(ModuleMatcher {
             targets,
@@ -496,10 +520,11 @@ impl ModuleMatcher {
         };
         let found = t.matches(name);
         // PEFT applies layers_to_transform to list targets only.
-        if found && matches!(t, TargetSel::List(_)) {
-            if let Some(layers) = &self.layers {
-                return self.layer_index(name).is_some_and(|i| layers.contains(i));
-            }
+        if found
+            && matches!(t, TargetSel::List(_))
+            && let Some(layers) = &self.layers
+        {
+            return self.layer_index(name).is_some_and(|i| layers.contains(i));
         }
         found
     }
@@ -556,7 +581,10 @@ mod tests {
         assert_eq!(c.r, 4);
         assert_eq!(c.lora_alpha, 16.0);
         assert!(c.use_rslora);
-        assert_eq!(c.layers_to_transform, Some(LayersToTransform::Many(vec![0, 2])));
+        assert_eq!(
+            c.layers_to_transform,
+            Some(LayersToTransform::Many(vec![0, 2]))
+        );
         assert!(c.extra.contains_key("auto_mapping"));
         let m = c.matcher().unwrap();
         assert!(m.is_target("model.layers.0.self_attn.q_proj"));
@@ -586,7 +614,9 @@ mod tests {
         assert!(m.is_target("model.layers.7.mlp.down_proj"));
         assert!(!m.is_target("model.layers.7.mlp.down_proj.x"));
         assert!(!m.is_target("model.layers.7.mlp.up_proj"));
-        let all = parse(r#"{"target_modules": "all-linear"}"#).matcher().unwrap();
+        let all = parse(r#"{"target_modules": "all-linear"}"#)
+            .matcher()
+            .unwrap();
         assert!(all.is_target("model.layers.0.mlp.up_proj"));
         assert!(!all.is_target("lm_head"));
     }
@@ -601,9 +631,11 @@ mod tests {
 
     #[test]
     fn exclude_modules_wins() {
-        let m = parse(r#"{"target_modules": ["q_proj"], "exclude_modules": ["layers.1.self_attn.q_proj"]}"#)
-            .matcher()
-            .unwrap();
+        let m = parse(
+            r#"{"target_modules": ["q_proj"], "exclude_modules": ["layers.1.self_attn.q_proj"]}"#,
+        )
+        .matcher()
+        .unwrap();
         assert!(m.is_target("model.layers.0.self_attn.q_proj"));
         assert!(!m.is_target("model.layers.1.self_attn.q_proj"));
     }
@@ -639,7 +671,10 @@ mod tests {
             parse(r#"{"bias": "lora_only"}"#).check_supported(),
             Err(LoraError::BiasUnsupported { .. })
         ));
-        assert!(matches!(parse(r#"{"r": 0}"#).check_supported(), Err(LoraError::ZeroRank { .. })));
+        assert!(matches!(
+            parse(r#"{"r": 0}"#).check_supported(),
+            Err(LoraError::ZeroRank { .. })
+        ));
         assert!(matches!(
             parse(r#"{"rank_pattern": {"q_proj": 0}}"#).check_supported(),
             Err(LoraError::ZeroRank { .. })
@@ -648,7 +683,11 @@ mod tests {
             parse(r#"{"peft_type": "IA3"}"#).check_supported(),
             Err(LoraError::NotLora { .. })
         ));
-        assert!(parse(r#"{"modules_to_save": null}"#).check_supported().is_ok());
+        assert!(
+            parse(r#"{"modules_to_save": null}"#)
+                .check_supported()
+                .is_ok()
+        );
         assert!(matches!(
             AdapterConfig::from_json_str("{\"r\": \"x\"}", Path::new("a")),
             Err(LoraError::InvalidConfig { .. })

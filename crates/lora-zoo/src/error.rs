@@ -19,7 +19,9 @@ pub enum LoraError {
         source: std::io::Error,
     },
     /// `adapter_config.json` is not valid JSON for a LoRA config.
-    #[error("invalid adapter_config.json at {path}: {message}; expected a PEFT LoraConfig JSON object")]
+    #[error(
+        "invalid adapter_config.json at {path}: {message}; expected a PEFT LoraConfig JSON object"
+    )]
     InvalidConfig {
         /// The config file.
         path: PathBuf,
@@ -27,7 +29,9 @@ pub enum LoraError {
         message: String,
     },
     /// The adapter directory lacks a required file.
-    #[error("{path} is missing; a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors")]
+    #[error(
+        "{path} is missing; a PEFT adapter directory holds adapter_config.json and adapter_model.safetensors"
+    )]
     MissingFile {
         /// The missing file.
         path: PathBuf,
@@ -66,7 +70,9 @@ pub enum LoraError {
         module: String,
     },
     /// Bias training (`bias != "none"` or `lora_bias`) stores extra bias tensors that we do not apply.
-    #[error("bias {found:?} refused: only bias = \"none\" is supported (found bias tensors or a bias setting)")]
+    #[error(
+        "bias {found:?} refused: only bias = \"none\" is supported (found bias tensors or a bias setting)"
+    )]
     BiasUnsupported {
         /// The setting or key found.
         found: String,
@@ -78,7 +84,9 @@ pub enum LoraError {
         module: String,
     },
     /// A tensor holds NaN or infinite values.
-    #[error("tensor {key} holds a non-finite value ({value}) at flat index {index}; the adapter is corrupt")]
+    #[error(
+        "tensor {key} holds a non-finite value ({value}) at flat index {index}; the adapter is corrupt"
+    )]
     NonFinite {
         /// The safetensors key.
         key: String,
@@ -132,7 +140,9 @@ pub enum LoraError {
         base: String,
     },
     /// The safetensors file is truncated or malformed.
-    #[error("cannot parse {path} as safetensors ({message}); the file is truncated or not a safetensors file")]
+    #[error(
+        "cannot parse {path} as safetensors ({message}); the file is truncated or not a safetensors file"
+    )]
     InvalidSafetensors {
         /// The file.
         path: PathBuf,
@@ -157,7 +167,9 @@ pub enum LoraError {
         key: String,
     },
     /// A regex in the config is not supported by the Rust regex engine.
-    #[error("pattern {pattern:?} in {field} does not compile ({message}); look-around and back-references are not supported")]
+    #[error(
+        "pattern {pattern:?} in {field} does not compile ({message}); look-around and back-references are not supported"
+    )]
     BadPattern {
         /// The config field.
         field: &'static str,

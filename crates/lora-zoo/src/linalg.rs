@@ -212,7 +212,11 @@ fn rotate_rows(m: &mut Array2<f64>, p: usize, q: usize, c: f64, sn: f64) {
 /// # Shapes
 /// `b: [m, r]`, `a: [r, n]` -> `U: [m, k]`, `s: [k]`, `Vᵀ: [k, n]` with `k = min(m, n, r)`.
 pub fn svd_of_product(b: ArrayView2<'_, f64>, a: ArrayView2<'_, f64>) -> Svd {
-    assert_eq!(b.ncols(), a.nrows(), "svd_of_product: inner dimensions differ");
+    assert_eq!(
+        b.ncols(),
+        a.nrows(),
+        "svd_of_product: inner dimensions differ"
+    );
     let (qb, rb) = qr(b); // qb [m, kb], rb [kb, r]
     let (qa, ra) = qr(a.t()); // qa [n, ka], ra [ka, r]
     let core = rb.dot(&ra.t()); // [kb, ka]
@@ -259,7 +263,9 @@ pub fn truncated_svd(m: ArrayView2<'_, f64>, k: usize) -> Svd {
         let sk = inner.s.slice(s![..k]).to_owned();
         let done = prev.as_ref().is_some_and(|p| {
             let scale = sk[0].max(f64::MIN_POSITIVE);
-            p.iter().zip(sk.iter()).all(|(a, b)| (a - b).abs() <= 1e-14 * scale)
+            p.iter()
+                .zip(sk.iter())
+                .all(|(a, b)| (a - b).abs() <= 1e-14 * scale)
         });
         if done {
             return Svd {
@@ -298,7 +304,10 @@ mod tests {
     }
 
     fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
-        a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+        a.iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
     }
 
     fn orthonormal_cols(q: &Array2<f64>) -> f64 {
@@ -360,7 +369,9 @@ mod tests {
         let (rows, cols) = (300, 200);
         let mut st = 1u64;
         let mut rnd = || {
-            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
         };
         let b = Array2::from_shape_fn((rows, 12), |(_, j)| rnd() * (0.7f64).powi(j as i32));

@@ -50,12 +50,18 @@ fn cos_from(dot: f64, n1: f64, n2: f64) -> f64 {
 pub fn rocket_similarity(x: &LoraAdapter, y: &LoraAdapter) -> f64 {
     let mut total = 0.0;
     for (name, mx) in &x.modules {
-        let Some(my) = y.modules.get(name) else { continue };
+        let Some(my) = y.modules.get(name) else {
+            continue;
+        };
         for (u, v) in [(&mx.a, &my.a), (&mx.b, &my.b)] {
             if u.shape() != v.shape() {
                 continue;
             }
-            let dot: f64 = u.iter().zip(v.iter()).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+            let dot: f64 = u
+                .iter()
+                .zip(v.iter())
+                .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                .sum();
             let nu: f64 = u.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
             let nv: f64 = v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
             total += cos_from(dot, nu, nv).abs();
@@ -71,7 +77,11 @@ pub fn rocket_similarity(x: &LoraAdapter, y: &LoraAdapter) -> f64 {
 pub fn delta_inner(x: &LoraModule, y: &LoraModule) -> f64 {
     let gb = x.b.t().dot(&y.b); // [r_x, r_y]
     let ga = x.a.dot(&y.a.t()); // [r_x, r_y]
-    let s: f64 = gb.iter().zip(ga.iter()).map(|(p, q)| f64::from(*p) * f64::from(*q)).sum();
+    let s: f64 = gb
+        .iter()
+        .zip(ga.iter())
+        .map(|(p, q)| f64::from(*p) * f64::from(*q))
+        .sum();
     s * f64::from(x.scale) * f64::from(y.scale)
 }
 
@@ -79,7 +89,9 @@ pub fn delta_inner(x: &LoraModule, y: &LoraModule) -> f64 {
 pub fn delta_similarity(x: &LoraAdapter, y: &LoraAdapter) -> f64 {
     let mut total = 0.0;
     for (name, mx) in &x.modules {
-        let Some(my) = y.modules.get(name) else { continue };
+        let Some(my) = y.modules.get(name) else {
+            continue;
+        };
         if (mx.d_in(), mx.d_out()) != (my.d_in(), my.d_out()) {
             continue;
         }
@@ -102,7 +114,8 @@ pub fn similarity_matrix(adapters: &[&LoraAdapter], mode: SimilarityMode) -> Arr
             by_module.entry(name.as_str()).or_default().push((i, m));
         }
     }
-    let groups: Vec<Vec<(usize, &LoraModule)>> = by_module.into_values().filter(|g| g.len() > 1).collect();
+    let groups: Vec<Vec<(usize, &LoraModule)>> =
+        by_module.into_values().filter(|g| g.len() > 1).collect();
     let contribution = |g: &Vec<(usize, &LoraModule)>| -> Array2<f64> {
         match mode {
             SimilarityMode::Delta => delta_block(n, g),
@@ -123,39 +136,72 @@ pub fn similarity_matrix(adapters: &[&LoraAdapter], mode: SimilarityMode) -> Arr
     out
 }
 
-/// Sum of |cos ΔW| contributions of one module to all pairs, from the Gram matrices of the stacked
-/// factors: `G_B = B_allᵀ B_all`, `G_A = A_all A_allᵀ`.
+/// Adapters per chunk in [`delta_block`]: Gram blocks are computed for chunk pairs `P <= Q` only.
+const CHUNK: usize = 8;
+
+/// Sum of |cos ΔW| contributions of one module to all pairs, from the Gram blocks of the stacked
+/// factors, `B_Pᵀ B_Q` and `A_P A_Qᵀ` for chunks of adapters `P <= Q` (half of the full Gram matrices).
 fn delta_block(n: usize, g: &[(usize, &LoraModule)]) -> Array2<f64> {
     let mut out = Array2::zeros((n, n));
     // Groups with differing shapes (should not happen in a validated bank) are compared per shape.
     let shape0 = (g[0].1.d_in(), g[0].1.d_out());
-    let g: Vec<_> = g.iter().filter(|(_, m)| (m.d_in(), m.d_out()) == shape0).collect();
-    let mut offsets = Vec::with_capacity(g.len() + 1);
-    offsets.push(0usize);
-    for (_, m) in &g {
-        offsets.push(offsets.last().expect("non-empty") + m.rank());
-    }
-    let b_views: Vec<ArrayView2<'_, f32>> = g.iter().map(|(_, m)| m.b.view()).collect();
-    let a_views: Vec<ArrayView2<'_, f32>> = g.iter().map(|(_, m)| m.a.view()).collect();
-    let b_all = concatenate(Axis(1), &b_views).expect("same d_out");
-    let a_all = concatenate(Axis(0), &a_views).expect("same d_in");
-    let gb = b_all.t().dot(&b_all);
-    let ga = a_all.dot(&a_all.t());
-    let block = |p: usize, q: usize| -> f64 {
-        let (rp, rq) = (offsets[p]..offsets[p + 1], offsets[q]..offsets[q + 1]);
-        let x = gb.slice(s![rp.clone(), rq.clone()]);
-        let y = ga.slice(s![rp, rq]);
-        let sum: f64 = x.iter().zip(y.iter()).map(|(u, v)| f64::from(*u) * f64::from(*v)).sum();
-        sum * f64::from(g[p].1.scale) * f64::from(g[q].1.scale)
-    };
-    let norms: Vec<f64> = (0..g.len()).map(|p| block(p, p).max(0.0).sqrt()).collect();
-    for p in 0..g.len() {
-        for q in (p + 1)..g.len() {
-            let c = cos_from(block(p, q), norms[p], norms[q]).abs();
-            let (i, j) = (g[p].0, g[q].0);
-            out[[i, j]] += c;
-            out[[j, i]] += c;
+    let g: Vec<_> = g
+        .iter()
+        .filter(|(_, m)| (m.d_in(), m.d_out()) == shape0)
+        .collect();
+    let chunks: Vec<&[&(usize, &LoraModule)]> = g.chunks(CHUNK).collect();
+    let stacked: Vec<(Array2<f32>, Array2<f32>, Vec<usize>)> = chunks
+        .iter()
+        .map(|c| {
+            let b_views: Vec<ArrayView2<'_, f32>> = c.iter().map(|(_, m)| m.b.view()).collect();
+            let a_views: Vec<ArrayView2<'_, f32>> = c.iter().map(|(_, m)| m.a.view()).collect();
+            let mut offsets = vec![0usize];
+            for (_, m) in c.iter() {
+                offsets.push(offsets.last().expect("non-empty") + m.rank());
+            }
+            (
+                concatenate(Axis(1), &b_views).expect("same d_out"),
+                concatenate(Axis(0), &a_views).expect("same d_in"),
+                offsets,
+            )
+        })
+        .collect();
+    // inner[(p, q)] for global positions p <= q in `g`
+    let mut inner: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    for (ci, (bi, ai, oi)) in stacked.iter().enumerate() {
+        for (cj, (bj, aj, oj)) in stacked.iter().enumerate().skip(ci) {
+            let gb = bi.t().dot(bj);
+            let ga = ai.dot(&aj.t());
+            for p in 0..oi.len() - 1 {
+                let q0 = if ci == cj { p } else { 0 };
+                for q in q0..oj.len() - 1 {
+                    let x = gb.slice(s![oi[p]..oi[p + 1], oj[q]..oj[q + 1]]);
+                    let y = ga.slice(s![oi[p]..oi[p + 1], oj[q]..oj[q + 1]]);
+                    let sum: f64 = x
+                        .iter()
+                        .zip(y.iter())
+                        .map(|(u, v)| f64::from(*u) * f64::from(*v))
+                        .sum();
+                    let (gp, gq) = (ci * CHUNK + p, cj * CHUNK + q);
+                    inner.insert(
+                        (gp, gq),
+                        sum * f64::from(g[gp].1.scale) * f64::from(g[gq].1.scale),
+                    );
+                }
+            }
         }
+    }
+    let norms: Vec<f64> = (0..g.len())
+        .map(|p| inner[&(p, p)].max(0.0).sqrt())
+        .collect();
+    for (&(p, q), &v) in &inner {
+        if p == q {
+            continue;
+        }
+        let c = cos_from(v, norms[p], norms[q]).abs();
+        let (i, j) = (g[p].0, g[q].0);
+        out[[i, j]] += c;
+        out[[j, i]] += c;
     }
     out
 }
@@ -168,18 +214,24 @@ fn rocket_block(n: usize, g: &[(usize, &LoraModule)]) -> Array2<f64> {
         let mut by_shape: BTreeMap<Vec<usize>, Vec<(usize, &Array2<f32>)>> = BTreeMap::new();
         for (i, m) in g {
             let t = if factor == 0 { &m.a } else { &m.b };
-            by_shape.entry(t.shape().to_vec()).or_default().push((*i, t));
+            by_shape
+                .entry(t.shape().to_vec())
+                .or_default()
+                .push((*i, t));
         }
         for members in by_shape.values().filter(|v| v.len() > 1) {
             let len = members[0].1.len();
             let mut x = Array2::<f32>::zeros((members.len(), len));
             for (row, (_, t)) in members.iter().enumerate() {
                 let flat = t.as_standard_layout();
-                x.row_mut(row)
-                    .assign(&ndarray::ArrayView1::from(flat.as_slice().expect("standard layout")));
+                x.row_mut(row).assign(&ndarray::ArrayView1::from(
+                    flat.as_slice().expect("standard layout"),
+                ));
             }
             let gram = x.dot(&x.t());
-            let norms: Vec<f64> = (0..members.len()).map(|p| f64::from(gram[[p, p]]).max(0.0).sqrt()).collect();
+            let norms: Vec<f64> = (0..members.len())
+                .map(|p| f64::from(gram[[p, p]]).max(0.0).sqrt())
+                .collect();
             for p in 0..members.len() {
                 for q in (p + 1)..members.len() {
                     let c = cos_from(f64::from(gram[[p, q]]), norms[p], norms[q]).abs();
@@ -194,7 +246,11 @@ fn rocket_block(n: usize, g: &[(usize, &LoraModule)]) -> Array2<f64> {
 }
 
 /// Builds a [`SimilarityReport`] for named adapters.
-pub fn similarity_report(names: Vec<String>, adapters: &[&LoraAdapter], mode: SimilarityMode) -> SimilarityReport {
+pub fn similarity_report(
+    names: Vec<String>,
+    adapters: &[&LoraAdapter],
+    mode: SimilarityMode,
+) -> SimilarityReport {
     let m = similarity_matrix(adapters, mode);
     SimilarityReport {
         mode,
@@ -218,10 +274,16 @@ mod tests {
             .map(|n| {
                 let a = Array2::from_shape_fn((r, 20), |_| rng.random::<f32>() - 0.5);
                 let b = Array2::from_shape_fn((12, r), |_| rng.random::<f32>() - 0.5);
-                (n.to_string(), LoraModule::new(a, b, 2.0 * r as f64, 2.0).unwrap())
+                (
+                    n.to_string(),
+                    LoraModule::new(a, b, 2.0 * r as f64, 2.0).unwrap(),
+                )
             })
             .collect();
-        LoraAdapter { config: AdapterConfig::default(), modules }
+        LoraAdapter {
+            config: AdapterConfig::default(),
+            modules,
+        }
     }
 
     fn dense_cos(x: &LoraModule, y: &LoraModule) -> f64 {
@@ -234,7 +296,10 @@ mod tests {
     fn delta_similarity_matches_dense_and_is_gauge_invariant() {
         let x = rand_adapter(1, &["m.q", "m.v"], 4);
         let y = rand_adapter(2, &["m.q", "m.v", "m.o"], 3);
-        let want: f64 = ["m.q", "m.v"].iter().map(|n| dense_cos(&x.modules[*n], &y.modules[*n]).abs()).sum();
+        let want: f64 = ["m.q", "m.v"]
+            .iter()
+            .map(|n| dense_cos(&x.modules[*n], &y.modules[*n]).abs())
+            .sum();
         assert!((delta_similarity(&x, &y) - want).abs() < 1e-6);
         // A -> R A, B -> B R^-1 with R = diag(2, 0.5, 4, 1) changes Rocket but not Delta.
         let mut z = x.clone();
@@ -256,8 +321,27 @@ mod tests {
         assert_eq!(rocket_similarity(&x, &y), 0.0); // different ranks: nothing comparable
         assert!((rocket_similarity(&x, &x) - 4.0).abs() < 1e-9);
         let mut neg = x.clone();
-        neg.modules.values_mut().for_each(|m| m.a.mapv_inplace(|v| -v));
+        neg.modules
+            .values_mut()
+            .for_each(|m| m.a.mapv_inplace(|v| -v));
         assert!((rocket_similarity(&x, &neg) - 4.0).abs() < 1e-9); // |cos| = 1 for A and B
+    }
+
+    #[test]
+    fn matrix_equals_pairwise_across_chunks() {
+        let ads: Vec<LoraAdapter> = (0..19)
+            .map(|i| rand_adapter(i, &["m.q", "m.v"], 1 + (i as usize % 4)))
+            .collect();
+        let refs: Vec<&LoraAdapter> = ads.iter().collect();
+        let m = similarity_matrix(&refs, SimilarityMode::Delta);
+        for i in 0..ads.len() {
+            for j in 0..ads.len() {
+                assert!(
+                    (m[[i, j]] - delta_similarity(&ads[i], &ads[j])).abs() < 1e-5,
+                    "{i} {j}"
+                );
+            }
+        }
     }
 
     proptest! {

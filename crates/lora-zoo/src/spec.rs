@@ -72,7 +72,10 @@ mod tests {
         let s = BaseModelSpec::smollm2_135m();
         assert_eq!(s.modules.len(), 30 * 7);
         assert_eq!(s.shape("model.layers.0.self_attn.q_proj"), Some((576, 576)));
-        assert_eq!(s.shape("model.layers.29.self_attn.v_proj"), Some((576, 192)));
+        assert_eq!(
+            s.shape("model.layers.29.self_attn.v_proj"),
+            Some((576, 192))
+        );
         assert_eq!(s.shape("model.layers.5.mlp.down_proj"), Some((1536, 576)));
         assert_eq!(s.shape("model.layers.30.mlp.down_proj"), None);
     }

@@ -38,7 +38,10 @@ fn mode<T: Copy + PartialOrd>(values: impl Iterator<Item = T>) -> Option<T> {
 /// each module's alpha is `scale · r`; the most common rank and alpha become `r` / `lora_alpha`, the
 /// others go to `rank_pattern` / `alpha_pattern` keyed by the escaped full module name. Other fields
 /// (task type, base model) come from `template`.
-pub fn config_for_modules(modules: &BTreeMap<String, LoraModule>, template: &AdapterConfig) -> AdapterConfig {
+pub fn config_for_modules(
+    modules: &BTreeMap<String, LoraModule>,
+    template: &AdapterConfig,
+) -> AdapterConfig {
     let r = mode(modules.values().map(LoraModule::rank)).unwrap_or(template.r);
     let alpha_of = |m: &LoraModule| f64::from(m.scale) * m.rank() as f64;
     let alpha = mode(modules.values().map(alpha_of)).unwrap_or(template.lora_alpha);
@@ -68,7 +71,10 @@ pub fn config_for_modules(modules: &BTreeMap<String, LoraModule>, template: &Ada
         modules_to_save: None,
         bias: crate::config::Bias::None,
         fan_in_fan_out: template.fan_in_fan_out,
-        task_type: template.task_type.clone().or_else(|| Some("CAUSAL_LM".into())),
+        task_type: template
+            .task_type
+            .clone()
+            .or_else(|| Some("CAUSAL_LM".into())),
         base_model_name_or_path: template.base_model_name_or_path.clone(),
         revision: template.revision.clone(),
         init_lora_weights: serde_json::Value::Bool(true),
@@ -119,7 +125,8 @@ impl LoraAdapter {
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.check_consistent()?;
         std::fs::create_dir_all(dir).map_err(|e| LoraError::io(dir, e))?;
-        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(2 * self.modules.len());
+        let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> =
+            Vec::with_capacity(2 * self.modules.len());
         for (name, m) in &self.modules {
             buffers.push((
                 format!("{KEY_PREFIX}{name}.lora_A.weight"),
@@ -144,14 +151,16 @@ impl LoraAdapter {
             })
             .collect::<Result<Vec<_>>>()?;
         let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| LoraError::Serialize {
-            what: WEIGHTS_FILE.into(),
-            message: e.to_string(),
-        })?;
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| LoraError::Serialize {
+                what: WEIGHTS_FILE.into(),
+                message: e.to_string(),
+            })?;
         let wpath = dir.join(WEIGHTS_FILE);
         std::fs::write(&wpath, bytes).map_err(|e| LoraError::io(&wpath, e))?;
         let cpath = dir.join(CONFIG_FILE);
-        std::fs::write(&cpath, self.config.to_json_string()?).map_err(|e| LoraError::io(&cpath, e))?;
+        std::fs::write(&cpath, self.config.to_json_string()?)
+            .map_err(|e| LoraError::io(&cpath, e))?;
         Ok(())
     }
 }
@@ -164,7 +173,9 @@ mod tests {
     fn module(r: usize, d_in: usize, d_out: usize, scale: f32, seed: f32) -> LoraModule {
         LoraModule::new(
             Array2::from_shape_fn((r, d_in), |(i, j)| ((i * 7 + j) as f32 * 0.37 + seed).sin()),
-            Array2::from_shape_fn((d_out, r), |(i, j)| ((i * 3 + j) as f32 * 0.11 - seed).cos()),
+            Array2::from_shape_fn((d_out, r), |(i, j)| {
+                ((i * 3 + j) as f32 * 0.11 - seed).cos()
+            }),
             f64::from(scale) * r as f64,
             scale,
         )
@@ -174,9 +185,18 @@ mod tests {
     #[test]
     fn describing_config_round_trips_through_disk() {
         let mut modules = BTreeMap::new();
-        modules.insert("model.layers.0.self_attn.q_proj".into(), module(4, 8, 8, 2.0, 0.1));
-        modules.insert("model.layers.1.self_attn.q_proj".into(), module(4, 8, 8, 2.0, 0.2));
-        modules.insert("model.layers.1.mlp.down_proj".into(), module(2, 16, 8, 0.5, 0.3));
+        modules.insert(
+            "model.layers.0.self_attn.q_proj".into(),
+            module(4, 8, 8, 2.0, 0.1),
+        );
+        modules.insert(
+            "model.layers.1.self_attn.q_proj".into(),
+            module(4, 8, 8, 2.0, 0.2),
+        );
+        modules.insert(
+            "model.layers.1.mlp.down_proj".into(),
+            module(2, 16, 8, 0.5, 0.3),
+        );
         let ad = LoraAdapter {
             config: AdapterConfig::default(),
             modules,
@@ -194,7 +214,10 @@ mod tests {
     #[test]
     fn refuses_to_write_what_its_config_does_not_describe() {
         let mut modules = BTreeMap::new();
-        modules.insert("model.layers.0.self_attn.q_proj".into(), module(4, 8, 8, 2.0, 0.1));
+        modules.insert(
+            "model.layers.0.self_attn.q_proj".into(),
+            module(4, 8, 8, 2.0, 0.1),
+        );
         let mut ad = LoraAdapter {
             config: AdapterConfig::default(),
             modules,
@@ -202,9 +225,15 @@ mod tests {
         .with_describing_config();
         ad.config.r = 3;
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(ad.save(dir.path()), Err(LoraError::Inconsistent { .. })));
+        assert!(matches!(
+            ad.save(dir.path()),
+            Err(LoraError::Inconsistent { .. })
+        ));
         ad.config.r = 4;
         ad.config.lora_alpha = 1.0;
-        assert!(matches!(ad.save(dir.path()), Err(LoraError::Inconsistent { .. })));
+        assert!(matches!(
+            ad.save(dir.path()),
+            Err(LoraError::Inconsistent { .. })
+        ));
     }
 }

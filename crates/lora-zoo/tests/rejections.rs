@@ -8,7 +8,8 @@ use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
 const Q: &str = "model.layers.0.self_attn.q_proj";
-const CONFIG: &str = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}"#;
+const CONFIG: &str =
+    r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"]}"#;
 
 struct T {
     key: String,
@@ -29,8 +30,16 @@ fn f32t(key: &str, shape: &[usize], fill: impl Fn(usize) -> f32) -> T {
 
 fn lora(module: &str, r: usize, d_in: usize, d_out: usize) -> Vec<T> {
     vec![
-        f32t(&format!("base_model.model.{module}.lora_A.weight"), &[r, d_in], |i| (i as f32 * 0.01).sin()),
-        f32t(&format!("base_model.model.{module}.lora_B.weight"), &[d_out, r], |i| (i as f32 * 0.02).cos()),
+        f32t(
+            &format!("base_model.model.{module}.lora_A.weight"),
+            &[r, d_in],
+            |i| (i as f32 * 0.01).sin(),
+        ),
+        f32t(
+            &format!("base_model.model.{module}.lora_B.weight"),
+            &[d_out, r],
+            |i| (i as f32 * 0.02).cos(),
+        ),
     ]
 }
 
@@ -38,7 +47,12 @@ fn write(dir: &Path, config: &str, tensors: &[T]) {
     std::fs::write(dir.join("adapter_config.json"), config).unwrap();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|t| (t.key.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap()))
+        .map(|t| {
+            (
+                t.key.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
+            )
+        })
         .collect();
     let bytes = safetensors::serialize(views, None::<HashMap<String, String>>).unwrap();
     std::fs::write(dir.join("adapter_model.safetensors"), bytes).unwrap();
@@ -64,7 +78,13 @@ fn a_valid_adapter_loads_and_validates() {
     let r = a.validate(&spec()).unwrap();
     assert_eq!(r.applied.len(), 2);
     // q_proj of layer 1 and v_proj of layer 0 are targeted but absent
-    assert_eq!(r.missing, vec!["model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj"]);
+    assert_eq!(
+        r.missing,
+        vec![
+            "model.layers.0.self_attn.v_proj",
+            "model.layers.1.self_attn.q_proj"
+        ]
+    );
 }
 
 #[test]
@@ -73,11 +93,23 @@ fn f16_and_bf16_and_default_adapter_name_keys_are_read() {
         key: key.into(),
         shape: shape.to_vec(),
         dtype,
-        bytes: (0..shape.iter().product::<usize>()).flat_map(|i| conv(0.25 * i as f32)).collect(),
+        bytes: (0..shape.iter().product::<usize>())
+            .flat_map(|i| conv(0.25 * i as f32))
+            .collect(),
     };
     let t = vec![
-        mk(&format!("base_model.model.{Q}.lora_A.default.weight"), &[2, 16], Dtype::F16, |x| half::f16::from_f32(x).to_le_bytes()),
-        mk(&format!("base_model.model.{Q}.lora_B.default.weight"), &[16, 2], Dtype::BF16, |x| half::bf16::from_f32(x).to_le_bytes()),
+        mk(
+            &format!("base_model.model.{Q}.lora_A.default.weight"),
+            &[2, 16],
+            Dtype::F16,
+            |x| half::f16::from_f32(x).to_le_bytes(),
+        ),
+        mk(
+            &format!("base_model.model.{Q}.lora_B.default.weight"),
+            &[16, 2],
+            Dtype::BF16,
+            |x| half::bf16::from_f32(x).to_le_bytes(),
+        ),
     ];
     let a = load(CONFIG, &t).unwrap();
     assert_eq!(a.modules[Q].a[[1, 3]], 0.25 * 19.0);
@@ -92,23 +124,39 @@ fn truncated_safetensors() {
     let bytes = std::fs::read(&p).unwrap();
     for cut in [bytes.len() - 10, 20, 4] {
         std::fs::write(&p, &bytes[..cut]).unwrap();
-        assert!(matches!(LoraAdapter::load(dir.path()), Err(LoraError::InvalidSafetensors { .. })), "cut {cut}");
+        assert!(
+            matches!(
+                LoraAdapter::load(dir.path()),
+                Err(LoraError::InvalidSafetensors { .. })
+            ),
+            "cut {cut}"
+        );
     }
 }
 
 #[test]
 fn missing_files() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(LoraAdapter::load(dir.path()), Err(LoraError::MissingFile { .. })));
+    assert!(matches!(
+        LoraAdapter::load(dir.path()),
+        Err(LoraError::MissingFile { .. })
+    ));
     std::fs::write(dir.path().join("adapter_config.json"), CONFIG).unwrap();
-    assert!(matches!(LoraAdapter::load(dir.path()), Err(LoraError::MissingFile { .. })));
+    assert!(matches!(
+        LoraAdapter::load(dir.path()),
+        Err(LoraError::MissingFile { .. })
+    ));
 }
 
 #[test]
 fn non_finite_weights() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut t = lora(Q, 2, 16, 16);
-        t[1] = f32t(&t[1].key.clone(), &[16, 2], |i| if i == 5 { bad } else { 0.1 });
+        t[1] = f32t(
+            &t[1].key.clone(),
+            &[16, 2],
+            |i| if i == 5 { bad } else { 0.1 },
+        );
         match load(CONFIG, &t) {
             Err(LoraError::NonFinite { index, .. }) => assert_eq!(index, 5),
             other => panic!("expected NonFinite, got {other:?}"),
@@ -119,7 +167,17 @@ fn non_finite_weights() {
 #[test]
 fn rank_inconsistent_with_config() {
     let err = load(CONFIG, &lora(Q, 3, 16, 16)).unwrap_err();
-    assert!(matches!(err, LoraError::RankMismatch { config_rank: 2, tensor_rank: 3, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoraError::RankMismatch {
+                config_rank: 2,
+                tensor_rank: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // rank_pattern decides the expected rank
     let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "rank_pattern": {"q_proj": 3}}"#;
     assert!(load(cfg, &lora(Q, 3, 16, 16)).is_ok());
@@ -127,9 +185,15 @@ fn rank_inconsistent_with_config() {
 
 #[test]
 fn rank_zero() {
-    assert!(matches!(load(CONFIG, &lora(Q, 0, 16, 16)), Err(LoraError::ZeroRank { .. })));
+    assert!(matches!(
+        load(CONFIG, &lora(Q, 0, 16, 16)),
+        Err(LoraError::ZeroRank { .. })
+    ));
     let cfg = r#"{"r": 0, "target_modules": ["q_proj"]}"#;
-    assert!(matches!(load(cfg, &lora(Q, 2, 16, 16)), Err(LoraError::ZeroRank { .. })));
+    assert!(matches!(
+        load(cfg, &lora(Q, 2, 16, 16)),
+        Err(LoraError::ZeroRank { .. })
+    ));
 }
 
 #[test]
@@ -137,33 +201,60 @@ fn a_without_b_and_b_without_a() {
     let t = lora(Q, 2, 16, 16);
     let only_a = vec![f32t(&t[0].key, &[2, 16], |_| 0.1)];
     let only_b = vec![f32t(&t[1].key, &[16, 2], |_| 0.1)];
-    assert!(matches!(load(CONFIG, &only_a), Err(LoraError::MissingFactor { missing: "lora_B", .. })));
-    assert!(matches!(load(CONFIG, &only_b), Err(LoraError::MissingFactor { missing: "lora_A", .. })));
+    assert!(matches!(
+        load(CONFIG, &only_a),
+        Err(LoraError::MissingFactor {
+            missing: "lora_B",
+            ..
+        })
+    ));
+    assert!(matches!(
+        load(CONFIG, &only_b),
+        Err(LoraError::MissingFactor {
+            missing: "lora_A",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn factor_shapes_disagree() {
     let mut t = lora(Q, 2, 16, 16);
     t[1] = f32t(&t[1].key.clone(), &[16, 2, 1], |_| 0.1);
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::ShapeMismatch { .. })));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::ShapeMismatch { .. })
+    ));
     let mut t = lora(Q, 2, 16, 16);
     t[1] = f32t(&t[1].key.clone(), &[2, 16], |_| 0.1); // B stored transposed
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::ShapeMismatch { .. })));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
 fn shape_mismatch_against_base() {
     let a = load(CONFIG, &lora(Q, 2, 32, 16)).unwrap();
-    assert!(matches!(a.validate(&spec()), Err(LoraError::ShapeMismatch { .. })));
+    assert!(matches!(
+        a.validate(&spec()),
+        Err(LoraError::ShapeMismatch { .. })
+    ));
 }
 
 #[test]
 fn unknown_target_module() {
     let a = load(CONFIG, &lora("model.layers.5.self_attn.q_proj", 2, 16, 16)).unwrap();
-    assert!(matches!(a.validate(&spec()), Err(LoraError::UnknownTargetModule { .. })));
+    assert!(matches!(
+        a.validate(&spec()),
+        Err(LoraError::UnknownTargetModule { .. })
+    ));
     let cfg = r#"{"r": 2, "target_modules": ["qkv_proj"]}"#;
     let a = load(cfg, &lora("model.layers.0.self_attn.qkv_proj", 2, 16, 16)).unwrap();
-    assert!(matches!(a.validate(&spec()), Err(LoraError::UnknownTargetModule { .. })));
+    assert!(matches!(
+        a.validate(&spec()),
+        Err(LoraError::UnknownTargetModule { .. })
+    ));
 }
 
 #[test]
@@ -178,60 +269,127 @@ fn tensors_the_config_does_not_target_are_reported_unused() {
 #[test]
 fn dora_is_refused_by_config_and_by_tensor() {
     let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "use_dora": true}"#;
-    assert!(matches!(load(cfg, &lora(Q, 2, 16, 16)), Err(LoraError::DoraUnsupported { .. })));
+    assert!(matches!(
+        load(cfg, &lora(Q, 2, 16, 16)),
+        Err(LoraError::DoraUnsupported { .. })
+    ));
     let mut t = lora(Q, 2, 16, 16);
-    t.push(f32t(&format!("base_model.model.{Q}.lora_magnitude_vector"), &[16], |_| 1.0));
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::DoraUnsupported { .. })));
+    t.push(f32t(
+        &format!("base_model.model.{Q}.lora_magnitude_vector"),
+        &[16],
+        |_| 1.0,
+    ));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::DoraUnsupported { .. })
+    ));
 }
 
 #[test]
 fn modules_to_save_is_refused() {
     let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}"#;
-    assert!(matches!(load(cfg, &lora(Q, 2, 16, 16)), Err(LoraError::ModulesToSaveUnsupported { .. })));
+    assert!(matches!(
+        load(cfg, &lora(Q, 2, 16, 16)),
+        Err(LoraError::ModulesToSaveUnsupported { .. })
+    ));
     let mut t = lora(Q, 2, 16, 16);
-    t.push(f32t("base_model.model.score.modules_to_save.default.weight", &[2, 16], |_| 1.0));
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::ModulesToSaveUnsupported { .. })));
+    t.push(f32t(
+        "base_model.model.score.modules_to_save.default.weight",
+        &[2, 16],
+        |_| 1.0,
+    ));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::ModulesToSaveUnsupported { .. })
+    ));
 }
 
 #[test]
 fn embedding_and_lm_head_adapters_are_refused() {
     let t = vec![
-        f32t("base_model.model.model.embed_tokens.lora_embedding_A", &[2, 100], |_| 0.1),
-        f32t("base_model.model.model.embed_tokens.lora_embedding_B", &[16, 2], |_| 0.1),
+        f32t(
+            "base_model.model.model.embed_tokens.lora_embedding_A",
+            &[2, 100],
+            |_| 0.1,
+        ),
+        f32t(
+            "base_model.model.model.embed_tokens.lora_embedding_B",
+            &[16, 2],
+            |_| 0.1,
+        ),
     ];
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::EmbeddingAdapter { .. })));
-    assert!(matches!(load(CONFIG, &lora("lm_head", 2, 16, 100)), Err(LoraError::EmbeddingAdapter { .. })));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::EmbeddingAdapter { .. })
+    ));
+    assert!(matches!(
+        load(CONFIG, &lora("lm_head", 2, 16, 100)),
+        Err(LoraError::EmbeddingAdapter { .. })
+    ));
 }
 
 #[test]
 fn bias_is_refused() {
     let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "bias": "all"}"#;
-    assert!(matches!(load(cfg, &lora(Q, 2, 16, 16)), Err(LoraError::BiasUnsupported { .. })));
+    assert!(matches!(
+        load(cfg, &lora(Q, 2, 16, 16)),
+        Err(LoraError::BiasUnsupported { .. })
+    ));
     let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "lora_bias": true}"#;
-    assert!(matches!(load(cfg, &lora(Q, 2, 16, 16)), Err(LoraError::BiasUnsupported { .. })));
+    assert!(matches!(
+        load(cfg, &lora(Q, 2, 16, 16)),
+        Err(LoraError::BiasUnsupported { .. })
+    ));
     let mut t = lora(Q, 2, 16, 16);
-    t.push(f32t(&format!("base_model.model.{Q}.lora_B.bias"), &[16], |_| 0.1));
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::BiasUnsupported { .. })));
+    t.push(f32t(
+        &format!("base_model.model.{Q}.lora_B.bias"),
+        &[16],
+        |_| 0.1,
+    ));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::BiasUnsupported { .. })
+    ));
 }
 
 #[test]
 fn unknown_dtype_and_unknown_keys_are_refused() {
     let mut t = lora(Q, 2, 16, 16);
-    t[0] = T { key: t[0].key.clone(), shape: vec![2, 16], dtype: Dtype::I32, bytes: vec![0; 2 * 16 * 4] };
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::UnsupportedDtype { .. })));
+    t[0] = T {
+        key: t[0].key.clone(),
+        shape: vec![2, 16],
+        dtype: Dtype::I32,
+        bytes: vec![0; 2 * 16 * 4],
+    };
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::UnsupportedDtype { .. })
+    ));
     let mut t = lora(Q, 2, 16, 16);
     t.push(f32t("base_model.model.model.norm.weight", &[16], |_| 1.0));
-    assert!(matches!(load(CONFIG, &t), Err(LoraError::UnrecognizedTensor { .. })));
+    assert!(matches!(
+        load(CONFIG, &t),
+        Err(LoraError::UnrecognizedTensor { .. })
+    ));
 }
 
 #[test]
 fn invalid_config_json() {
-    assert!(matches!(load("{not json", &lora(Q, 2, 16, 16)), Err(LoraError::InvalidConfig { .. })));
-    assert!(matches!(load(r#"{"peft_type": "PROMPT_TUNING"}"#, &lora(Q, 2, 16, 16)), Err(LoraError::NotLora { .. })));
+    assert!(matches!(
+        load("{not json", &lora(Q, 2, 16, 16)),
+        Err(LoraError::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        load(r#"{"peft_type": "PROMPT_TUNING"}"#, &lora(Q, 2, 16, 16)),
+        Err(LoraError::NotLora { .. })
+    ));
 }
 
 #[test]
 fn error_messages_say_what_to_do() {
     let e = load(CONFIG, &lora(Q, 3, 16, 16)).unwrap_err().to_string();
-    assert!(e.contains("r = 2") && e.contains("r = 3") && e.contains("rank_pattern"), "{e}");
+    assert!(
+        e.contains("r = 2") && e.contains("r = 3") && e.contains("rank_pattern"),
+        "{e}"
+    );
 }
