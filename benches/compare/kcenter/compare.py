@@ -77,8 +77,11 @@ def timed(cmd):
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}")
     rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1))
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", proc.stderr).group(1)) for k in ("User", "System"))
     line = [l for l in proc.stdout.splitlines() if l.startswith("{")][-1]
-    return json.loads(line), rss_kb / 1024.0
+    res = json.loads(line)
+    res["process_cpu_s"] = cpu
+    return res, rss_kb / 1024.0
 
 
 def main():
@@ -103,6 +106,7 @@ def main():
 
     os.makedirs(args.workdir, exist_ok=True)
     emb, lab = make_data(args.workdir, args.n, args.d, args.labeled)
+    load0 = os.getloadavg()
     rows = []
     picks = {}
     runs = [("rust", args.repeats)]
@@ -127,12 +131,14 @@ def main():
     same_set_ref = ("reference" not in picks) or sorted(picks["rust"]) == sorted(picks["reference"])
     rust = next(r for r in rows if r["impl"].startswith("rust"))
     print(f"\n{args.n} x {args.d} f32, k = {args.k} from {args.labeled} labelled\n")
-    print("| implementation | median time (s) | peak RSS (MB) | rust speed-up |")
-    print("|---|---|---|---|")
+    print(f"load average before the run: {load0}")
+    print("| implementation | median time (s) | peak RSS (MB) | process CPU s (all repeats + load) | rust speed-up |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['impl']} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['median_s'] / rust['median_s']:.1f}x |")
+        print(f"| {r['impl']} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['process_cpu_s']:.1f} | "
+              f"{r['median_s'] / rust['median_s']:.1f}x |")
     print(f"\npicks identical (rust vs running-min order): {same_order}; same set as reference: {same_set_ref}")
-    result = {"n": args.n, "d": args.d, "k": args.k, "labeled": args.labeled, "rows": rows,
+    result = {"load_average_before": load0, "n": args.n, "d": args.d, "k": args.k, "labeled": args.labeled, "rows": rows,
               "same_order_running_min": same_order, "same_set_reference": same_set_ref}
 
     if args.big:

@@ -740,6 +740,76 @@ mod tests {
         assert!((1.0..=3.0).contains(&score), "{score}");
     }
 
+    /// Embeds by character counts; counts texts so cache reuse is visible.
+    struct CharCounts(std::sync::atomic::AtomicUsize);
+
+    impl Embedder for CharCounts {
+        fn embed(&self, texts: &[String]) -> Result<Array2<f32>> {
+            self.0
+                .fetch_add(texts.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(Array2::from_shape_fn((texts.len(), 3), |(i, j)| {
+                texts[i].bytes().filter(|b| (*b as usize) % 3 == j).count() as f32 + 0.5
+            }))
+        }
+        fn model_id(&self) -> String {
+            "fake/char-counts".into()
+        }
+        fn dim(&self) -> usize {
+            3
+        }
+    }
+
+    #[test]
+    fn retrieve_with_embedder_uses_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let s = |n: &str| d.join(n).to_str().unwrap().to_string();
+        let pool: String = (0..12)
+            .map(|i| {
+                format!(
+                    "{{\"instruction\": \"task {i} {}\", \"output\": \"o\"}}\n",
+                    "x".repeat(i)
+                )
+            })
+            .collect();
+        std::fs::write(d.join("pool.jsonl"), pool).unwrap();
+        std::fs::write(
+            d.join("k.jsonl"),
+            "{\"instruction\": \"task 3 xxx\", \"output\": \"o\"}\n",
+        )
+        .unwrap();
+        let args = [
+            "retrieve",
+            "--pool",
+            &s("pool.jsonl"),
+            "--kshot",
+            &s("k.jsonl"),
+            "--budget",
+            "4",
+            "--cache-dir",
+            &s("cache"),
+            "--batch-size",
+            "5",
+            "--output",
+            &s("out.jsonl"),
+            "--indices-output",
+            &s("idx.json"),
+        ];
+        let e = CharCounts(Default::default());
+        run_with_embedder(parse(&args), Some(&e)).unwrap();
+        // 12 pool texts; the K-shot record has the same content as pool item 3, so it is a cache hit
+        assert_eq!(e.0.load(std::sync::atomic::Ordering::SeqCst), 12);
+        let first = std::fs::read_to_string(s("idx.json")).unwrap();
+        let idx: Vec<usize> = serde_json::from_str(&first).unwrap();
+        assert_eq!(idx.len(), 3);
+        assert_eq!(idx[0], 3, "the K-shot's own text is nearest");
+        // second run: everything comes from the cache, same selection
+        let e2 = CharCounts(Default::default());
+        run_with_embedder(parse(&args), Some(&e2)).unwrap();
+        assert_eq!(e2.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(std::fs::read_to_string(s("idx.json")).unwrap(), first);
+    }
+
     #[test]
     fn pool_reader_detects_json_arrays() {
         let dir = tempfile::tempdir().unwrap();
