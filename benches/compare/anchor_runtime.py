@@ -213,6 +213,8 @@ def main() -> None:
         },
         "dtype": "float32",
         "device": "cpu",
+        "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "loadavg_at_end": os.getloadavg(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
