@@ -11,7 +11,8 @@ Data: standard-normal float32 rows (seed 0), labelled = 100 rows drawn without r
 implementation runs in its own process under /usr/bin/time -v; times are the selection only (median over repeats,
 data loading excluded), peak RSS is the whole process's maximum resident set. Picks are compared across the three
 (the reference's set, the running-min and Rust pick orders). --big also runs Rust alone on 100k x 576, k = 5000.
-Results are printed as a markdown table and written to results.json next to this script.
+Results are printed as a markdown table and written to results.json next to this script (or --results). The torch
+runs use BENCH_THREADS threads (default 2).
 """
 
 import argparse
@@ -96,6 +97,7 @@ def main():
     ap.add_argument("--workdir", default="/tmp/kcenter_bench")
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--results", default=os.path.join(HERE, "results.json"), help="where to write the JSON results")
     ap.add_argument("--worker", nargs=5, metavar=("KIND", "EMB", "LAB", "K", "REPEATS"), help=argparse.SUPPRESS)
     ap.add_argument("--picks-out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -149,7 +151,8 @@ def main():
         result["big"] = res
         print(f"\nrust 100000 x {args.d}, k = 5000: {res['median_s']:.2f} s, peak RSS {rss:.0f} MB")
 
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+    result["torch_threads"] = int(os.environ.get("BENCH_THREADS", "2"))
+    with open(args.results, "w") as f:
         json.dump(result, f, indent=1)
 
 
