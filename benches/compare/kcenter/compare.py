@@ -85,6 +85,23 @@ def timed(cmd):
     return res, rss_kb / 1024.0
 
 
+def explain_divergence(emb_path, lab_path, a, b):
+    """First position where two pick orders differ, with both candidates' exact (float64) min-distances."""
+    import numpy as np
+
+    i = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), None)
+    if i is None:
+        return None
+    e = np.load(emb_path).astype(np.float64)
+    with open(lab_path) as f:
+        centers = e[json.load(f) + a[:i]]
+    exact = {}
+    for q in (a[i], b[i]):
+        exact[q] = float(np.sqrt(((e[q] - centers) ** 2).sum(axis=1)).min())
+    return {"position": i, "rust_pick": a[i], "other_pick": b[i], "exact_min_distance": exact,
+            "exact_winner": max(exact, key=lambda q: (exact[q], -q))}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="path to the kcenter_bench example binary")
@@ -131,6 +148,8 @@ def main():
 
     same_order = picks["rust"] == picks["running_min"]
     same_set_ref = ("reference" not in picks) or sorted(picks["rust"]) == sorted(picks["reference"])
+    same_order_ref = ("reference" not in picks) or picks["rust"] == picks["reference"]
+    ref_vs_rm = ("reference" not in picks) or picks["reference"] == picks["running_min"]
     rust = next(r for r in rows if r["impl"].startswith("rust"))
     print(f"\n{args.n} x {args.d} f32, k = {args.k} from {args.labeled} labelled\n")
     print(f"load average before the run: {load0}")
@@ -139,9 +158,15 @@ def main():
     for r in rows:
         print(f"| {r['impl']} | {r['median_s']:.3f} | {r['peak_rss_mb']:.0f} | {r['process_cpu_s']:.1f} | "
               f"{r['median_s'] / rust['median_s']:.1f}x |")
-    print(f"\npicks identical (rust vs running-min order): {same_order}; same set as reference: {same_set_ref}")
+    print(f"\npick order rust == running-min: {same_order}; rust == reference: {same_order_ref}; "
+          f"reference == running-min: {ref_vs_rm}; same set rust vs reference: {same_set_ref}")
+    rust_key = next(k for k in picks if k == "rust")
+    div = None if same_order else explain_divergence(emb, lab, picks[rust_key], picks["running_min"])
+    if div:
+        print(f"first order divergence: {div}")
     result = {"load_average_before": load0, "n": args.n, "d": args.d, "k": args.k, "labeled": args.labeled, "rows": rows,
-              "same_order_running_min": same_order, "same_set_reference": same_set_ref}
+              "same_order_running_min": same_order, "same_order_reference": same_order_ref,
+              "reference_vs_running_min_order": ref_vs_rm, "first_divergence": div, "same_set_reference": same_set_ref}
 
     if args.big:
         emb_b, lab_b = make_data(args.workdir, 100000, args.d, args.labeled)
