@@ -158,7 +158,6 @@ pub fn kcenter_prepared(
     let unlabeled: Vec<usize> = (0..n).filter(|&i| !is_center[i]).collect();
     let take = opts.k.min(unlabeled.len());
 
-    // Initial minima over the labelled centers: the only dense pass, parallel over rows.
     // Initial minima over the labelled centers: the only dense pass, parallel over blocks of rows.
     let mut best = vec![f32::INFINITY; n];
     let mut evals = 0u64;
@@ -295,11 +294,11 @@ fn eager(
     (picks, dists, evals)
 }
 
-/// The k-center radius of `centers`: the largest distance from any row to its nearest center (0 for an empty pool,
+/// The k-center radius of `centers` (rows of `p`): the largest distance from any row to its nearest center (0 for an empty pool,
 /// ∞ for no centers).
 ///
 /// # Shapes
-/// `embeddings: [n, d]`
+/// `p: [n, d]`, `centers: [c]` (indices `< n`) `-> scalar`
 pub fn coverage_radius(p: &Prepared, centers: &[usize]) -> f32 {
     (0..p.len())
         .into_par_iter()
