@@ -209,27 +209,7 @@ pub fn combine(
     let results: Vec<Result<(String, Option<LoraModule>, f64)>> = names
         .par_iter()
         .map(|name| {
-            let parts: Vec<Part<'_>> = adapters
-                .iter()
-                .enumerate()
-                .filter_map(|(index, a)| {
-                    a.modules.get(*name).map(|module| Part {
-                        index,
-                        weight: opts.weights[index],
-                        module,
-                    })
-                })
-                .collect();
-            let shape = (parts[0].module.d_in(), parts[0].module.d_out());
-            if let Some(p) = parts.iter().find(|p| (p.module.d_in(), p.module.d_out()) != shape) {
-                return Err(LoraError::InvalidCombine(format!(
-                    "module {name}: adapter {} has (d_in, d_out) = ({}, {}), adapter {} has {shape:?}",
-                    p.index,
-                    p.module.d_in(),
-                    p.module.d_out(),
-                    parts[0].index
-                )));
-            }
+            let parts = module_parts(adapters, name, opts)?;
             let (m, kept) = combine_module(name, &parts, opts)?;
             Ok(((*name).clone(), m, kept))
         })
@@ -251,6 +231,82 @@ pub fn combine(
         min_energy_kept: min_kept,
     };
     Ok((out, report))
+}
+
+/// The combined dense update of every module, for merging into base weights: `f(module, ΔW)` is
+/// called from rayon worker threads, modules in parallel, so at most one `[d_out, d_in]` f32 matrix
+/// per thread (plus the pruning methods' per-adapter copies) is alive at a time.
+///
+/// With `opts.rank == None` nothing is truncated: exact methods give `λ Σ w_i ΔW_i` (one matmul of the
+/// concatenated factors) and pruning methods their full merged ΔW (as mergekit does for full
+/// merges). With a rank, the update is exactly the ΔW of the adapter [`combine`] would return.
+///
+/// # Shapes
+/// each `ΔW` is `[d_out, d_in]`.
+pub fn for_each_combined_delta<F>(
+    adapters: &[&LoraAdapter],
+    opts: &CombineOptions,
+    f: F,
+) -> Result<()>
+where
+    F: Fn(&str, Array2<f32>) -> Result<()> + Sync,
+{
+    validate_request(adapters, opts)?;
+    let names: BTreeSet<&String> = adapters.iter().flat_map(|a| a.modules.keys()).collect();
+    let names: Vec<&String> = names.into_iter().collect();
+    names.par_iter().try_for_each(|name| {
+        let parts = module_parts(adapters, name, opts)?;
+        let delta = match (opts.rank, opts.method.is_pruning()) {
+            (None, true) => pruned_delta(name, &parts, opts),
+            (None, false) => {
+                let (a, b) = concat_parts(&parts, opts.lambda);
+                let mut d = b.dot(&a);
+                // `cat`/`linear` modules keep the sources' own scale when there is a single source.
+                if parts.len() == 1 && parts[0].weight == 1.0 && opts.lambda == 1.0 {
+                    d = parts[0].module.delta();
+                }
+                d
+            }
+            (Some(_), _) => match combine_module(name, &parts, opts)?.0 {
+                Some(m) => m.delta(),
+                None => Array2::zeros((parts[0].module.d_out(), parts[0].module.d_in())),
+            },
+        };
+        f(name, delta)
+    })
+}
+
+/// The contributions of each adapter to module `name`, checking that their shapes agree.
+fn module_parts<'a>(
+    adapters: &[&'a LoraAdapter],
+    name: &str,
+    opts: &CombineOptions,
+) -> Result<Vec<Part<'a>>> {
+    let parts: Vec<Part<'a>> = adapters
+        .iter()
+        .enumerate()
+        .filter_map(|(index, a)| {
+            a.modules.get(name).map(|module| Part {
+                index,
+                weight: opts.weights[index],
+                module,
+            })
+        })
+        .collect();
+    let shape = (parts[0].module.d_in(), parts[0].module.d_out());
+    if let Some(p) = parts
+        .iter()
+        .find(|p| (p.module.d_in(), p.module.d_out()) != shape)
+    {
+        return Err(LoraError::InvalidCombine(format!(
+            "module {name}: adapter {} has (d_in, d_out) = ({}, {}), adapter {} has {shape:?}",
+            p.index,
+            p.module.d_in(),
+            p.module.d_out(),
+            parts[0].index
+        )));
+    }
+    Ok(parts)
 }
 
 fn validate_request(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<()> {
@@ -731,6 +787,40 @@ mod tests {
             "dare_ties".parse::<CombineMethod>().unwrap(),
             CombineMethod::DareTies
         );
+    }
+
+    #[test]
+    fn dense_deltas_for_merging() {
+        let a = adapter(&[("m.q", 4, 2.0), ("m.v", 2, 0.5)], 1);
+        let b = adapter(&[("m.q", 3, 1.0)], 2);
+        let w = vec![0.6f32, -0.3];
+        let got = std::sync::Mutex::new(BTreeMap::new());
+        let collect = |n: &str, d: Array2<f32>| {
+            got.lock().unwrap().insert(n.to_string(), d);
+            Ok(())
+        };
+        for_each_combined_delta(
+            &[&a, &b],
+            &CombineOptions::new(CombineMethod::Linear, w.clone()),
+            collect,
+        )
+        .unwrap();
+        for name in ["m.q", "m.v"] {
+            let want = weighted_delta(&[&a, &b], &w, name);
+            assert!(max_diff(&got.lock().unwrap()[name], &want) < 1e-6, "{name}");
+        }
+        // TIES with a rank: the same update as the re-factorised adapter; without: the untruncated merge
+        let mut o = CombineOptions::new(CombineMethod::Ties, w.clone());
+        o.rank = Some(2);
+        for_each_combined_delta(&[&a, &b], &o, collect).unwrap();
+        let (ad, _) = combine(&[&a, &b], &o).unwrap();
+        assert!(max_diff(&got.lock().unwrap()["m.q"], &ad.modules["m.q"].delta()) < 1e-6);
+        o.rank = None;
+        for_each_combined_delta(&[&a, &b], &o, collect).unwrap();
+        let parts = module_parts(&[&a, &b], "m.q", &o).unwrap();
+        assert_eq!(got.lock().unwrap()["m.q"], pruned_delta("m.q", &parts, &o));
+        let truncated = ad.modules["m.q"].delta();
+        assert!(max_diff(&got.lock().unwrap()["m.q"], &truncated) > 1e-4);
     }
 
     #[test]

@@ -273,7 +273,11 @@ pub fn truncated_svd(m: ArrayView2<'_, f64>, k: usize) -> Svd {
         let a = u.dot(&u).sqrt();
         scale = scale.max(a);
         if a <= 1e-13 * scale.max(f64::MIN_POSITIVE) {
-            return if j >= k { lanczos_ritz(&uu, &vv, &alpha, &beta, j, k).0 } else { subspace_iteration_svd(m, k) };
+            return if j >= k {
+                lanczos_ritz(&uu, &vv, &alpha, &beta, j, k).0
+            } else {
+                subspace_iteration_svd(m, k)
+            };
         }
         uu.row_mut(j).assign(&(u / a));
         alpha.push(a);
@@ -285,7 +289,11 @@ pub fn truncated_svd(m: ArrayView2<'_, f64>, k: usize) -> Svd {
         let n = j + 1;
         if b <= 1e-13 * scale {
             // invariant subspace found: the Ritz triplets are exact
-            return if n >= k { lanczos_ritz(&uu, &vv, &alpha, &beta, n, k).0 } else { subspace_iteration_svd(m, k) };
+            return if n >= k {
+                lanczos_ritz(&uu, &vv, &alpha, &beta, n, k).0
+            } else {
+                subspace_iteration_svd(m, k)
+            };
         }
         vv.row_mut(j + 1).assign(&(v / b));
         beta.push(b);
@@ -379,7 +387,9 @@ fn subspace_iteration_svd(m: ArrayView2<'_, f64>, k: usize) -> Svd {
         let sk = ritz.s.slice(s![..k]).to_owned();
         let done = prev.as_ref().is_some_and(|p| {
             let scale = sk[0].max(f64::MIN_POSITIVE);
-            p.iter().zip(sk.iter()).all(|(a, b)| (a - b).abs() <= 1e-12 * scale)
+            p.iter()
+                .zip(sk.iter())
+                .all(|(a, b)| (a - b).abs() <= 1e-12 * scale)
         });
         if done {
             return Svd {
@@ -509,12 +519,20 @@ mod tests {
         let (rows, cols) = (240, 160);
         let mut st = 7u64;
         let mut rnd = || {
-            st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
         };
         let (qu, _) = qr(Array2::from_shape_fn((rows, 20), |_| rnd()).view());
         let (qv, _) = qr(Array2::from_shape_fn((cols, 20), |_| rnd()).view());
-        let sv: Vec<f64> = (0..20).map(|i| match i { 0..=2 => 5.0, 3..=4 => 3.0, _ => 1.0 / (i as f64) }).collect();
+        let sv: Vec<f64> = (0..20)
+            .map(|i| match i {
+                0..=2 => 5.0,
+                3..=4 => 3.0,
+                _ => 1.0 / (i as f64),
+            })
+            .collect();
         let mut us = qu.clone();
         for (i, s) in sv.iter().enumerate() {
             us.column_mut(i).mapv_inplace(|x| x * s);
@@ -522,7 +540,12 @@ mod tests {
         let m = us.dot(&qv.t());
         for k in [2, 4, 6, 25] {
             let t = truncated_svd(m.view(), k);
-            let want: Vec<f64> = sv.iter().copied().chain(std::iter::repeat(0.0)).take(k).collect();
+            let want: Vec<f64> = sv
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(0.0))
+                .take(k)
+                .collect();
             for (i, w) in want.iter().enumerate().take(t.s.len()) {
                 assert!((t.s[i] - w).abs() < 1e-8, "k={k} i={i}: {} vs {w}", t.s[i]);
             }
