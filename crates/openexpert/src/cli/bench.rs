@@ -1,8 +1,9 @@
 //! `openexpert bench-runtime`: the Rust side of `benches/compare/` (see its README).
 //!
-//! Measures, on the default models: scoring throughput (batch 8 × 256 tokens, teacher-forced
-//! log-probs), greedy decoding (batch 1, 32-token prompt, 64 new tokens with the KV cache) and
-//! MiniLM embedding throughput (256 sentences in batches of 64). Medians over repeated runs
+//! Measures, on the default models and the anchor's inputs (`benches/compare/inputs.json`):
+//! scoring throughput (batch 8 × 256 tokens, teacher-forced log-probs), greedy decoding (batch 1,
+//! 32-token prompt, 64 new tokens with the KV cache) and MiniLM embedding throughput (256
+//! sentences in batches of 64, tokenisation included). Medians over repeated runs
 //! after a warm-up, written as JSON with the same keys as the PyTorch anchor.
 
 use std::path::PathBuf;
@@ -34,17 +35,20 @@ pub struct BenchArgs {
     /// Timed runs of the decoding and embedding benchmarks.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// The anchor's inputs (`benches/compare/inputs.json`: score ids, decode prompt, sentences),
+    /// so both sides measure the same work.
+    #[arg(long, default_value = "benches/compare/inputs.json")]
+    pub inputs: PathBuf,
 }
 
-/// Deterministic token ids in `1..vocab` (a 64-bit LCG), the same scheme as the anchor script.
-pub fn bench_ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (1 + (x >> 33) % (vocab as u64 - 1)) as u32
-        })
-        .collect()
+/// The work measured, shared with the PyTorch anchor.
+#[derive(Debug, serde::Deserialize)]
+struct BenchInputs {
+    score_ids: Vec<Vec<u32>>,
+    decode_prompt_ids: Vec<u32>,
+    decode_new_tokens: usize,
+    embed_sentences: Vec<String>,
+    embed_batch: usize,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -62,30 +66,40 @@ fn time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
 pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
     let threads = rayon::current_num_threads();
+    let text = std::fs::read_to_string(&args.inputs).map_err(|e| {
+        anyhow::anyhow!(
+            "reading {}: {e}; run from the repository root or pass --inputs benches/compare/inputs.json",
+            args.inputs.display()
+        )
+    })?;
+    let inputs: BenchInputs = serde_json::from_str(&text)?;
     let model = LanguageModel::load(&args.model, &device)?;
-    let vocab = model.config().vocab_size;
 
     // (a) Scoring: 8 × 256.
-    let requests: Vec<ScoreRequest> = (0..8)
-        .map(|r| ScoreRequest::text(bench_ids(256, vocab, 1000 + r)))
+    let requests: Vec<ScoreRequest> = inputs
+        .score_ids
+        .iter()
+        .map(|ids| ScoreRequest::text(ids.clone()))
         .collect();
+    let (score_rows, score_len) = (requests.len(), requests[0].target.len());
     let options = ScoreOptions {
-        batch_size: 8,
+        batch_size: score_rows,
         keep_last_logits: false,
     };
     score(&model, &requests, &options, &ExpertMix::Base)?; // warm-up
     let mut score_times = Vec::new();
     for _ in 0..args.score_runs.max(1) {
         let (t, _) = time(|| Ok(score(&model, &requests, &options, &ExpertMix::Base)?))?;
-        eprintln!("score 8x256: {t:.3} s");
+        eprintln!("score {score_rows}x{score_len}: {t:.3} s");
         score_times.push(t);
     }
-    let score_tps = 8.0 * 256.0 / median(&mut score_times.clone());
+    let score_tps = (score_rows * score_len) as f64 / median(&mut score_times.clone());
 
-    // (b) Greedy decoding: batch 1, 32-token prompt, 64 new tokens.
-    let prompt = vec![bench_ids(32, vocab, 7)];
+    // (b) Greedy decoding: batch 1, the anchor's prompt, 64 new tokens.
+    let prompt = vec![inputs.decode_prompt_ids.clone()];
+    let new_tokens = inputs.decode_new_tokens;
     let config = GenerationConfig {
-        max_new_tokens: 64,
+        max_new_tokens: new_tokens,
         stop_at_eos: false,
         ..Default::default()
     };
@@ -93,30 +107,25 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     let mut decode_times = Vec::new();
     for _ in 0..args.runs.max(1) {
         let (t, out) = time(|| Ok(generate(&model, &prompt, &config, &ExpertMix::Base)?))?;
-        anyhow::ensure!(out[0].token_ids.len() == 64, "expected 64 new tokens");
-        eprintln!("decode 64 tokens: {t:.3} s");
+        anyhow::ensure!(out[0].token_ids.len() == new_tokens, "expected {new_tokens} new tokens");
+        eprintln!("decode {new_tokens} tokens: {t:.3} s");
         decode_times.push(t);
     }
-    let decode_tps = 64.0 / median(&mut decode_times.clone());
+    let decode_tps = new_tokens as f64 / median(&mut decode_times.clone());
     drop(model);
 
-    // (c) Sentence embeddings: 256 sentences of about 32 tokens, batches of 64.
+    // (c) Sentence embeddings: the anchor's sentences and batch size.
     let encoder = SentenceEncoder::load(&args.encoder, &device)?;
-    let sentences: Vec<String> = (0..256)
-        .map(|i| {
-            format!(
-                "Sentence number {i} talks about how a small model can learn a new task from a handful of labelled examples and open data."
-            )
-        })
-        .collect();
-    encoder.embed(&sentences, 64)?; // warm-up
+    let sentences = &inputs.embed_sentences;
+    let batch = inputs.embed_batch;
+    encoder.embed(sentences, batch)?; // warm-up
     let mut embed_times = Vec::new();
     for _ in 0..args.runs.max(1) {
-        let (t, _) = time(|| Ok(encoder.embed(&sentences, 64)?))?;
-        eprintln!("embed 256 sentences: {t:.3} s");
+        let (t, _) = time(|| Ok(encoder.embed(sentences, batch)?))?;
+        eprintln!("embed {} sentences: {t:.3} s", sentences.len());
         embed_times.push(t);
     }
-    let embed_sps = 256.0 / median(&mut embed_times.clone());
+    let embed_sps = sentences.len() as f64 / median(&mut embed_times.clone());
 
     let json = serde_json::json!({
         "implementation": "openexpert",
@@ -126,7 +135,11 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         "decode_tokens_per_s": decode_tps,
         "embed_sentences_per_s": embed_sps,
         "runs": {"score_s": score_times, "decode_s": decode_times, "embed_s": embed_times},
-        "shapes": {"score": [8, 256], "decode": {"prompt": 32, "new": 64, "batch": 1}, "embed": {"sentences": 256, "batch": 64}},
+        "shapes": {
+            "score": [score_rows, score_len],
+            "decode": {"prompt": inputs.decode_prompt_ids.len(), "new": new_tokens, "batch": 1},
+            "embed": {"sentences": sentences.len(), "batch": batch},
+        },
     });
     write_atomic(&args.json, serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("{}", serde_json::to_string_pretty(&json)?);
