@@ -52,18 +52,26 @@ fn tok_err(detail: impl Into<String>) -> LmError {
 
 /// Loads a Hugging Face `tokenizer.json`.
 ///
+/// Padding and truncation stored in the file are cleared, as transformers does for a plain
+/// `tokenizer(text)` call; callers that want them set them explicitly.
+///
 /// # Errors
 /// [`LmError::Io`] when the file cannot be read; [`LmError::Tokenizer`] when it is not a valid
 /// tokenizer description.
 pub fn tokenizer_from_json(path: impl AsRef<Path>) -> Result<Tokenizer> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
-    text.parse::<Tokenizer>().map_err(|e| {
+    let mut tokenizer = text.parse::<Tokenizer>().map_err(|e| {
         tok_err(format!(
             "{}: not a valid tokenizer.json: {e}",
             path.display()
         ))
-    })
+    })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| tok_err(format!("{}: cannot clear truncation: {e}", path.display())))?;
+    Ok(tokenizer)
 }
 
 /// GPT-2's byte-to-character table: printable bytes map to themselves, the others to `U+0100..`.
