@@ -83,19 +83,13 @@ pub fn dedup_prepared(
             len: p.len(),
         });
     }
-    let sim = |a: usize, b: usize| p.similarity(a, b);
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
     match mode {
         DedupMode::Paper => {
             let matches: Vec<Option<usize>> = (0..order.len())
                 .into_par_iter()
-                .map(|pos| {
-                    order[..pos]
-                        .iter()
-                        .copied()
-                        .find(|&j| sim(order[pos], j) > threshold)
-                })
+                .map(|pos| p.first_similar(order[pos], &order[..pos], threshold))
                 .collect();
             for (&i, m) in order.iter().zip(matches) {
                 match m {

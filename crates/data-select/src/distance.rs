@@ -368,6 +368,28 @@ impl<'a> Prepared<'a> {
         (dot(self.row(i), self.row(j)) * self.aux[i]) * self.aux[j]
     }
 
+    /// The first of `candidates` (in order) whose cosine similarity with row `i` is above `threshold`, computed eight
+    /// candidates at a time (same bits as [`Self::similarity`]). Cosine-prepared matrices only.
+    pub fn first_similar(&self, i: usize, candidates: &[usize], threshold: f32) -> Option<usize> {
+        debug_assert_eq!(self.metric, Metric::Cosine);
+        let a = self.row(i);
+        let ai = self.aux[i];
+        let mut chunks = candidates.chunks_exact(8);
+        for c in &mut chunks {
+            let d8 = dot_tile([a], std::array::from_fn::<_, 8, _>(|j| self.row(c[j])))[0];
+            for j in 0..8 {
+                if (d8[j] * ai) * self.aux[c[j]] > threshold {
+                    return Some(c[j]);
+                }
+            }
+        }
+        chunks
+            .remainder()
+            .iter()
+            .copied()
+            .find(|&j| self.similarity(i, j) > threshold)
+    }
+
     /// Folds the distances from row `row` to `centers` (row indices of this matrix) into the running minimum `best`,
     /// recording in `arg` the center attaining it (first center on ties).
     pub fn min_into(&self, row: usize, centers: &[usize], best: &mut f32, arg: &mut usize) {

@@ -8,7 +8,8 @@ use data_select::salvage::salvage_json_array;
 #[test]
 #[ignore = "needs the ShareGPT package file (set OPENEXPERT_SHAREGPT)"]
 fn salvages_the_truncated_sharegpt_package() {
-    let path = std::env::var("OPENEXPERT_SHAREGPT").expect("set OPENEXPERT_SHAREGPT to the JSON file");
+    let path =
+        std::env::var("OPENEXPERT_SHAREGPT").expect("set OPENEXPERT_SHAREGPT to the JSON file");
     let opts = PoolOptions {
         lenient: true,
         format: None,
@@ -17,9 +18,20 @@ fn salvages_the_truncated_sharegpt_package() {
     assert!(!r.closed, "the package is known to be truncated");
     assert!(r.cut_element_start_line.is_some() && r.dropped_bytes > 0);
     // ASSETS.md: about 17,671 complete conversations can be salvaged.
-    assert!(r.complete_elements > 17_000, "{} complete elements", r.complete_elements);
-    assert_eq!(r.complete_elements, r.pool.records.len() + r.pool.skipped.len());
-    assert!(r.pool.records.iter().all(|x| x.turns.iter().any(|t| t.role == data_select::pool::Role::User)));
+    assert!(
+        r.complete_elements > 17_000,
+        "{} complete elements",
+        r.complete_elements
+    );
+    assert_eq!(
+        r.complete_elements,
+        r.pool.records.len() + r.pool.skipped.len()
+    );
+    assert!(r.pool.records.iter().all(|x| {
+        x.turns
+            .iter()
+            .any(|t| t.role == data_select::pool::Role::User)
+    }));
     eprintln!(
         "complete elements {}, records {}, skipped {}, duplicates {}, cut at line {:?} (byte {:?}), dropped {} bytes",
         r.complete_elements,
