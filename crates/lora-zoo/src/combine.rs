@@ -434,7 +434,8 @@ fn factors_from_svd(name: &str, t: &linalg::Svd) -> Result<Option<LoraModule>> {
     )?))
 }
 
-/// Keeps the `round_down(density · n)` largest-magnitude entries of `m` (PEFT's magnitude pruning).
+/// Keeps the `round_down(density · n)` largest-magnitude entries of `m` (PEFT's magnitude pruning;
+/// among equal magnitudes at the threshold, the first ones in row-major order are kept).
 fn magnitude_prune(m: &mut Array2<f32>, density: f32) {
     if density >= 1.0 {
         return;
@@ -445,10 +446,7 @@ fn magnitude_prune(m: &mut Array2<f32>, density: f32) {
         m.fill(0.0);
         return;
     }
-    // |x| of finite floats orders like its bit pattern: select on integers, much faster than floats.
-    let mut mags: Vec<u32> = m.iter().map(|x| x.abs().to_bits()).collect();
-    let (_, thr, _) = mags.select_nth_unstable(n - k);
-    let thr = f32::from_bits(*thr);
+    let thr = kth_largest_magnitude(m.as_slice().expect("standard layout"), k);
     let above = m.iter().filter(|x| x.abs() > thr).count();
     let mut ties_left = k - above;
     m.mapv_inplace(|x| {
@@ -462,6 +460,34 @@ fn magnitude_prune(m: &mut Array2<f32>, density: f32) {
             0.0
         }
     });
+}
+
+/// The `k`-th largest `|x|` (1-based), by a radix pass on the top 16 bits of the float bit patterns
+/// (non-negative floats order like their bits) and a selection inside the one bucket that holds it.
+fn kth_largest_magnitude(xs: &[f32], k: usize) -> f32 {
+    debug_assert!(k >= 1 && k <= xs.len());
+    let mut hist = vec![0usize; 1 << 16];
+    for x in xs {
+        hist[(x.abs().to_bits() >> 16) as usize] += 1;
+    }
+    let mut seen = 0usize;
+    let mut bucket = 0usize;
+    for b in (0..hist.len()).rev() {
+        if seen + hist[b] >= k {
+            bucket = b;
+            break;
+        }
+        seen += hist[b];
+    }
+    let need = k - seen; // rank inside the bucket, 1-based, from the top
+    let mut cand: Vec<u32> = xs
+        .iter()
+        .map(|x| x.abs().to_bits())
+        .filter(|b| (*b >> 16) as usize == bucket)
+        .collect();
+    let len = cand.len();
+    let (_, v, _) = cand.select_nth_unstable(len - need);
+    f32::from_bits(*v)
 }
 
 /// Drops each entry with probability `1 - density` and rescales the kept ones by `1 / density`.
@@ -513,27 +539,33 @@ fn pruned_delta(name: &str, parts: &[Part<'_>], opts: &CombineOptions) -> Array2
         return out;
     }
     // TIES: elect a sign per entry from the unweighted pruned values, then average the weighted values
-    // whose sign agrees (entries that are zero never agree).
-    let slices: Vec<&[f32]> = tasks
-        .iter()
-        .map(|t| t.as_slice().expect("standard layout"))
-        .collect();
-    let out_s = out.as_slice_mut().expect("standard layout");
-    for (e, o) in out_s.iter_mut().enumerate() {
-        let votes: f32 = match opts.majority_sign {
-            MajoritySign::Total => slices.iter().map(|s| s[e]).sum(),
-            MajoritySign::Frequency => slices.iter().map(|s| sign(s[e])).sum(),
-        };
-        let majority = if votes >= 0.0 { 1.0 } else { -1.0 };
-        let mut acc = 0.0f32;
-        let mut count = 0u32;
-        for (s, p) in slices.iter().zip(parts) {
-            if sign(s[e]) == majority {
-                acc += p.weight * s[e];
-                count += 1;
+    // whose sign agrees (entries that are zero never agree). Loops run per task over contiguous memory.
+    let len = out.len();
+    let mut votes = vec![0.0f32; len];
+    for t in &tasks {
+        let ts = t.as_slice().expect("standard layout");
+        match opts.majority_sign {
+            MajoritySign::Total => votes.iter_mut().zip(ts).for_each(|(v, x)| *v += x),
+            MajoritySign::Frequency => votes.iter_mut().zip(ts).for_each(|(v, x)| *v += sign(*x)),
+        }
+    }
+    // majority sign: +1 where votes >= 0
+    let mut acc = vec![0.0f32; len];
+    let mut count = vec![0u32; len];
+    for (t, p) in tasks.iter().zip(parts) {
+        let ts = t.as_slice().expect("standard layout");
+        for e in 0..len {
+            let x = ts[e];
+            let agrees = if votes[e] >= 0.0 { x > 0.0 } else { x < 0.0 };
+            if agrees {
+                acc[e] += p.weight * x;
+                count[e] += 1;
             }
         }
-        *o = opts.lambda * acc / count.max(1) as f32;
+    }
+    let out_s = out.as_slice_mut().expect("standard layout");
+    for ((o, a), c) in out_s.iter_mut().zip(&acc).zip(&count) {
+        *o = opts.lambda * a / (*c).max(1) as f32;
     }
     out
 }
@@ -821,6 +853,16 @@ mod tests {
         assert_eq!(got.lock().unwrap()["m.q"], pruned_delta("m.q", &parts, &o));
         let truncated = ad.modules["m.q"].delta();
         assert!(max_diff(&got.lock().unwrap()["m.q"], &truncated) > 1e-4);
+    }
+
+    proptest! {
+        #[test]
+        fn kth_largest_matches_sorting(xs in prop::collection::vec(-1e3f32..1e3, 1..400), frac in 0.0f64..1.0) {
+            let k = 1 + ((xs.len() - 1) as f64 * frac) as usize;
+            let mut sorted: Vec<f32> = xs.iter().map(|x| x.abs()).collect();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            prop_assert_eq!(kth_largest_magnitude(&xs, k), sorted[k - 1]);
+        }
     }
 
     #[test]
