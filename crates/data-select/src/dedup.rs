@@ -112,14 +112,15 @@ pub fn dedup_prepared(
 
 /// The first kept item that `i` is a near-duplicate of, if any.
 pub fn greedy_conflict(p: &Prepared, kept: &[usize], i: usize, threshold: f32) -> Option<usize> {
-    if kept.len() > 2048 {
-        kept.par_iter()
-            .position_first(|&j| p.similarity(i, j) > threshold)
-            .map(|pos| kept[pos])
+    const BLOCK: usize = 1024;
+    if kept.len() > 2 * BLOCK {
+        // Parallel over blocks; the first block (in order) with a match gives the serial scan's answer.
+        kept.par_chunks(BLOCK)
+            .map(|b| p.first_similar(i, b, threshold))
+            .find_first(Option::is_some)
+            .flatten()
     } else {
-        kept.iter()
-            .copied()
-            .find(|&j| p.similarity(i, j) > threshold)
+        p.first_similar(i, kept, threshold)
     }
 }
 
