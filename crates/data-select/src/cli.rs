@@ -78,7 +78,8 @@ pub enum SelectCommand {
         /// Precomputed K-shot embeddings (`.npy`).
         #[arg(long)]
         kshot_embeddings: Option<PathBuf>,
-        /// Text put before each record when embedding (Rocket's retrieval instruction for bge-m3).
+        /// Text put before each record when embedding (Rocket with bge-m3 uses
+        /// `data_select::retrieve::ROCKET_RETRIEVAL_PREFIX`; MiniLM none).
         #[arg(long, default_value = "")]
         query_prefix: String,
         /// Embedding cache directory (with an embedder).

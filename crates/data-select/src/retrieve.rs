@@ -17,6 +17,10 @@ use crate::dedup::{DedupMode, check_threshold, dedup_prepared, greedy_conflict};
 use crate::distance::{Metric, Prepared, check_finite, dot};
 use crate::error::{Result, SelectError};
 
+/// The retrieval instruction Rocket's `data_aug.py` puts before every text for bge-m3 (MiniLM uses none).
+pub const ROCKET_RETRIEVAL_PREFIX: &str =
+    "Represent the following sentence for similar task retrieval: ";
+
 /// How closeness to the K-shot set is measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
