@@ -14,7 +14,7 @@ use ndarray::ArrayView2;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::distance::{Metric, Prepared};
+use crate::distance::{Metric, Prepared, dot_tile};
 use crate::error::{Result, SelectError};
 
 /// Which duplicate rule to apply.
@@ -99,15 +99,77 @@ pub fn dedup_prepared(
             }
         }
         DedupMode::Greedy => {
-            for &i in order {
-                match greedy_conflict(p, &kept, i, threshold) {
-                    Some(j) => dropped.push((i, j)),
-                    None => kept.push(i),
+            // Four candidates at a time scan the items kept before them in one pass (4x less memory traffic), then
+            // are settled in order, each also checked against the ones kept earlier in its group.
+            for group in order.chunks(4) {
+                let before = kept.len();
+                let first = first_conflicts(p, group, &kept, threshold);
+                for (g, &i) in group.iter().enumerate() {
+                    let hit = first[g].or_else(|| p.first_similar(i, &kept[before..], threshold));
+                    match hit {
+                        Some(j) => dropped.push((i, j)),
+                        None => kept.push(i),
+                    }
                 }
             }
         }
     }
     Ok(DedupReport { kept, dropped })
+}
+
+/// For each candidate, the first of `kept` (in order) it is a near-duplicate of.
+fn first_conflicts(
+    p: &Prepared,
+    group: &[usize],
+    kept: &[usize],
+    threshold: f32,
+) -> Vec<Option<usize>> {
+    if group.len() < 4 {
+        return group
+            .iter()
+            .map(|&i| greedy_conflict(p, kept, i, threshold))
+            .collect();
+    }
+    let rows = [group[0], group[1], group[2], group[3]];
+    let scan = |block: &[usize]| -> [Option<usize>; 4] {
+        let mut found = [None; 4];
+        let rv = rows.map(|i| p.row(i));
+        let mut chunks = block.chunks_exact(4);
+        for c in &mut chunks {
+            let t = dot_tile(rv, [p.row(c[0]), p.row(c[1]), p.row(c[2]), p.row(c[3])]);
+            for (r, f) in found.iter_mut().enumerate() {
+                if f.is_none() {
+                    *f = (0..4)
+                        .find(|&j| (t[r][j] * p.aux(rows[r])) * p.aux(c[j]) > threshold)
+                        .map(|j| c[j]);
+                }
+            }
+            if found.iter().all(Option::is_some) {
+                return found;
+            }
+        }
+        for (r, f) in found.iter_mut().enumerate() {
+            if f.is_none() {
+                *f = p.first_similar(rows[r], chunks.remainder(), threshold);
+            }
+        }
+        found
+    };
+    const BLOCK: usize = 1024;
+    let found = if kept.len() > 2 * BLOCK {
+        // Parallel over blocks, merged in block order: the same first witnesses as a serial scan.
+        let per_block: Vec<[Option<usize>; 4]> = kept.par_chunks(BLOCK).map(scan).collect();
+        let mut out = [None; 4];
+        for b in per_block {
+            for r in 0..4 {
+                out[r] = out[r].or(b[r]);
+            }
+        }
+        out
+    } else {
+        scan(kept)
+    };
+    found.to_vec()
 }
 
 /// The first kept item that `i` is a near-duplicate of, if any.
@@ -154,7 +216,56 @@ mod tests {
         assert!(dedup(m.view(), &[1], 0.9, DedupMode::Greedy).is_err());
     }
 
+    /// Plain one-at-a-time greedy, for comparison with the blocked version.
+    fn naive_greedy(p: &Prepared, order: &[usize], thr: f32) -> (Vec<usize>, Vec<(usize, usize)>) {
+        let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+        for &i in order {
+            match kept.iter().copied().find(|&j| p.similarity(i, j) > thr) {
+                Some(j) => dropped.push((i, j)),
+                None => kept.push(i),
+            }
+        }
+        (kept, dropped)
+    }
+
+    #[test]
+    fn blocked_greedy_matches_naive_on_a_large_set() {
+        // > 2048 kept items exercises the parallel block scan; every 7th row repeats an earlier one.
+        let n = 2600;
+        let mut s = 12345u64;
+        let mut m = Array2::from_shape_fn((n, 24), |_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        });
+        for i in (7..n).step_by(7) {
+            let src = m.row(i / 3).to_owned();
+            m.row_mut(i).assign(&(&src * 1.01));
+        }
+        let p = Prepared::new(m.view(), Metric::Cosine, "m").unwrap();
+        let order: Vec<usize> = (0..n).collect();
+        let r = dedup_prepared(&p, &order, 0.9, DedupMode::Greedy).unwrap();
+        let (kept, dropped) = naive_greedy(&p, &order, 0.9);
+        assert!(kept.len() > 2048 && !dropped.is_empty());
+        assert_eq!(r.kept, kept);
+        assert_eq!(r.dropped, dropped);
+    }
+
     proptest! {
+        #[test]
+        fn blocked_greedy_matches_naive(v in proptest::collection::vec(-3i8..4, 6..300), thr in 0.3f32..0.99) {
+            let d = 3;
+            let n = v.len() / d;
+            let m = Array2::from_shape_vec((n, d), v[..n * d].iter().map(|&x| x as f32).collect()).unwrap();
+            let p = Prepared::new(m.view(), Metric::Cosine, "m").unwrap();
+            let order: Vec<usize> = (0..n).rev().collect();
+            let r = dedup_prepared(&p, &order, thr, DedupMode::Greedy).unwrap();
+            let (kept, dropped) = naive_greedy(&p, &order, thr);
+            prop_assert_eq!(r.kept, kept);
+            prop_assert_eq!(r.dropped, dropped);
+        }
+
         #[test]
         fn no_kept_pair_above_threshold(v in proptest::collection::vec(-3i8..4, 2..120), thr in 0.3f32..0.99) {
             let d = 2;
