@@ -386,7 +386,7 @@ fn combine_module(
             let delta = pruned_delta(name, parts, opts);
             let total: f64 = delta.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
             let k = opts.rank.unwrap_or(max_rank);
-            let t = linalg::truncated_svd(to_f64(&delta).view(), k);
+            let t = linalg::truncated_svd_f32(delta.view(), k);
             let kept: f64 = t.s.iter().map(|x| x * x).sum();
             Ok((factors_from_svd(name, &t)?, energy_ratio(kept, total)))
         }
@@ -448,7 +448,14 @@ fn magnitude_prune(m: &mut Array2<f32>, density: f32) {
     }
     let thr = kth_largest_magnitude(m.as_slice().expect("standard layout"), k);
     let above = m.iter().filter(|x| x.abs() > thr).count();
-    let mut ties_left = k - above;
+    let equal = m.iter().filter(|x| x.abs() == thr).count();
+    let ties_left = k - above;
+    if ties_left == equal {
+        // the common case: keep everything at or above the threshold (branch-free pass)
+        m.mapv_inplace(|x| if x.abs() >= thr { x } else { 0.0 });
+        return;
+    }
+    let mut ties_left = ties_left;
     m.mapv_inplace(|x| {
         let a = x.abs();
         if a > thr {
@@ -549,23 +556,22 @@ fn pruned_delta(name: &str, parts: &[Part<'_>], opts: &CombineOptions) -> Array2
             MajoritySign::Frequency => votes.iter_mut().zip(ts).for_each(|(v, x)| *v += sign(*x)),
         }
     }
-    // majority sign: +1 where votes >= 0
+    // majority sign: +1 where votes >= 0; branch-free accumulation so the loops vectorise
     let mut acc = vec![0.0f32; len];
-    let mut count = vec![0u32; len];
+    let mut count = vec![0.0f32; len];
     for (t, p) in tasks.iter().zip(parts) {
         let ts = t.as_slice().expect("standard layout");
-        for e in 0..len {
-            let x = ts[e];
-            let agrees = if votes[e] >= 0.0 { x > 0.0 } else { x < 0.0 };
-            if agrees {
-                acc[e] += p.weight * x;
-                count[e] += 1;
-            }
+        let w = p.weight;
+        for (((a, c), &x), &v) in acc.iter_mut().zip(count.iter_mut()).zip(ts).zip(&votes) {
+            let agrees = if v >= 0.0 { x > 0.0 } else { x < 0.0 };
+            let f = f32::from(u8::from(agrees));
+            *a += f * w * x;
+            *c += f;
         }
     }
     let out_s = out.as_slice_mut().expect("standard layout");
     for ((o, a), c) in out_s.iter_mut().zip(&acc).zip(&count) {
-        *o = opts.lambda * a / (*c).max(1) as f32;
+        *o = opts.lambda * a / c.max(1.0);
     }
     out
 }
