@@ -596,8 +596,8 @@ mod tests {
             let err_e = frobenius((&m - &exact.reconstruct()).view());
             assert!((err_t - err_e).abs() < 1e-8, "k={k}: {err_t} vs {err_e}");
             let t32 = truncated_svd_f32(m.mapv(|x| x as f32).view(), k);
-            for i in 0..t32.s.len().min(want.len()) {
-                assert!((t32.s[i] - want[i]).abs() < 1e-5, "f32 k={k} i={i}");
+            for (i, (got, w)) in t32.s.iter().zip(&want).enumerate() {
+                assert!((got - w).abs() < 1e-5, "f32 k={k} i={i}");
             }
         }
     }
