@@ -18,6 +18,8 @@ Cases (random PEFT adapters written with numpy + safetensors in a temporary dire
      torch (adapters loaded once, per-pair per-tensor cosine as in group_diversity.py, and a vectorised
      Gram version); ours: `lora similarity --mode rocket|delta` end to end (loading included).
 Wall times are best of `--repeat` runs; the machine may be shared, so CPU times are reported too.
+With `--skip-peft`, an existing `--json` file keeps its PEFT entries and gets everything else replaced
+(the adapters are generated from the same seed, so the inputs are identical).
 """
 
 import argparse
@@ -183,7 +185,13 @@ def main():
         results["rocket_max_abs_diff_vs_torch"] = diff
         print(f"rocket matrix: max |ours - torch| = {diff:.2e}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        out = Path(args.json)
+        if args.skip_peft and out.exists():
+            # keep the (slow) PEFT timings of an earlier run, replace everything measured now
+            old = json.loads(out.read_text())
+            old.update(results)
+            results = old
+        out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
