@@ -293,6 +293,17 @@ fn written_adapters_reload_identically_and_export_for_peft() {
         .unwrap()
         .0,
     ));
+    // b's MLP modules have one source with weight 1: kept verbatim (rsLoRA scale via alpha_pattern)
+    outputs.push((
+        "ours_linear_ba_1".into(),
+        None,
+        combine(
+            &[&b, &a],
+            &CombineOptions::new(CombineMethod::Linear, vec![1.0, 0.5]),
+        )
+        .unwrap()
+        .0,
+    ));
     let mut o = CombineOptions::new(CombineMethod::Svd, vec![0.7, -0.4, 1.3]);
     o.rank = Some(5);
     outputs.push(("ours_svd_abc_r5".into(), None, combine(&abc, &o).unwrap().0));
@@ -318,7 +329,12 @@ fn written_adapters_reload_identically_and_export_for_peft() {
         let dir = root.join(name);
         ad.save(&dir).unwrap();
         let back = LoraAdapter::load(&dir).unwrap();
-        assert_eq!(&back.modules, &ad.modules, "{name}");
+        // factors and scales come back identical; `alpha` is re-expressed without rsLoRA (scale · r)
+        assert_eq!(back.modules.len(), ad.modules.len(), "{name}");
+        for (k, m) in &ad.modules {
+            let r = &back.modules[k];
+            assert!(r.a == m.a && r.b == m.b && r.scale == m.scale, "{name} {k}");
+        }
         let scales: serde_json::Map<String, serde_json::Value> = ad
             .modules
             .iter()
