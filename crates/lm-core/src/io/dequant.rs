@@ -431,20 +431,28 @@ fn q5_k(b: &[u8; 176], o: &mut [f32; QK_K]) {
 /// `ql[64 * (i / 128) + i % 64] >> (4 * ((i % 128) / 64))` and high bits
 /// `qh[32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))`; value `(d * scales[i / 16]) * (q - 32)`.
 fn q6_k(b: &[u8; 210], o: &mut [f32; QK_K]) {
-    let ql = &b[0..128];
-    let qh = &b[128..192];
-    let scales = &b[192..208];
     let d = f16(b[208], b[209]);
+    let mut ds = [0f32; 16];
+    for (s, x) in ds.iter_mut().zip(&b[192..208]) {
+        *s = d * (*x as i8) as f32;
+    }
     for half in 0..2 {
-        let ql = &ql[64 * half..64 * half + 64];
-        let qh = &qh[32 * half..32 * half + 32];
-        for i in 0..128 {
-            let lo = (ql[i % 64] >> (4 * (i / 64))) & 0x0F;
-            let hi = (qh[i % 32] >> (2 * (i / 32))) & 0x03;
-            let q = (lo | (hi << 4)) as i32 - 32;
-            let idx = 128 * half + i;
-            let ds = d * (scales[idx / 16] as i8) as f32;
-            o[idx] = ds * q as f32;
+        let ql = &b[64 * half..64 * half + 64];
+        let qh = &b[128 + 32 * half..128 + 32 * half + 32];
+        let ds = &ds[8 * half..8 * half + 8];
+        let o = &mut o[128 * half..128 * half + 128];
+        // Elements l, l + 32, l + 64, l + 96 share qh[l]; sub-block of element i is i / 16.
+        for l in 0..32 {
+            let h = qh[l];
+            let q0 = ((ql[l] & 0x0F) | ((h & 0x03) << 4)) as i32 - 32;
+            let q1 = ((ql[l + 32] & 0x0F) | (((h >> 2) & 0x03) << 4)) as i32 - 32;
+            let q2 = ((ql[l] >> 4) | (((h >> 4) & 0x03) << 4)) as i32 - 32;
+            let q3 = ((ql[l + 32] >> 4) | (((h >> 6) & 0x03) << 4)) as i32 - 32;
+            let s = l / 16;
+            o[l] = ds[s] * q0 as f32;
+            o[l + 32] = ds[s + 2] * q1 as f32;
+            o[l + 64] = ds[s + 4] * q2 as f32;
+            o[l + 96] = ds[s + 6] * q3 as f32;
         }
     }
 }
