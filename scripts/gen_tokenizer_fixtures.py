@@ -24,8 +24,10 @@ import json
 import os
 from pathlib import Path
 
-from tokenizers import pre_tokenizers
+from tokenizers import Regex, normalizers, pre_tokenizers
 from transformers import AutoTokenizer
+from transformers.integrations.gguf.gguf_tokenizer_mapping import _LLAMA3_SPLIT
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_SPLIT
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "crates" / "lm-core" / "tests" / "fixtures" / "tokenizer"
@@ -93,6 +95,17 @@ def smollm2():
             "decoded": tok.decode(ids, skip_special_tokens=False),
             "decoded_skip_special": tok.decode(ids, skip_special_tokens=True),
         })
+    # The same vocabulary under the other pre-tokenizers lm-core supports, as the real Qwen2
+    # tokenizer (NFC + Qwen2 split) and transformers' `llama-bpe` GGUF rule build them.
+    for key, split, nfc in [("ids_pre_qwen2", QWEN2_SPLIT, True), ("ids_pre_llama_bpe", _LLAMA3_SPLIT, False)]:
+        backend.normalizer = normalizers.NFC() if nfc else None
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+        for case in cases:
+            case[key] = tok(case["text"], add_special_tokens=True)["input_ids"]
+    backend.normalizer = None
     differ = [c["text"] for c in cases if c["ids"] != c["ids_transformers_gguf"]]
     out = {
         "model": name,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use lm_core::io::gguf::GgufFile;
+use lm_core::io::gguf::{GgufFile, GgufWriter};
 use lm_core::tokenizer::{TokenizerSettings, tokenizer_from_gguf, tokenizer_from_json};
 use serde_json::Value;
 
@@ -88,6 +88,44 @@ fn smollm2_gguf_tokenizer_matches_the_reference_ids() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// SmolLM2's vocabulary under the `qwen2` and `llama-bpe` pre-tokenizers: ids equal those of
+/// the Python tokenizers built as the real Qwen2 tokenizer (NFC + split regex) and transformers'
+/// `llama-bpe` rule build them.
+#[test]
+fn other_pre_tokenizers_match_python_on_the_same_vocab() {
+    let Some(path) = asset("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let real = GgufFile::open(&path).unwrap();
+    let fx = fixture("smollm2_gguf.json");
+    for (pre, key) in [
+        ("qwen2", "ids_pre_qwen2"),
+        ("llama-bpe", "ids_pre_llama_bpe"),
+    ] {
+        let mut w = GgufWriter::new();
+        for (k, v) in real.metadata() {
+            if k.starts_with("tokenizer.ggml.") {
+                w.add(k, v.clone());
+            }
+        }
+        w.add_str("tokenizer.ggml.pre", pre);
+        let file = GgufFile::from_bytes(w.to_bytes(), format!("{pre}.gguf")).unwrap();
+        let tok = tokenizer_from_gguf(&file).unwrap();
+        let mut differs_from_smollm = 0;
+        for case in fx["cases"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want = ids_of(&case[key]);
+            let got = tok.encode(text, false).unwrap().get_ids().to_vec();
+            assert_eq!(got, want, "pre {pre}: {text:?}");
+            differs_from_smollm += usize::from(want != ids_of(&case["ids"]));
+        }
+        assert!(
+            differs_from_smollm > 0,
+            "the fixture does not tell {pre} from smollm"
+        );
+    }
 }
 
 #[test]
