@@ -124,3 +124,31 @@ fn real_smollm2_tensors_are_bit_identical() {
         assert!(types.contains(&ty), "reference lacks a {ty} tensor");
     }
 }
+
+#[test]
+fn every_real_smollm2_tensor_dequantises_to_finite_values() {
+    let Some(path) = model_path() else { return };
+    let start = std::time::Instant::now();
+    let f = GgufFile::open(&path).unwrap();
+    let opened = start.elapsed();
+    let mut total = 0usize;
+    for t in f.tensors() {
+        let (data, dims) = f.tensor_f32(&t.name).unwrap();
+        assert_eq!(data.len(), dims.iter().product::<usize>(), "{}", t.name);
+        assert!(
+            data.iter().all(|x| x.is_finite()),
+            "{}: non-finite value",
+            t.name
+        );
+        total += data.len();
+    }
+    // SmolLM2-135M: about 135M parameters (tied embeddings, so no output.weight).
+    assert!(
+        (130_000_000..140_000_000).contains(&total),
+        "{total} parameters"
+    );
+    eprintln!(
+        "opened in {opened:?}, dequantised {total} values in {:?}",
+        start.elapsed() - opened
+    );
+}
