@@ -316,19 +316,21 @@ mod tests {
     }
 
     #[test]
-    fn prefill_mask_never_empties_a_row() {
-        let pads = [2usize, 0];
-        let seq = 4;
-        let mut m = vec![false; 2 * seq * seq];
-        for (i, &p) in pads.iter().enumerate() {
-            for q in 0..seq {
-                for k in 0..seq {
-                    m[(i * seq + q) * seq + k] = k > q || (k < p && q >= p);
-                }
-            }
+    fn prefill_mask_hides_future_and_padding_but_never_a_whole_row() {
+        let device = crate::device::device_from_name("cpu").unwrap();
+        let (pads, seq) = ([2usize, 0], 4);
+        let m: Vec<bool> = prefill_mask(&pads, seq, &device)
+            .into_data()
+            .try_into_vec::<bool>()
+            .unwrap();
+        for (row, hidden) in m.chunks(seq).enumerate() {
+            assert!(hidden.iter().any(|&h| !h), "row {row} hides every key");
         }
-        for row in m.chunks(seq) {
-            assert!(row.iter().any(|&h| !h));
-        }
+        // Row 0, query 3 (a real token): keys 0-1 are padding, 2-3 visible.
+        assert_eq!(&m[3 * seq..4 * seq], &[true, true, false, false]);
+        // Row 1 has no padding: plain causal.
+        assert_eq!(&m[(seq + 1) * seq..(seq + 2) * seq], &[false, false, true, true]);
+        let d: Vec<bool> = decode_mask(&pads, 5, &device).into_data().try_into_vec::<bool>().unwrap();
+        assert_eq!(d, vec![true, true, false, false, false, false, false, false, false, false]);
     }
 }

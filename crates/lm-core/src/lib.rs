@@ -25,3 +25,6 @@ pub mod score;
 pub mod tokenizer;
 
 pub use error::{LmError, Result};
+
+/// The burn version lm-core is built on, re-exported so users name the same `Device` and tensors.
+pub use burn;

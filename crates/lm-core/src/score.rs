@@ -7,8 +7,8 @@
 //! The primitive behind perplexity, reasoning perplexity, multiple-choice log-likelihood,
 //! instruction-following difficulty and uncertainty selection.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::error::{LmError, Result};
 use crate::model::{ExpertMix, LanguageModel};
@@ -176,53 +176,60 @@ fn score_batch(
     let s = rows.iter().map(|r| r.total_len()).max().unwrap_or(1);
     let device = &model.device;
     let mut tokens = vec![0i64; b * s];
-    // The token each position predicts (next token), 0 where unused.
-    let mut next = vec![0i64; b * s];
     for (i, r) in rows.iter().enumerate() {
         let seq: Vec<u32> = r.prompt.iter().chain(&r.target).copied().collect();
         for (j, &t) in seq.iter().enumerate() {
             tokens[i * s + j] = t as i64;
-            if j > 0 {
-                next[i * s + j - 1] = t as i64;
-            }
         }
     }
     let tokens_t = Tensor::<2, Int>::from_data(TensorData::new(tokens, [b, s]), device);
     let logits = model.decoder.forward(tokens_t, mix); // [b, s, V]
     let vocab = logits.dims()[2];
-    let last_logits = if keep_last_logits {
-        let idx: Vec<i64> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i * s + r.total_len() - 1) as i64)
-            .collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [b]), device);
-        let picked = logits.clone().reshape([b * s, vocab]).select(0, idx);
-        Some(read_f32(picked.into_data())?)
-    } else {
-        None
-    };
-    let next_t = Tensor::<3, Int>::from_data(TensorData::new(next, [b, s, 1]), device);
-    let logp = log_softmax(logits, 2).gather(2, next_t).reshape([b, s]);
-    let logp = read_f32(logp.into_data())?;
-    Ok(rows
+    // log_softmax is computed here on the host, only at the positions that are scored: one
+    // pass for the max and one for the sum of exponentials per row, in parallel over rows.
+    // burn's log_softmax materialises a second [b, s, V] tensor and is ~5x slower on CPU.
+    let logits = read_f32(logits.into_data())?;
+    let wanted: Vec<(usize, usize, u32)> = rows
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            // Position j predicts token j+1: scored tokens first_scored..total_len.
-            let token_logprobs: Vec<f32> = (r.first_scored()..r.total_len())
-                .map(|t| logp[i * s + t - 1])
-                .collect();
+        .flat_map(|(i, r)| {
+            let seq: Vec<u32> = r.prompt.iter().chain(&r.target).copied().collect();
+            (r.first_scored()..r.total_len()).map(move |t| (i, i * s + t - 1, seq[t]))
+        })
+        .collect();
+    let logp: Vec<f32> = wanted
+        .par_iter()
+        .map(|&(_, pos, token)| {
+            let row = &logits[pos * vocab..(pos + 1) * vocab];
+            row[token as usize] - log_sum_exp(row)
+        })
+        .collect();
+    let mut per_row: Vec<Vec<f32>> = vec![Vec::new(); b];
+    for (&(i, _, _), lp) in wanted.iter().zip(logp) {
+        per_row[i].push(lp);
+    }
+    Ok(rows
+        .iter()
+        .zip(per_row)
+        .enumerate()
+        .map(|(i, (r, token_logprobs))| {
+            let last = i * s + r.total_len() - 1;
             TokenScores {
                 logprob: token_logprobs.iter().map(|&x| x as f64).sum(),
                 n_tokens: token_logprobs.len(),
                 token_logprobs,
-                last_logits: last_logits
-                    .as_ref()
-                    .map(|l| l[i * vocab..(i + 1) * vocab].to_vec()),
+                last_logits: keep_last_logits
+                    .then(|| logits[last * vocab..(last + 1) * vocab].to_vec()),
             }
         })
         .collect())
+}
+
+/// `log Σ exp(x)` of one row of logits, stable (max subtracted), summed in f64.
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&x| ((x - max).exp()) as f64).sum();
+    max + sum.ln() as f32
 }
 
 pub(crate) fn read_f32(data: TensorData) -> Result<Vec<f32>> {

@@ -6,12 +6,18 @@
 //!
 //! - [`lm_core`]: the burn model runtime (GGUF / safetensors loading, tokenizers, Llama / Qwen2 /
 //!   BERT, generation, scoring, embeddings);
-//! - `lora-zoo`, `kshot-eval`, `data-select`, `tapir-curriculum`, `moe-router`: adapters,
-//!   K-shot evaluation, data selection, curriculum distillation and mixtures of LoRA experts
-//!   (filled in by their own issues).
+//! - [`lora_zoo`]: PEFT adapters in and out, adapter algebra, similarity, bank index;
+//! - [`data_select`]: instruction pools, k-center, K-shot retrieval and dedup, baselines;
+//! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
+//! - `kshot-eval`, `tapir-curriculum`, `moe-router`: K-shot evaluation, curriculum distillation
+//!   and mixtures of LoRA experts (filled in by their own issues).
 #![warn(missing_docs)]
 
+pub use data_select;
 pub use lm_core;
+pub use lora_zoo;
+
+pub mod embedders;
 
 /// The most used items in one import.
 pub mod prelude {

@@ -218,7 +218,7 @@ mod tests {
     fn transpose_is_an_involution() {
         let m: Vec<f32> = (0..35 * 67).map(|x| x as f32).collect();
         let t = transpose(&m, 35, 67);
-        assert_eq!(t[1 * 35 + 2], m[2 * 67 + 1]);
+        assert_eq!(t[35 + 2], m[2 * 67 + 1]);
         assert_eq!(transpose(&t, 67, 35), m);
     }
 }

@@ -81,10 +81,13 @@ pub struct Decoder {
     pub config: DecoderConfig,
 }
 
-/// Cached keys and values of every layer, `[batch, kv_heads, cached, head_dim]` each.
+/// One layer's cached keys and values, `[batch, kv_heads, cached, head_dim]` each.
+pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
+
+/// Cached keys and values of every layer.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    layers: Vec<LayerCache>,
 }
 
 impl KvCache {
@@ -128,7 +131,7 @@ impl Attention {
         positions: &Tensor<2, Int>,
         rope: &Rope,
         mask: &AttentionMask,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<&mut LayerCache>,
         mix: &ExpertMix,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();

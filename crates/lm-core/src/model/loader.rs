@@ -176,10 +176,11 @@ pub fn decoder_config_from_gguf(file: &GgufFile, path: &Path) -> Result<DecoderC
         num_heads,
         num_kv_heads,
         head_dim,
-        rope_theta: file.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0) as f64,
-        rms_norm_eps: file
-            .get_f32_opt(&key("attention.layer_norm_rms_epsilon"))?
-            .unwrap_or(1e-6) as f64,
+        rope_theta: shortest_f64(file.get_f32_opt(&key("rope.freq_base"))?.unwrap_or(10000.0)),
+        rms_norm_eps: shortest_f64(
+            file.get_f32_opt(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-6),
+        ),
         max_position_embeddings: file
             .get_u32_opt(&key("context_length"))?
             .map_or(2048, |v| v as usize),
@@ -190,6 +191,12 @@ pub fn decoder_config_from_gguf(file: &GgufFile, path: &Path) -> Result<DecoderC
     };
     config.validate(path)?;
     Ok(config)
+}
+
+/// The f64 a config file would have held for an f32 metadata value: GGUF stores `1e-5` as the
+/// f32 nearest to it, and widening that directly gives `9.99999974e-6`.
+fn shortest_f64(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(x as f64)
 }
 
 /// The longest context the RoPE tables are built for: the model's own, capped to keep tables

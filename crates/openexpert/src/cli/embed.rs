@@ -13,7 +13,7 @@ use lm_core::embed::decoder_embeddings;
 use lm_core::io::hf_config::{HfModelConfig, read_hf_config};
 use lm_core::model::{ExpertMix, LanguageModel, SentenceEncoder};
 
-use super::jsonl::{npy_bytes, read_objects, write_atomic};
+use super::jsonl::{read_objects, write_atomic};
 
 /// Arguments of `embed`.
 #[derive(Debug, Args)]
@@ -59,6 +59,10 @@ pub fn run(args: EmbedArgs, device: &str) -> anyhow::Result<()> {
         let dim = model.config().hidden_size;
         (decoder_embeddings(&model, &ids, args.batch_size, &ExpertMix::Base)?, dim)
     };
-    write_atomic(&args.output, &npy_bytes(&embeddings, dim))?;
+    let n = embeddings.len();
+    let matrix = ndarray::Array2::from_shape_vec((n, dim), embeddings.concat())?;
+    let mut bytes = Vec::new();
+    data_select::npy::encode_npy(&mut bytes, matrix.view());
+    write_atomic(&args.output, &bytes)?;
     Ok(())
 }

@@ -57,42 +57,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a 2-D f32 matrix as a NumPy `.npy` (format 1.0, little-endian, C order).
-pub fn npy_bytes(rows: &[Vec<f32>], cols: usize) -> Vec<u8> {
-    let header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-        rows.len(),
-        cols
-    );
-    // Magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple
-    // of 64 and ending in a newline.
-    let unpadded = 10 + header.len() + 1;
-    let padding = (64 - unpadded % 64) % 64;
-    let header = format!("{header}{}\n", " ".repeat(padding));
-    let mut out = Vec::with_capacity(10 + header.len() + rows.len() * cols * 4);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for r in rows {
-        for v in r {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn npy_header_is_aligned() {
-        let b = npy_bytes(&[vec![1.0, 2.0], vec![3.0, 4.0]], 2);
-        let hlen = u16::from_le_bytes([b[8], b[9]]) as usize;
-        assert_eq!((10 + hlen) % 64, 0);
-        assert_eq!(b.len(), 10 + hlen + 16);
-        assert_eq!(f32::from_le_bytes(b[10 + hlen..14 + hlen].try_into().unwrap()), 1.0);
-    }
 
     #[test]
     fn malformed_lines_are_numbered() {

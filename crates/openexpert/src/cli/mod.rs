@@ -37,6 +37,21 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Measure scoring, decoding and embedding throughput (for benches/compare).
     BenchRuntime(bench::BenchArgs),
+    /// Data selection: k-center (DiverseEvol), K-shot retrieval + dedup (Rocket), baselines.
+    Select {
+        /// Sentence encoder used by `select retrieve` when no precomputed embeddings are given.
+        #[arg(long, default_value = "minilm-l6-v2")]
+        embedder: String,
+        /// The selection to run.
+        #[command(subcommand)]
+        command: data_select::cli::SelectCommand,
+    },
+    /// LoRA adapters: inspect, combine, similarity.
+    Lora {
+        /// The adapter operation.
+        #[command(subcommand)]
+        command: lora_zoo::cli::LoraCommand,
+    },
 }
 
 /// Runs a parsed command line.
@@ -53,6 +68,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => score::run(a, &cli.device),
         Command::Embed(a) => embed::run(a, &cli.device),
         Command::BenchRuntime(a) => bench::run(a, &cli.device),
+        Command::Select { embedder, command } => select(command, &embedder, &cli.device),
+        Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
+    }
+}
+
+/// Runs a `select` subcommand, loading the sentence encoder only when retrieval needs it.
+fn select(command: data_select::cli::SelectCommand, embedder: &str, device: &str) -> anyhow::Result<()> {
+    use data_select::cli::SelectCommand;
+    let needs_embedder = matches!(
+        &command,
+        SelectCommand::Retrieve { pool_embeddings: None, .. } | SelectCommand::Retrieve { kshot_embeddings: None, .. }
+    );
+    if needs_embedder {
+        let device = lm_core::device::device_from_name(device)?;
+        let encoder = openexpert::embedders::SentenceEmbedder::load(embedder, &device)?;
+        Ok(data_select::cli::run_with_embedder(command, Some(&encoder))?)
+    } else {
+        Ok(data_select::cli::run(command)?)
     }
 }
 
