@@ -29,18 +29,34 @@ fn main() -> anyhow::Result<()> {
     println!("Q: {question}\nA: {}", out[0].text.trim());
 
     println!("\n== score (log-prob of an answer given the question)");
-    for answer in ["The capital of France is Paris.", "The capital of France is Berlin."] {
+    for answer in [
+        "The capital of France is Paris.",
+        "The capital of France is Berlin.",
+    ] {
         let request = ScoreRequest {
             prompt: model.encode(&prompt)?,
             target: model.encode_continuation(answer)?,
         };
-        let s = &score(&model, &[request], &ScoreOptions::default(), &ExpertMix::Base)?[0];
-        println!("{answer:40} logprob {:8.3}  ppl {:7.3}  ({} tokens)", s.logprob, s.ppl(), s.n_tokens);
+        let s = &score(
+            &model,
+            &[request],
+            &ScoreOptions::default(),
+            &ExpertMix::Base,
+        )?[0];
+        println!(
+            "{answer:40} logprob {:8.3}  ppl {:7.3}  ({} tokens)",
+            s.logprob,
+            s.ppl(),
+            s.n_tokens
+        );
     }
 
     println!("\n== embed (MiniLM sentence embeddings)");
     let encoder = SentenceEncoder::load("minilm-l6-v2", &device)?;
-    let texts = ["A man is eating food.".to_string(), "A man is eating a piece of bread.".to_string()];
+    let texts = [
+        "A man is eating food.".to_string(),
+        "A man is eating a piece of bread.".to_string(),
+    ];
     let e = encoder.embed(&texts, 8)?;
     let cos: f32 = e[0].iter().zip(&e[1]).map(|(a, b)| a * b).sum();
     println!("cos({:?}, {:?}) = {cos:.4}", texts[0], texts[1]);

@@ -1,40 +1,86 @@
 //! Times the tensor ops of one decoder forward on the current device (profiling aid).
 //! Run: `cargo run --release -p lm-core --example op_timing`
-use burn::tensor::{Tensor, TensorData, Distribution, activation::{log_softmax, silu}};
+use burn::tensor::{
+    Distribution, Tensor, TensorData,
+    activation::{log_softmax, silu},
+};
 use std::time::Instant;
 
 fn main() {
-    let dev = lm_core::device::device_from_name(&std::env::var("DEV").unwrap_or("cpu".into())).unwrap();
+    let dev =
+        lm_core::device::device_from_name(&std::env::var("DEV").unwrap_or("cpu".into())).unwrap();
     let t = |name: &str, f: &dyn Fn() -> Tensor<3>| {
         let _ = f().into_data();
         let s = Instant::now();
         let n = 5;
-        for _ in 0..n { let _ = f().into_data(); }
-        println!("{name:30} {:8.2} ms", s.elapsed().as_secs_f64() * 1000.0 / n as f64);
+        for _ in 0..n {
+            let _ = f().into_data();
+        }
+        println!(
+            "{name:30} {:8.2} ms",
+            s.elapsed().as_secs_f64() * 1000.0 / n as f64
+        );
     };
     let x = Tensor::<3>::random([8, 256, 576], Distribution::Default, &dev);
     let w = Tensor::<2>::random([576, 1536], Distribution::Default, &dev);
     let w2 = Tensor::<2>::random([1536, 576], Distribution::Default, &dev);
     let head = Tensor::<2>::random([576, 49152], Distribution::Default, &dev);
-    t("linear 2048x576x1536", &|| burn::tensor::module::linear(x.clone(), w.clone(), None));
-    t("matmul 3d x 2d", &|| x.clone().matmul(w.clone().unsqueeze_dim(0)));
-    t("reshape 2d matmul", &|| x.clone().reshape([2048, 576]).matmul(w.clone()).reshape([8, 256, 1536]));
+    t("linear 2048x576x1536", &|| {
+        burn::tensor::module::linear(x.clone(), w.clone(), None)
+    });
+    t("matmul 3d x 2d", &|| {
+        x.clone().matmul(w.clone().unsqueeze_dim(0))
+    });
+    t("reshape 2d matmul", &|| {
+        x.clone()
+            .reshape([2048, 576])
+            .matmul(w.clone())
+            .reshape([8, 256, 1536])
+    });
     let h = Tensor::<3>::random([8, 256, 1536], Distribution::Default, &dev);
-    t("linear 2048x1536x576", &|| burn::tensor::module::linear(h.clone(), w2.clone(), None));
+    t("linear 2048x1536x576", &|| {
+        burn::tensor::module::linear(h.clone(), w2.clone(), None)
+    });
     t("silu*mul 8x256x1536", &|| silu(h.clone()) * h.clone());
     t("mul only", &|| h.clone() * h.clone());
     t("silu only", &|| silu(h.clone()));
-    t("sigmoid only", &|| burn::tensor::activation::sigmoid(h.clone()));
+    t("sigmoid only", &|| {
+        burn::tensor::activation::sigmoid(h.clone())
+    });
     t("exp only", &|| h.clone().exp());
-    t("rmsnorm-ish", &|| { let ms = x.clone().square().mean_dim(2); x.clone() * (ms + 1e-5).sqrt().recip() });
+    t("rmsnorm-ish", &|| {
+        let ms = x.clone().square().mean_dim(2);
+        x.clone() * (ms + 1e-5).sqrt().recip()
+    });
     let q = Tensor::<4>::random([8, 9, 256, 64], Distribution::Default, &dev);
-    t("attention causal", &|| burn::tensor::module::attention(q.clone(), q.clone(), q.clone(), None, None, burn::tensor::ops::AttentionModuleOptions { is_causal: true, ..Default::default() }).reshape([8, 9 * 256, 64]));
-    t("swap_dims+reshape", &|| q.clone().swap_dims(1, 2).reshape([8, 256, 576]));
-    t("lm head linear", &|| burn::tensor::module::linear(x.clone(), head.clone(), None));
+    t("attention causal", &|| {
+        burn::tensor::module::attention(
+            q.clone(),
+            q.clone(),
+            q.clone(),
+            None,
+            None,
+            burn::tensor::ops::AttentionModuleOptions {
+                is_causal: true,
+                ..Default::default()
+            },
+        )
+        .reshape([8, 9 * 256, 64])
+    });
+    t("swap_dims+reshape", &|| {
+        q.clone().swap_dims(1, 2).reshape([8, 256, 576])
+    });
+    t("lm head linear", &|| {
+        burn::tensor::module::linear(x.clone(), head.clone(), None)
+    });
     let logits = Tensor::<3>::random([8, 256, 49152], Distribution::Default, &dev);
     t("log_softmax", &|| log_softmax(logits.clone(), 2));
     let x1 = Tensor::<3>::random([1, 1, 576], Distribution::Default, &dev);
-    t("gemv 576x1536", &|| burn::tensor::module::linear(x1.clone(), w.clone(), None));
-    t("gemv head", &|| burn::tensor::module::linear(x1.clone(), head.clone(), None));
+    t("gemv 576x1536", &|| {
+        burn::tensor::module::linear(x1.clone(), w.clone(), None)
+    });
+    t("gemv head", &|| {
+        burn::tensor::module::linear(x1.clone(), head.clone(), None)
+    });
     let _ = TensorData::new(vec![0f32], [1]);
 }

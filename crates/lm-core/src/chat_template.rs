@@ -56,9 +56,12 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, JinjaError> {
-            Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, JinjaError> {
+                Err(JinjaError::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| LmError::ChatTemplate {
                 detail: format!("the model's template does not compile: {e}"),
@@ -116,7 +119,10 @@ mod tests {
     #[test]
     fn raise_exception_becomes_an_error() {
         let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
-        let err = t.render(&[ChatMessage::user("x")], false).unwrap_err().to_string();
+        let err = t
+            .render(&[ChatMessage::user("x")], false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("roles must alternate"), "{err}");
     }
 

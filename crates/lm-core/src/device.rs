@@ -144,7 +144,10 @@ mod tests {
     #[test]
     fn bad_cuda_index_is_rejected() {
         let err = device_from_name("cuda:x").unwrap_err().to_string();
-        assert!(err.contains("cuda:N") || err.contains("no `cuda` backend"), "{err}");
+        assert!(
+            err.contains("cuda:N") || err.contains("no `cuda` backend"),
+            "{err}"
+        );
     }
 
     #[cfg(not(feature = "cuda"))]

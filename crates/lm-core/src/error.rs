@@ -22,7 +22,9 @@ pub enum LmError {
     },
 
     /// A file is not a valid instance of its format (truncated, lying header, bad offsets...).
-    #[error("{path}: corrupt {format} file: expected {expected}, found {found}. The file is truncated or damaged: re-download it (openexpert fetch) or re-export it.")]
+    #[error(
+        "{path}: corrupt {format} file: expected {expected}, found {found}. The file is truncated or damaged: re-download it (openexpert fetch) or re-export it."
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -35,7 +37,9 @@ pub enum LmError {
     },
 
     /// A tensor element type or quantisation this crate cannot read.
-    #[error("{path}: tensor `{tensor}` has unsupported type {dtype}. Supported: {supported}. Convert the model to one of these types.")]
+    #[error(
+        "{path}: tensor `{tensor}` has unsupported type {dtype}. Supported: {supported}. Convert the model to one of these types."
+    )]
     UnsupportedDtype {
         /// The file.
         path: PathBuf,
@@ -48,7 +52,9 @@ pub enum LmError {
     },
 
     /// A tensor has a different shape from what the model configuration implies.
-    #[error("tensor `{tensor}`: expected shape {expected:?} (from the model config), found {found:?}. The weights do not belong to this config.")]
+    #[error(
+        "tensor `{tensor}`: expected shape {expected:?} (from the model config), found {found:?}. The weights do not belong to this config."
+    )]
     ShapeMismatch {
         /// The tensor name.
         tensor: String,
@@ -59,7 +65,9 @@ pub enum LmError {
     },
 
     /// A tensor the model needs is absent from the weights.
-    #[error("{path}: missing tensor `{tensor}`. The checkpoint is incomplete or for another architecture.")]
+    #[error(
+        "{path}: missing tensor `{tensor}`. The checkpoint is incomplete or for another architecture."
+    )]
     MissingTensor {
         /// The file or directory searched.
         path: PathBuf,
@@ -100,7 +108,9 @@ pub enum LmError {
     },
 
     /// An input is longer than the model's context window.
-    #[error("input of {tokens} tokens (+{extra} to generate) exceeds the model's context of {max} tokens: shorten the prompt or lower --max-new-tokens")]
+    #[error(
+        "input of {tokens} tokens (+{extra} to generate) exceeds the model's context of {max} tokens: shorten the prompt or lower --max-new-tokens"
+    )]
     ContextOverflow {
         /// The prompt length in tokens.
         tokens: usize,

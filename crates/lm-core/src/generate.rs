@@ -177,7 +177,11 @@ pub fn generate(
             let mut text = model.decode(&ids)?;
             let reason = reason.unwrap_or(FinishReason::Length);
             if reason == FinishReason::Stop
-                && let Some(cut) = config.stop.iter().filter_map(|s| text.find(s.as_str())).min()
+                && let Some(cut) = config
+                    .stop
+                    .iter()
+                    .filter_map(|s| text.find(s.as_str()))
+                    .min()
             {
                 text.truncate(cut);
             }
@@ -309,7 +313,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
         let draw = |seed| {
             let mut rng = StdRng::seed_from_u64(seed);
-            (0..10).map(|_| sample(&logits, &cfg, &mut rng)).collect::<Vec<_>>()
+            (0..10)
+                .map(|_| sample(&logits, &cfg, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));
@@ -329,8 +335,19 @@ mod tests {
         // Row 0, query 3 (a real token): keys 0-1 are padding, 2-3 visible.
         assert_eq!(&m[3 * seq..4 * seq], &[true, true, false, false]);
         // Row 1 has no padding: plain causal.
-        assert_eq!(&m[(seq + 1) * seq..(seq + 2) * seq], &[false, false, true, true]);
-        let d: Vec<bool> = decode_mask(&pads, 5, &device).into_data().try_into_vec::<bool>().unwrap();
-        assert_eq!(d, vec![true, true, false, false, false, false, false, false, false, false]);
+        assert_eq!(
+            &m[(seq + 1) * seq..(seq + 2) * seq],
+            &[false, false, true, true]
+        );
+        let d: Vec<bool> = decode_mask(&pads, 5, &device)
+            .into_data()
+            .try_into_vec::<bool>()
+            .unwrap();
+        assert_eq!(
+            d,
+            vec![
+                true, true, false, false, false, false, false, false, false, false
+            ]
+        );
     }
 }

@@ -105,7 +105,9 @@ pub fn score_with_progress(
     let max = model.max_context();
     for (i, r) in requests.iter().enumerate() {
         if r.total_len() == 0 {
-            return Err(LmError::InvalidInput(format!("row {i}: nothing to score (empty text)")));
+            return Err(LmError::InvalidInput(format!(
+                "row {i}: nothing to score (empty text)"
+            )));
         }
         if r.total_len() > max {
             return Err(LmError::ContextOverflow {
@@ -133,7 +135,10 @@ pub fn score_with_progress(
         done += chunk.len();
         progress(done, requests.len());
     }
-    Ok(out.into_iter().map(|s| s.expect("every row scored")).collect())
+    Ok(out
+        .into_iter()
+        .map(|s| s.expect("every row scored"))
+        .collect())
 }
 
 /// Scores rows that each use their own expert (`experts[i]` for `requests[i]`, `None` = base)
@@ -162,7 +167,10 @@ pub fn score_per_row_experts(
             out[i] = Some(s);
         }
     }
-    Ok(out.into_iter().map(|s| s.expect("every row scored")).collect())
+    Ok(out
+        .into_iter()
+        .map(|s| s.expect("every row scored"))
+        .collect())
 }
 
 /// One right-padded forward pass over `rows`.
@@ -238,7 +246,11 @@ pub(crate) fn read_f32(data: TensorData) -> Result<Vec<f32>> {
 }
 
 /// Perplexity of texts: `exp(mean NLL)` of each text's tokens.
-pub fn perplexity(model: &LanguageModel, texts: &[String], options: &ScoreOptions) -> Result<Vec<f64>> {
+pub fn perplexity(
+    model: &LanguageModel,
+    texts: &[String],
+    options: &ScoreOptions,
+) -> Result<Vec<f64>> {
     let requests = texts
         .iter()
         .map(|t| model.encode(t).map(ScoreRequest::text))

@@ -8,7 +8,8 @@ use lm_core::model::SentenceEncoder;
 use serde_json::Value;
 
 fn load() -> (SentenceEncoder, Value) {
-    let enc = SentenceEncoder::from_hf_dir(&asset_dir("minilm-l6-v2"), &test_device()).expect("MiniLM loads");
+    let enc = SentenceEncoder::from_hf_dir(&asset_dir("minilm-l6-v2"), &test_device())
+        .expect("MiniLM loads");
     let text = std::fs::read_to_string(fixture("minilm/reference.json")).unwrap();
     (enc, serde_json::from_str(&text).unwrap())
 }
@@ -39,5 +40,8 @@ fn embeddings_match_sentence_transformers() {
         assert!((norm - 1.0).abs() < 1e-5, "not unit length: {norm}");
     }
     let pair = cosine(&got[0], &got[1]);
-    assert!((pair - 0.7553).abs() < 5e-4, "published STS pair cosine 0.7553, got {pair}");
+    assert!(
+        (pair - 0.7553).abs() < 5e-4,
+        "published STS pair cosine 0.7553, got {pair}"
+    );
 }

@@ -33,11 +33,19 @@ fn reference() -> &'static Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
@@ -63,7 +71,10 @@ fn chat_template_renders_like_transformers() {
 fn token_logprobs_and_last_logits_match_within_1e3() {
     let m = model();
     let prompts = reference()["prompts"].as_array().unwrap();
-    let requests: Vec<ScoreRequest> = prompts.iter().map(|p| ScoreRequest::text(ids(&p["ids"]))).collect();
+    let requests: Vec<ScoreRequest> = prompts
+        .iter()
+        .map(|p| ScoreRequest::text(ids(&p["ids"])))
+        .collect();
     // All prompts in one right-padded batch: padding must not change any score.
     let options = ScoreOptions {
         batch_size: requests.len(),
@@ -77,10 +88,18 @@ fn token_logprobs_and_last_logits_match_within_1e3() {
     for (i, (p, s)) in prompts.iter().zip(&scores).enumerate() {
         let want = floats(&p["token_logprobs"]);
         let d = max_abs_diff(&s.token_logprobs, &want);
-        assert!(d < TOL, "prompt `{}`: per-token log-prob max diff {d}", p["name"]);
+        assert!(
+            d < TOL,
+            "prompt `{}`: per-token log-prob max diff {d}",
+            p["name"]
+        );
         let got = s.last_logits.as_ref().unwrap();
         let d = max_abs_diff(got, &ref_logits[i * vocab..(i + 1) * vocab]);
-        assert!(d < TOL, "prompt `{}`: last-position logits max diff {d}", p["name"]);
+        assert!(
+            d < TOL,
+            "prompt `{}`: last-position logits max diff {d}",
+            p["name"]
+        );
     }
 }
 
@@ -88,7 +107,10 @@ fn token_logprobs_and_last_logits_match_within_1e3() {
 fn batching_does_not_change_scores() {
     let m = model();
     let prompts = reference()["prompts"].as_array().unwrap();
-    let requests: Vec<ScoreRequest> = prompts.iter().map(|p| ScoreRequest::text(ids(&p["ids"]))).collect();
+    let requests: Vec<ScoreRequest> = prompts
+        .iter()
+        .map(|p| ScoreRequest::text(ids(&p["ids"])))
+        .collect();
     let alone = ScoreOptions {
         batch_size: 1,
         keep_last_logits: false,
@@ -110,10 +132,18 @@ fn prompt_target_pairs_match() {
     let m = model();
     for pair in reference()["pairs"].as_array().unwrap() {
         let prompt = m.encode(pair["prompt"].as_str().unwrap()).unwrap();
-        let target = m.encode_continuation(pair["target"].as_str().unwrap()).unwrap();
+        let target = m
+            .encode_continuation(pair["target"].as_str().unwrap())
+            .unwrap();
         assert_eq!(prompt, ids(&pair["prompt_ids"]));
         assert_eq!(target, ids(&pair["target_ids"]));
-        let s = &score(m, &[ScoreRequest { prompt, target }], &ScoreOptions::default(), &ExpertMix::Base).unwrap()[0];
+        let s = &score(
+            m,
+            &[ScoreRequest { prompt, target }],
+            &ScoreOptions::default(),
+            &ExpertMix::Base,
+        )
+        .unwrap()[0];
         let d = max_abs_diff(&s.token_logprobs, &floats(&pair["target_logprobs"]));
         assert!(d < TOL, "pair `{}`: max diff {d}", pair["prompt"]);
         let want = pair["target_logprob_sum"].as_f64().unwrap();
@@ -138,8 +168,14 @@ fn greedy_continuations_match_up_to_near_ties() {
         let want = ids(&p["greedy_new_ids"]);
         let margins = floats(&p["greedy_top2_margins"]);
         // Compare up to the first step whose top-2 margin is within our tolerance.
-        let reliable = margins.iter().position(|&g| g < 2.0 * TOL).unwrap_or(want.len());
-        assert!(reliable >= 5 || p["name"] == "digits", "fixture has an early near tie");
+        let reliable = margins
+            .iter()
+            .position(|&g| g < 2.0 * TOL)
+            .unwrap_or(want.len());
+        assert!(
+            reliable >= 5 || p["name"] == "digits",
+            "fixture has an early near tie"
+        );
         assert_eq!(
             &out.token_ids[..reliable],
             &want[..reliable],
@@ -156,7 +192,13 @@ fn answers_the_capital_of_france() {
     let rendered = m
         .render_chat(&[ChatMessage::user("What is the capital of France?")], true)
         .unwrap();
-    let out = generate(m, &[m.encode(&rendered).unwrap()], &GenerationConfig::default(), &ExpertMix::Base).unwrap();
+    let out = generate(
+        m,
+        &[m.encode(&rendered).unwrap()],
+        &GenerationConfig::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap();
     assert_eq!(out[0].text.trim(), chat["greedy_answer"].as_str().unwrap());
     assert_eq!(out[0].finish_reason, lm_core::generate::FinishReason::Eos);
 }

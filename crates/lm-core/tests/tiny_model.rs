@@ -6,12 +6,12 @@ mod common;
 use burn::module::Param;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{max_abs_diff, test_device};
+use lm_core::LmError;
 use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::adapted_linear::{AdaptedLinear, ExpertSet, linear_from_torch};
 use lm_core::model::random::tiny_language_model;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
-use lm_core::LmError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -29,7 +29,12 @@ fn greedy_by_recompute(m: &LanguageModel, prompt: &[u32], steps: usize) -> Vec<u
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(t, [1, seq.len()]), &m.device);
         let logits = m.decoder.forward(tokens, &ExpertMix::Base);
         let [_, s, v] = logits.dims();
-        let last: Vec<f32> = logits.narrow(1, s - 1, 1).reshape([v]).into_data().try_into_vec::<f32>().unwrap();
+        let last: Vec<f32> = logits
+            .narrow(1, s - 1, 1)
+            .reshape([v])
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
         let mut best = 0;
         for (i, &x) in last.iter().enumerate() {
             if x > last[best] {
@@ -139,10 +144,21 @@ fn scores_do_not_depend_on_batching() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.n_tokens, y.n_tokens);
         assert!(max_abs_diff(&x.token_logprobs, &y.token_logprobs) < 1e-5);
-        assert!(max_abs_diff(x.last_logits.as_ref().unwrap(), y.last_logits.as_ref().unwrap()) < 1e-5);
+        assert!(
+            max_abs_diff(
+                x.last_logits.as_ref().unwrap(),
+                y.last_logits.as_ref().unwrap()
+            ) < 1e-5
+        );
     }
     // A text row scores every token with a predecessor.
-    let t = score(&m, &[ScoreRequest::text(ids(6, 1))], &ScoreOptions::default(), &ExpertMix::Base).unwrap();
+    let t = score(
+        &m,
+        &[ScoreRequest::text(ids(6, 1))],
+        &ScoreOptions::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap();
     assert_eq!(t[0].n_tokens, 5);
     assert!(t[0].token_logprobs.iter().all(|&x| x <= 0.0));
 }
@@ -151,24 +167,40 @@ fn scores_do_not_depend_on_batching() {
 fn too_long_inputs_are_clear_errors() {
     let m = tiny_language_model(7, &test_device());
     let max = m.max_context();
-    let err = score(&m, &[ScoreRequest::text(ids(max + 1, 1))], &ScoreOptions::default(), &ExpertMix::Base)
-        .unwrap_err();
+    let err = score(
+        &m,
+        &[ScoreRequest::text(ids(max + 1, 1))],
+        &ScoreOptions::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap_err();
     assert!(matches!(err, LmError::ContextOverflow { .. }), "{err}");
     let config = GenerationConfig {
         max_new_tokens: 10,
         ..Default::default()
     };
     let err = generate(&m, &[ids(max - 5, 1)], &config, &ExpertMix::Base).unwrap_err();
-    assert!(err.to_string().contains("exceeds the model's context"), "{err}");
+    assert!(
+        err.to_string().contains("exceeds the model's context"),
+        "{err}"
+    );
     let err = generate(&m, &[vec![]], &config, &ExpertMix::Base).unwrap_err();
     assert!(err.to_string().contains("no tokens"), "{err}");
 }
 
 /// A base linear with two rank-2 experts of known values.
-fn adapted(d_in: usize, d_out: usize, seed: u64) -> (AdaptedLinear, Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn adapted(
+    d_in: usize,
+    d_out: usize,
+    seed: u64,
+) -> (AdaptedLinear, Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let device = test_device();
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut rand = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+    let mut rand = |n: usize| {
+        (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect::<Vec<_>>()
+    };
     let w = rand(d_out * d_in); // torch layout [d_out, d_in]
     let (r, e) = (2, 2);
     let a: Vec<Vec<f32>> = (0..e).map(|_| rand(d_in * r)).collect(); // [d_in, r] each
@@ -184,8 +216,14 @@ fn adapted(d_in: usize, d_out: usize, seed: u64) -> (AdaptedLinear, Vec<f32>, Ve
     let b_cat: Vec<f32> = b.concat();
     let mut lin = AdaptedLinear::new(linear_from_torch(&w, d_out, d_in, None, &device));
     lin.experts = Some(ExpertSet {
-        a: Param::from_tensor(Tensor::from_data(TensorData::new(a_cat, [d_in, e * r]), &device)),
-        b: Param::from_tensor(Tensor::from_data(TensorData::new(b_cat, [e * r, d_out]), &device)),
+        a: Param::from_tensor(Tensor::from_data(
+            TensorData::new(a_cat, [d_in, e * r]),
+            &device,
+        )),
+        b: Param::from_tensor(Tensor::from_data(
+            TensorData::new(b_cat, [e * r, d_out]),
+            &device,
+        )),
         router: None,
         scales: vec![0.5, 2.0],
         rank: r,
@@ -194,7 +232,15 @@ fn adapted(d_in: usize, d_out: usize, seed: u64) -> (AdaptedLinear, Vec<f32>, Ve
 }
 
 /// Reference `x W^T + Σ c_e s_e x A_e B_e` computed with plain loops.
-fn reference(x: &[f32], d_in: usize, d_out: usize, w: &[f32], a: &[Vec<f32>], b: &[Vec<f32>], coef: &[f32]) -> Vec<f32> {
+fn reference(
+    x: &[f32],
+    d_in: usize,
+    d_out: usize,
+    w: &[f32],
+    a: &[Vec<f32>],
+    b: &[Vec<f32>],
+    coef: &[f32],
+) -> Vec<f32> {
     let scales = [0.5f32, 2.0];
     let rows = x.len() / d_in;
     let mut out = vec![0f32; rows * d_out];
@@ -227,10 +273,22 @@ fn expert_mixes_match_the_formula() {
     let (d_in, d_out) = (6, 5);
     let (lin, w, a, b) = adapted(d_in, d_out, 9);
     let device = test_device();
-    let x: Vec<f32> = (0..2 * 3 * d_in).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+    let x: Vec<f32> = (0..2 * 3 * d_in)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
     let xt = Tensor::<3>::from_data(TensorData::new(x.clone(), [2, 3, d_in]), &device);
-    let run = |mix: &ExpertMix| -> Vec<f32> { lin.forward(xt.clone(), mix).into_data().try_into_vec::<f32>().unwrap() };
-    assert!(max_abs_diff(&run(&ExpertMix::Base), &reference(&x, d_in, d_out, &w, &a, &b, &[0.0, 0.0])) < 1e-5);
+    let run = |mix: &ExpertMix| -> Vec<f32> {
+        lin.forward(xt.clone(), mix)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    assert!(
+        max_abs_diff(
+            &run(&ExpertMix::Base),
+            &reference(&x, d_in, d_out, &w, &a, &b, &[0.0, 0.0])
+        ) < 1e-5
+    );
     let stat = run(&ExpertMix::Static(vec![0.3, -0.7]));
     assert!(max_abs_diff(&stat, &reference(&x, d_in, d_out, &w, &a, &b, &[0.3, -0.7])) < 1e-5);
     // Per-row: row 0 uses expert 1, row 1 uses the base.

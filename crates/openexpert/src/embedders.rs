@@ -28,7 +28,10 @@ impl SentenceEmbedder {
     /// Wraps a loaded encoder; `name` identifies it in cache keys.
     pub fn new(encoder: SentenceEncoder, name: &str) -> Self {
         let dim = encoder.dim();
-        let id = format!("sentence-encoder:{name}:mean-l2:max{}", encoder.max_seq_length);
+        let id = format!(
+            "sentence-encoder:{name}:mean-l2:max{}",
+            encoder.max_seq_length
+        );
         Self {
             encoder: Mutex::new(encoder),
             id,
@@ -41,10 +44,12 @@ impl SentenceEmbedder {
 impl Embedder for SentenceEmbedder {
     fn embed(&self, texts: &[String]) -> Result<Array2<f32>> {
         let encoder = self.encoder.lock().expect("embedder lock");
-        let rows = encoder.embed(texts, self.batch_size).map_err(|e| SelectError::Embedder {
-            model_id: self.id.clone(),
-            reason: e.to_string(),
-        })?;
+        let rows = encoder
+            .embed(texts, self.batch_size)
+            .map_err(|e| SelectError::Embedder {
+                model_id: self.id.clone(),
+                reason: e.to_string(),
+            })?;
         to_matrix(rows, self.dim, &self.id)
     }
     fn model_id(&self) -> String {
@@ -89,7 +94,8 @@ impl Embedder for DecoderEmbedder {
             .map(|t| model.encode(t))
             .collect::<lm_core::Result<Vec<_>>>()
             .map_err(err)?;
-        let rows = decoder_embeddings(&model, &ids, self.batch_size, &ExpertMix::Base).map_err(err)?;
+        let rows =
+            decoder_embeddings(&model, &ids, self.batch_size, &ExpertMix::Base).map_err(err)?;
         to_matrix(rows, self.dim, &self.id)
     }
     fn model_id(&self) -> String {

@@ -33,7 +33,11 @@ fn read_f32_tensor(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let t = st.tensor(name).unwrap();
     assert_eq!(t.dtype(), safetensors::Dtype::F32);
-    let v = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     (v, t.shape().to_vec())
 }
 
@@ -50,11 +54,26 @@ fn score_dump_logits_matches_the_reference() {
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = dir.path().join("out.jsonl");
     let logits = dir.path().join("last.safetensors");
-    run_ok(bin().args(["score", "--input"]).arg(&input).arg("--output").arg(&output).arg("--dump-logits").arg(&logits));
+    run_ok(
+        bin()
+            .args(["score", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .arg("--dump-logits")
+            .arg(&logits),
+    );
     let (got, shape) = read_f32_tensor(&logits, "logits");
-    let (want, want_shape) = read_f32_tensor(&fixtures().join("smollm2/last_logits.safetensors"), "logits");
+    let (want, want_shape) = read_f32_tensor(
+        &fixtures().join("smollm2/last_logits.safetensors"),
+        "logits",
+    );
     assert_eq!(shape, want_shape);
-    let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(diff < 1e-3, "last logits max diff {diff}");
     let rows: Vec<Value> = std::fs::read_to_string(&output)
         .unwrap()
@@ -62,7 +81,12 @@ fn score_dump_logits_matches_the_reference() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for (row, p) in rows.iter().zip(prompts) {
-        let want: f64 = p["token_logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum();
+        let want: f64 = p["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
         let n = p["ids"].as_array().unwrap().len() - 1;
         assert_eq!(row["n_tokens"].as_u64().unwrap() as usize, n);
         assert!((row["logprob"].as_f64().unwrap() - want).abs() < 1e-3 * n as f64);
@@ -78,18 +102,43 @@ fn embed_matches_sentence_transformers() {
     let reference = read_json(&fixtures().join("minilm/reference.json"));
     let sentences = reference["sentences"].as_array().unwrap();
     let input = dir.path().join("in.jsonl");
-    let lines: Vec<String> = sentences.iter().map(|s| serde_json::json!({"text": s}).to_string()).collect();
+    let lines: Vec<String> = sentences
+        .iter()
+        .map(|s| serde_json::json!({"text": s}).to_string())
+        .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
     let output = dir.path().join("e.npy");
-    run_ok(bin().args(["embed", "--input"]).arg(&input).arg("--output").arg(&output));
+    run_ok(
+        bin()
+            .args(["embed", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output),
+    );
     let bytes = std::fs::read(&output).unwrap();
     assert_eq!(&bytes[..6], b"\x93NUMPY");
     let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-    assert!(header.contains(&format!("'shape': ({}, 384)", sentences.len())), "{header}");
-    let values: Vec<f32> = bytes[10 + hlen..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-    for (i, want) in reference["embeddings"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f32> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    assert!(
+        header.contains(&format!("'shape': ({}, 384)", sentences.len())),
+        "{header}"
+    );
+    let values: Vec<f32> = bytes[10 + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for (i, want) in reference["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let want: Vec<f32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
         let got = &values[i * 384..(i + 1) * 384];
         let cos: f32 = got.iter().zip(&want).map(|(a, b)| a * b).sum();
         assert!(cos > 0.9999, "sentence {i}: cosine {cos}");
@@ -98,7 +147,12 @@ fn embed_matches_sentence_transformers() {
 
 #[test]
 fn generate_answers_in_chat_mode() {
-    let out = run_ok(bin().args(["generate", "--prompt", "What is the capital of France?", "--chat"]));
+    let out = run_ok(bin().args([
+        "generate",
+        "--prompt",
+        "What is the capital of France?",
+        "--chat",
+    ]));
     assert_eq!(out.trim(), "The capital of France is Paris.");
 }
 
@@ -118,14 +172,22 @@ fn bad_inputs_fail_with_clear_messages() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("row 2") && err.contains("`text`"), "{err}");
 
-    let out = bin().args(["generate", "--model", "no-such-model", "--prompt", "x"]).output().unwrap();
+    let out = bin()
+        .args(["generate", "--model", "no-such-model", "--prompt", "x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no-such-model"), "{err}");
 
     let corrupt = dir.path().join("corrupt.gguf");
     std::fs::write(&corrupt, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    let out = bin().args(["generate", "--model"]).arg(&corrupt).args(["--prompt", "x"]).output().unwrap();
+    let out = bin()
+        .args(["generate", "--model"])
+        .arg(&corrupt)
+        .args(["--prompt", "x"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("corrupt GGUF"), "{err}");

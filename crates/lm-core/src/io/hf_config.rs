@@ -49,7 +49,11 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<HfModelConfig> {
             };
             let eos = match v.get("eos_token_id") {
                 Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-                Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_u64()).map(|x| x as u32).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|x| x.as_u64())
+                    .map(|x| x as u32)
+                    .collect(),
                 _ => Vec::new(),
             };
             let config = DecoderConfig {
@@ -66,7 +70,10 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<HfModelConfig> {
                 max_position_embeddings: cfg.usize_or("max_position_embeddings", 2048)?,
                 tie_word_embeddings: cfg.bool_or("tie_word_embeddings", false)?,
                 attention_bias,
-                bos_token_id: v.get("bos_token_id").and_then(Value::as_u64).map(|x| x as u32),
+                bos_token_id: v
+                    .get("bos_token_id")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as u32),
                 eos_token_ids: eos,
             };
             config.validate(path)?;
@@ -111,7 +118,9 @@ impl Keys<'_> {
             path: self.path.to_path_buf(),
             detail: format!(
                 "key `{key}`: expected {expected}, found {}",
-                self.v.get(key).map_or("nothing".to_string(), |x| x.to_string())
+                self.v
+                    .get(key)
+                    .map_or("nothing".to_string(), |x| x.to_string())
             ),
         }
     }
@@ -188,21 +197,30 @@ mod tests {
     #[test]
     fn missing_key_names_it() {
         let text = LLAMA.replace("\"hidden_size\":576,", "");
-        let err = parse_hf_config(&text, Path::new("c.json")).unwrap_err().to_string();
-        assert!(err.contains("hidden_size") && err.contains("found nothing"), "{err}");
+        let err = parse_hf_config(&text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hidden_size") && err.contains("found nothing"),
+            "{err}"
+        );
     }
 
     #[test]
     fn inconsistent_heads_are_rejected() {
         let text = LLAMA.replace("\"num_key_value_heads\":3", "\"num_key_value_heads\":4");
-        let err = parse_hf_config(&text, Path::new("c.json")).unwrap_err().to_string();
+        let err = parse_hf_config(&text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("num_kv_heads"), "{err}");
     }
 
     #[test]
     fn unknown_architecture_is_named() {
         let text = LLAMA.replace("\"llama\"", "\"gpt_neox\"");
-        let err = parse_hf_config(&text, Path::new("c.json")).unwrap_err().to_string();
+        let err = parse_hf_config(&text, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("gpt_neox") && err.contains("llama"), "{err}");
     }
 }

@@ -73,8 +73,7 @@ impl SafetensorsWeights {
                 tensor: "model.safetensors (or model.safetensors.index.json)".to_string(),
             });
         }
-        let text =
-            std::fs::read_to_string(&index_path).map_err(|e| LmError::io(&index_path, e))?;
+        let text = std::fs::read_to_string(&index_path).map_err(|e| LmError::io(&index_path, e))?;
         let parsed: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| LmError::Corrupt {
                 path: index_path.clone(),
@@ -222,7 +221,10 @@ fn corrupt(path: &Path, bytes: &[u8], err: safetensors::SafeTensorError) -> LmEr
         ),
         E::MetadataIncompleteBuffer => (
             "tensor data exactly filling the file after the header".to_string(),
-            format!("a {}-byte file that does not match its header (truncated?)", bytes.len()),
+            format!(
+                "a {}-byte file that does not match its header (truncated?)",
+                bytes.len()
+            ),
         ),
         other => ("a valid safetensors header".to_string(), other.to_string()),
     };
@@ -266,11 +268,25 @@ mod tests {
     fn reads_f32_back() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.safetensors");
-        write_f32(&p, &[("w", vec![2, 3], vec![1., 2., 3., 4., 5., 6.]), ("b", vec![1], vec![7.])]);
+        write_f32(
+            &p,
+            &[
+                ("w", vec![2, 3], vec![1., 2., 3., 4., 5., 6.]),
+                ("b", vec![1], vec![7.]),
+            ],
+        );
         let w = SafetensorsWeights::open_file(&p).unwrap();
-        assert_eq!(w.tensor_f32("w").unwrap(), (vec![1., 2., 3., 4., 5., 6.], vec![2, 3]));
+        assert_eq!(
+            w.tensor_f32("w").unwrap(),
+            (vec![1., 2., 3., 4., 5., 6.], vec![2, 3])
+        );
         assert_eq!(w.shape("b"), Some(vec![1]));
-        assert!(w.tensor_f32("nope").unwrap_err().to_string().contains("missing tensor `nope`"));
+        assert!(
+            w.tensor_f32("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("missing tensor `nope`")
+        );
     }
 
     #[test]

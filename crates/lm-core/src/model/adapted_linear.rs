@@ -111,15 +111,26 @@ impl AdaptedLinear {
         let coef: Tensor<3> = match mix {
             ExpertMix::Base => return y,
             ExpertMix::Static(c) => {
-                assert_eq!(c.len(), e, "ExpertMix::Static needs one coefficient per expert");
+                assert_eq!(
+                    c.len(),
+                    e,
+                    "ExpertMix::Static needs one coefficient per expert"
+                );
                 let cols: Vec<f32> = (0..e)
                     .flat_map(|i| std::iter::repeat_n(c[i] * experts.scales[i], r))
                     .collect();
-                Tensor::<1>::from_data(TensorData::new(cols, [e * r]), &device)
-                    .reshape([1, 1, e * r])
+                Tensor::<1>::from_data(TensorData::new(cols, [e * r]), &device).reshape([
+                    1,
+                    1,
+                    e * r,
+                ])
             }
             ExpertMix::PerRow(rows) => {
-                assert_eq!(rows.len(), batch, "ExpertMix::PerRow needs one entry per batch row");
+                assert_eq!(
+                    rows.len(),
+                    batch,
+                    "ExpertMix::PerRow needs one entry per batch row"
+                );
                 let mut cols = vec![0f32; batch * e * r];
                 for (row, expert) in rows.iter().enumerate() {
                     if let Some(i) = *expert {
@@ -128,8 +139,11 @@ impl AdaptedLinear {
                         cols[start..start + r].fill(experts.scales[i]);
                     }
                 }
-                Tensor::<1>::from_data(TensorData::new(cols, [batch * e * r]), &device)
-                    .reshape([batch, 1, e * r])
+                Tensor::<1>::from_data(TensorData::new(cols, [batch * e * r]), &device).reshape([
+                    batch,
+                    1,
+                    e * r,
+                ])
             }
             ExpertMix::Routed { top_k } => {
                 let router = experts
@@ -141,11 +155,9 @@ impl AdaptedLinear {
                     Some(k) if *k < e => keep_top_k(gates, *k),
                     _ => gates,
                 };
-                let scales = Tensor::<1>::from_data(
-                    TensorData::new(experts.scales.clone(), [e]),
-                    &device,
-                )
-                .reshape([1, 1, e]);
+                let scales =
+                    Tensor::<1>::from_data(TensorData::new(experts.scales.clone(), [e]), &device)
+                        .reshape([1, 1, e]);
                 (gates * scales)
                     .reshape([batch, seq, e, 1])
                     .expand([batch, seq, e, r])
@@ -165,7 +177,12 @@ fn keep_top_k(gates: Tensor<3>, k: usize) -> Tensor<3> {
     let [b, s, e] = gates.dims();
     let (_, idx): (Tensor<3>, Tensor<3, Int>) = gates.clone().topk_with_indices(k, 2);
     let ones = Tensor::<3>::ones([b, s, k], &gates.device());
-    let keep = Tensor::<3>::zeros([b, s, e], &gates.device()).scatter(2, idx, ones, burn::tensor::IndexingUpdateOp::Add);
+    let keep = Tensor::<3>::zeros([b, s, e], &gates.device()).scatter(
+        2,
+        idx,
+        ones,
+        burn::tensor::IndexingUpdateOp::Add,
+    );
     let kept = gates * keep;
     let total = kept.clone().sum_dim(2);
     kept / total

@@ -77,9 +77,16 @@ impl DecoderConfig {
             ));
         }
         if self.head_dim % 2 != 0 {
-            return bad(format!("expected an even head_dim for RoPE, found {}", self.head_dim));
+            return bad(format!(
+                "expected an even head_dim for RoPE, found {}",
+                self.head_dim
+            ));
         }
-        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 || self.rms_norm_eps.is_nan() || self.rms_norm_eps <= 0.0 {
+        if self.rope_theta.is_nan()
+            || self.rope_theta <= 0.0
+            || self.rms_norm_eps.is_nan()
+            || self.rms_norm_eps <= 0.0
+        {
             return bad(format!(
                 "expected positive rope_theta and rms_norm_eps, found {} and {}",
                 self.rope_theta, self.rms_norm_eps

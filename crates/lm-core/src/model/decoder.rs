@@ -14,7 +14,13 @@ use super::layers::{RmsNorm, Rope, repeat_kv};
 
 /// The linear layers of one block that adapters may target, by their HF names.
 pub const DECODER_TARGETS: [&str; 7] = [
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 ];
 
 /// Self-attention of one decoder block.
@@ -136,9 +142,21 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone(), mix).reshape([b, s, h, d]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone(), mix).reshape([b, s, kvh, d]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x, mix).reshape([b, s, kvh, d]).swap_dims(1, 2);
+        let q = self
+            .q_proj
+            .forward(x.clone(), mix)
+            .reshape([b, s, h, d])
+            .swap_dims(1, 2);
+        let k = self
+            .k_proj
+            .forward(x.clone(), mix)
+            .reshape([b, s, kvh, d])
+            .swap_dims(1, 2);
+        let v = self
+            .v_proj
+            .forward(x, mix)
+            .reshape([b, s, kvh, d])
+            .swap_dims(1, 2);
         let q = rope.apply(q, positions);
         let k = rope.apply(k, positions);
         let (k, v) = match cache {
@@ -227,7 +245,12 @@ impl Decoder {
     ///
     /// # Shapes
     /// - returns `[batch, seq]`
-    pub fn default_positions(batch: usize, seq: usize, offset: usize, device: &Device) -> Tensor<2, Int> {
+    pub fn default_positions(
+        batch: usize,
+        seq: usize,
+        offset: usize,
+        device: &Device,
+    ) -> Tensor<2, Int> {
         let pos: Vec<i64> = (0..batch)
             .flat_map(|_| (offset..offset + seq).map(|p| p as i64))
             .collect();
@@ -286,9 +309,17 @@ impl Decoder {
 }
 
 /// Builds an embedding module from `[vocab, d]` values.
-pub(crate) fn embedding_from(values: Vec<f32>, vocab: usize, d: usize, device: &Device) -> Embedding {
+pub(crate) fn embedding_from(
+    values: Vec<f32>,
+    vocab: usize,
+    d: usize,
+    device: &Device,
+) -> Embedding {
     Embedding {
-        weight: Param::from_tensor(Tensor::from_data(TensorData::new(values, [vocab, d]), device))
-            .set_require_grad(false),
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [vocab, d]),
+            device,
+        ))
+        .set_require_grad(false),
     }
 }

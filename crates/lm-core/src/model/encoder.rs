@@ -67,7 +67,12 @@ impl Encoder {
     /// # Shapes
     /// - `tokens`: `[batch, seq]`, `key_padding`: `[batch, seq]` (`true` = padding)
     /// - returns `[batch, seq, d]`
-    pub fn forward(&self, tokens: Tensor<2, Int>, key_padding: Tensor<2, Bool>, mix: &ExpertMix) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        tokens: Tensor<2, Int>,
+        key_padding: Tensor<2, Bool>,
+        mix: &ExpertMix,
+    ) -> Tensor<3> {
         let [b, s] = tokens.dims();
         let device = tokens.device();
         let positions = Tensor::<1, Int>::arange(0..s as i64, &device)
@@ -86,11 +91,22 @@ impl Encoder {
             let q = split(layer.query.forward(x.clone(), mix));
             let k = split(layer.key.forward(x.clone(), mix));
             let v = split(layer.value.forward(x.clone(), mix));
-            let ctx = attention(q, k, v, Some(mask.clone()), None, AttentionModuleOptions::default())
-                .swap_dims(1, 2)
-                .reshape([b, s, h * d]);
-            x = layer.attn_norm.forward(layer.attn_out.forward(ctx, mix) + x);
-            let ff = layer.output.forward(gelu(layer.intermediate.forward(x.clone(), mix)), mix);
+            let ctx = attention(
+                q,
+                k,
+                v,
+                Some(mask.clone()),
+                None,
+                AttentionModuleOptions::default(),
+            )
+            .swap_dims(1, 2)
+            .reshape([b, s, h * d]);
+            x = layer
+                .attn_norm
+                .forward(layer.attn_out.forward(ctx, mix) + x);
+            let ff = layer
+                .output
+                .forward(gelu(layer.intermediate.forward(x.clone(), mix)), mix);
             x = layer.out_norm.forward(ff + x);
         }
         x
@@ -105,7 +121,9 @@ impl Encoder {
         let [b, s] = tokens.dims();
         let hidden = self.forward(tokens, key_padding.clone(), &ExpertMix::Base);
         let keep = key_padding.bool_not().float().reshape([b, s, 1]);
-        let summed = (hidden * keep.clone()).sum_dim(1).reshape([b, self.config.hidden_size]);
+        let summed = (hidden * keep.clone())
+            .sum_dim(1)
+            .reshape([b, self.config.hidden_size]);
         let count = keep.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
         let mean = summed / count;
         let norm = mean.clone().square().sum_dim(1).sqrt().clamp_min(1e-12);

@@ -116,7 +116,11 @@ impl LanguageModel {
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
         let chat_template = match tc.get("chat_template").and_then(|v| v.as_str()) {
-            Some(src) => Some(ChatTemplate::new(src, &token_str("bos_token"), &token_str("eos_token"))?),
+            Some(src) => Some(ChatTemplate::new(
+                src,
+                &token_str("bos_token"),
+                &token_str("eos_token"),
+            )?),
             None => None,
         };
         let mut eos_ids = config.eos_token_ids.clone();
@@ -196,13 +200,20 @@ impl LanguageModel {
     }
 
     /// Renders a chat with the model's template.
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.chat_template.as_ref().ok_or_else(|| LmError::ChatTemplate {
-            detail: format!(
-                "{} has no chat template; pass a plain prompt instead of --chat",
-                self.source.display()
-            ),
-        })?;
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let template = self
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| LmError::ChatTemplate {
+                detail: format!(
+                    "{} has no chat template; pass a plain prompt instead of --chat",
+                    self.source.display()
+                ),
+            })?;
         template.render(messages, add_generation_prompt)
     }
 }

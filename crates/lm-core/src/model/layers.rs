@@ -121,7 +121,11 @@ impl Rope {
     pub fn apply(&self, x: Tensor<4>, positions: &Tensor<2, Int>) -> Tensor<4> {
         let [b, _h, s, d] = x.dims();
         let flat = positions.clone().reshape([b * s]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, s, d]);
+        let cos = self
+            .cos
+            .clone()
+            .select(0, flat.clone())
+            .reshape([b, 1, s, d]);
         let sin = self.sin.clone().select(0, flat).reshape([b, 1, s, d]);
         let half = d / 2;
         let x1 = x.clone().narrow(3, 0, half);

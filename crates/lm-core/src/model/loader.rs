@@ -110,7 +110,10 @@ impl WeightSource for GgufWeights<'_> {
     fn get(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let missing = || LmError::MissingTensor {
             path: self.path.clone(),
-            tensor: format!("{name} (GGUF: {})", Self::gguf_name(name).unwrap_or_default()),
+            tensor: format!(
+                "{name} (GGUF: {})",
+                Self::gguf_name(name).unwrap_or_default()
+            ),
         };
         let gguf = Self::gguf_name(name).ok_or_else(missing)?;
         if self.file.tensor_info(&gguf).is_none() {
@@ -219,10 +222,16 @@ pub fn build_decoder(
         } else {
             None
         };
-        Ok(AdaptedLinear::new(linear_from_torch(&w, d_out, d_in, b, device)))
+        Ok(AdaptedLinear::new(linear_from_torch(
+            &w, d_out, d_in, b, device,
+        )))
     };
     let norm = |name: &str| -> Result<RmsNorm> {
-        Ok(RmsNorm::new(weights.get_shaped(name, &[d])?, c.rms_norm_eps, device))
+        Ok(RmsNorm::new(
+            weights.get_shaped(name, &[d])?,
+            c.rms_norm_eps,
+            device,
+        ))
     };
     let mut layers = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
@@ -285,7 +294,13 @@ pub fn build_encoder(
     let linear = |name: &str, d_out: usize, d_in: usize| -> Result<AdaptedLinear> {
         let w = weights.get_shaped(&format!("{prefix}{name}.weight"), &[d_out, d_in])?;
         let b = weights.get_shaped(&format!("{prefix}{name}.bias"), &[d_out])?;
-        Ok(AdaptedLinear::new(linear_from_torch(&w, d_out, d_in, Some(b), device)))
+        Ok(AdaptedLinear::new(linear_from_torch(
+            &w,
+            d_out,
+            d_in,
+            Some(b),
+            device,
+        )))
     };
     let layer_norm = |name: &str| -> Result<LayerNorm> {
         Ok(LayerNorm::new(
@@ -319,7 +334,10 @@ pub fn build_encoder(
             "embeddings.position_embeddings.weight",
             c.max_position_embeddings,
         )?,
-        token_type_embeddings: embedding("embeddings.token_type_embeddings.weight", c.type_vocab_size)?,
+        token_type_embeddings: embedding(
+            "embeddings.token_type_embeddings.weight",
+            c.type_vocab_size,
+        )?,
         embed_norm: layer_norm("embeddings.LayerNorm")?,
         layers,
         config: c.clone(),

@@ -69,8 +69,10 @@ impl TensorMap {
         let ones = |n: usize| (vec![1.0f32; n], vec![n]);
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
-            map.tensors.insert(format!("{p}.input_layernorm.weight"), ones(d));
-            map.tensors.insert(format!("{p}.post_attention_layernorm.weight"), ones(d));
+            map.tensors
+                .insert(format!("{p}.input_layernorm.weight"), ones(d));
+            map.tensors
+                .insert(format!("{p}.post_attention_layernorm.weight"), ones(d));
         }
         map.tensors.insert("model.norm.weight".into(), ones(d));
         map
@@ -118,7 +120,8 @@ pub fn byte_tokenizer() -> Tokenizer {
 /// A tiny random [`LanguageModel`] (vocab 256, byte tokenizer) built through the real loader.
 pub fn tiny_language_model(seed: u64, device: &Device) -> LanguageModel {
     let config = DecoderConfig::tiny(256);
-    let decoder: Decoder = build_decoder(&config, &TensorMap::random_decoder(&config, seed), device)
-        .expect("random weights match their own config");
+    let decoder: Decoder =
+        build_decoder(&config, &TensorMap::random_decoder(&config, seed), device)
+            .expect("random weights match their own config");
     LanguageModel::from_parts(decoder, byte_tokenizer(), device)
 }

@@ -83,9 +83,12 @@ impl SentenceEncoder {
 
     /// Token ids of a sentence with `[CLS]`/`[SEP]`, truncated to `max_seq_length`.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| LmError::Tokenizer {
-            detail: format!("could not encode text: {e}"),
-        })?;
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| LmError::Tokenizer {
+                detail: format!("could not encode text: {e}"),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -149,5 +152,7 @@ fn read_max_seq_length(dir: &Path) -> Result<Option<usize>> {
         path: path.clone(),
         detail: format!("expected JSON, found: {e}"),
     })?;
-    Ok(v.get("max_seq_length").and_then(|x| x.as_u64()).map(|x| x as usize))
+    Ok(v.get("max_seq_length")
+        .and_then(|x| x.as_u64())
+        .map(|x| x as usize))
 }

@@ -107,7 +107,10 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     let mut decode_times = Vec::new();
     for _ in 0..args.runs.max(1) {
         let (t, out) = time(|| Ok(generate(&model, &prompt, &config, &ExpertMix::Base)?))?;
-        anyhow::ensure!(out[0].token_ids.len() == new_tokens, "expected {new_tokens} new tokens");
+        anyhow::ensure!(
+            out[0].token_ids.len() == new_tokens,
+            "expected {new_tokens} new tokens"
+        );
         eprintln!("decode {new_tokens} tokens: {t:.3} s");
         decode_times.push(t);
     }

@@ -42,12 +42,21 @@ pub fn run(args: EmbedArgs, device: &str) -> anyhow::Result<()> {
             r.get("text")
                 .and_then(|t| t.as_str())
                 .map(str::to_string)
-                .with_context(|| format!("{}: row {}: expected a string `text` field", args.input.display(), i + 1))
+                .with_context(|| {
+                    format!(
+                        "{}: row {}: expected a string `text` field",
+                        args.input.display(),
+                        i + 1
+                    )
+                })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let device = device_from_name(device)?;
     let is_encoder = match resolve_model(&args.model)? {
-        ModelSource::HfDir(dir) => matches!(read_hf_config(&dir.join("config.json"))?, HfModelConfig::Encoder(_)),
+        ModelSource::HfDir(dir) => matches!(
+            read_hf_config(&dir.join("config.json"))?,
+            HfModelConfig::Encoder(_)
+        ),
         ModelSource::Gguf(_) => false,
     };
     let (embeddings, dim) = if is_encoder {
@@ -55,9 +64,15 @@ pub fn run(args: EmbedArgs, device: &str) -> anyhow::Result<()> {
         (enc.embed(&texts, args.batch_size)?, enc.dim())
     } else {
         let model = LanguageModel::load(&args.model, &device)?;
-        let ids = texts.iter().map(|t| model.encode(t)).collect::<lm_core::Result<Vec<_>>>()?;
+        let ids = texts
+            .iter()
+            .map(|t| model.encode(t))
+            .collect::<lm_core::Result<Vec<_>>>()?;
         let dim = model.config().hidden_size;
-        (decoder_embeddings(&model, &ids, args.batch_size, &ExpertMix::Base)?, dim)
+        (
+            decoder_embeddings(&model, &ids, args.batch_size, &ExpertMix::Base)?,
+            dim,
+        )
     };
     let n = embeddings.len();
     let matrix = ndarray::Array2::from_shape_vec((n, dim), embeddings.concat())?;

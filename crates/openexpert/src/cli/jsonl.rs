@@ -6,7 +6,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 
 /// Parses every non-empty line of a JSONL file as a JSON object.
-pub fn read_objects(path: &Path) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+pub fn read_objects(
+    path: &Path,
+) -> anyhow::Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut rows = Vec::new();
     for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
@@ -22,11 +24,19 @@ pub fn read_objects(path: &Path) -> anyhow::Result<Vec<serde_json::Map<String, s
                 n + 1,
                 short(&other.to_string())
             ),
-            Err(e) => bail!("{}:{}: malformed JSON ({e}): {}", path.display(), n + 1, short(&line)),
+            Err(e) => bail!(
+                "{}:{}: malformed JSON ({e}): {}",
+                path.display(),
+                n + 1,
+                short(&line)
+            ),
         }
     }
     if rows.is_empty() {
-        bail!("{}: expected at least one JSON line, found none", path.display());
+        bail!(
+            "{}: expected at least one JSON line, found none",
+            path.display()
+        );
     }
     Ok(rows)
 }
@@ -41,7 +51,10 @@ fn short(s: &str) -> String {
 
 /// Writes a file atomically: to a temporary sibling, then renamed into place.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -49,7 +62,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         std::process::id()
     ));
     {
-        let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

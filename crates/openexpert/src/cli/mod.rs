@@ -74,16 +74,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs a `select` subcommand, loading the sentence encoder only when retrieval needs it.
-fn select(command: data_select::cli::SelectCommand, embedder: &str, device: &str) -> anyhow::Result<()> {
+fn select(
+    command: data_select::cli::SelectCommand,
+    embedder: &str,
+    device: &str,
+) -> anyhow::Result<()> {
     use data_select::cli::SelectCommand;
     let needs_embedder = matches!(
         &command,
-        SelectCommand::Retrieve { pool_embeddings: None, .. } | SelectCommand::Retrieve { kshot_embeddings: None, .. }
+        SelectCommand::Retrieve {
+            pool_embeddings: None,
+            ..
+        } | SelectCommand::Retrieve {
+            kshot_embeddings: None,
+            ..
+        }
     );
     if needs_embedder {
         let device = lm_core::device::device_from_name(device)?;
         let encoder = openexpert::embedders::SentenceEmbedder::load(embedder, &device)?;
-        Ok(data_select::cli::run_with_embedder(command, Some(&encoder))?)
+        Ok(data_select::cli::run_with_embedder(
+            command,
+            Some(&encoder),
+        )?)
     } else {
         Ok(data_select::cli::run(command)?)
     }

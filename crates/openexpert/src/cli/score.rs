@@ -43,16 +43,23 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
     let requests = rows
         .iter()
         .enumerate()
-        .map(|(i, row)| request_for(&model, row).with_context(|| format!("{}: row {}", args.input.display(), i + 1)))
+        .map(|(i, row)| {
+            request_for(&model, row)
+                .with_context(|| format!("{}: row {}", args.input.display(), i + 1))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let options = ScoreOptions {
         batch_size: args.batch_size,
         keep_last_logits: args.dump_logits.is_some(),
     };
     let bar = super::progress_bar(requests.len() as u64, "scoring");
-    let scores = score_with_progress(&model, &requests, &options, &ExpertMix::Base, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let scores = score_with_progress(
+        &model,
+        &requests,
+        &options,
+        &ExpertMix::Base,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
     let mut out = String::new();
     for (row, s) in rows.iter().zip(&scores) {
