@@ -81,6 +81,24 @@ pub struct FetchReport {
     pub elapsed: Duration,
 }
 
+impl std::fmt::Display for FetchReport {
+    /// One line: `name: fetched 3 file(s), 98.4 MB into DIR (8.4 s)` or `name: already present ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.status {
+            FetchStatus::AlreadyPresent => "already present".to_string(),
+            FetchStatus::Fetched => format!("fetched {:.1} MB", self.bytes_written as f64 / 1e6),
+        };
+        write!(
+            f,
+            "{}: {what}, {} file(s) verified in {} ({:.1} s)",
+            self.name,
+            self.files.len(),
+            self.dir.display(),
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
 /// Fetches the named assets of the embedded manifest (the default set when `names` is empty).
 ///
 /// Idempotent: an asset whose files all exist with the pinned sha256 is reported

@@ -21,14 +21,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
     };
     let reports = fetch(&args.names, &options)?;
     for r in reports {
-        eprintln!(
-            "{}: {:?}, {} file(s) in {} ({:.1} s)",
-            r.name,
-            r.status,
-            r.files.len(),
-            r.dir.display(),
-            r.elapsed.as_secs_f64()
-        );
+        eprintln!("{r}");
     }
     Ok(())
 }
