@@ -111,7 +111,7 @@ pub fn generate(
         }
     }
     let mask = if padded {
-        AttentionMask::Explicit(prefill_mask(&pads, longest, device))
+        AttentionMask::Explicit(Box::new(prefill_mask(&pads, longest, device)))
     } else {
         AttentionMask::Causal
     };
@@ -158,7 +158,7 @@ pub fn generate(
         let positions: Vec<i64> = (0..b).map(|i| (prompts[i].len() + step) as i64).collect();
         let mask = if padded {
             let k_len = longest + step + 1;
-            AttentionMask::Explicit(decode_mask(&pads, k_len, device))
+            AttentionMask::Explicit(Box::new(decode_mask(&pads, k_len, device)))
         } else {
             AttentionMask::Causal
         };

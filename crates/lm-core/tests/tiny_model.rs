@@ -56,7 +56,7 @@ fn kv_cache_decoding_equals_full_recomputation() {
         stop_at_eos: false,
         ..Default::default()
     };
-    let out = generate(&m, &[prompt.clone()], &config, &ExpertMix::Base).unwrap();
+    let out = generate(&m, std::slice::from_ref(&prompt), &config, &ExpertMix::Base).unwrap();
     assert_eq!(out[0].token_ids, greedy_by_recompute(&m, &prompt, 12));
 }
 
@@ -71,7 +71,7 @@ fn left_padded_batch_generates_like_single_rows() {
     };
     let batched = generate(&m, &prompts, &config, &ExpertMix::Base).unwrap();
     for (p, b) in prompts.iter().zip(&batched) {
-        let single = generate(&m, &[p.clone()], &config, &ExpertMix::Base).unwrap();
+        let single = generate(&m, std::slice::from_ref(p), &config, &ExpertMix::Base).unwrap();
         assert_eq!(b.token_ids, single[0].token_ids);
     }
 }
@@ -188,12 +188,11 @@ fn too_long_inputs_are_clear_errors() {
     assert!(err.to_string().contains("no tokens"), "{err}");
 }
 
+/// A layer with its base weight and per-expert factors, as plain values.
+type AdaptedWithValues = (AdaptedLinear, Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// A base linear with two rank-2 experts of known values.
-fn adapted(
-    d_in: usize,
-    d_out: usize,
-    seed: u64,
-) -> (AdaptedLinear, Vec<f32>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+fn adapted(d_in: usize, d_out: usize, seed: u64) -> AdaptedWithValues {
     let device = test_device();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut rand = |n: usize| {

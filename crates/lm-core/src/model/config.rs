@@ -70,13 +70,13 @@ impl DecoderConfig {
                 return bad(format!("expected {name} > 0, found 0"));
             }
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "expected num_heads ({}) to be a multiple of num_kv_heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "expected an even head_dim for RoPE, found {}",
                 self.head_dim
@@ -141,7 +141,7 @@ pub struct EncoderConfig {
 impl EncoderConfig {
     /// Checks that the numbers are consistent.
     pub fn validate(&self, source: &Path) -> Result<()> {
-        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(LmError::Config {
                 path: source.to_path_buf(),
                 detail: format!(

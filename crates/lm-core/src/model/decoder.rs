@@ -124,7 +124,7 @@ pub enum AttentionMask {
     /// Plain causal attention (no padding before real tokens).
     Causal,
     /// An explicit mask, `true` = hidden: `[batch, 1, q_len, k_len]`.
-    Explicit(Tensor<4, Bool>),
+    Explicit(Box<Tensor<4, Bool>>),
 }
 
 impl Attention {
@@ -175,7 +175,7 @@ impl Attention {
         let kl = k.dims()[2];
         let (mask, is_causal) = match mask {
             AttentionMask::Causal => (None, s > 1),
-            AttentionMask::Explicit(m) => (Some(m.clone().expand([b, h, s, kl])), false),
+            AttentionMask::Explicit(m) => (Some((**m).clone().expand([b, h, s, kl])), false),
         };
         let out = attention(
             q,

@@ -57,7 +57,7 @@ impl SentenceEncoder {
         let max_seq_length = read_max_seq_length(dir)?
             .unwrap_or(256)
             .min(config.max_position_embeddings);
-        let mut tokenizer = tokenizer_from_json(&dir.join("tokenizer.json"))?;
+        let mut tokenizer = tokenizer_from_json(dir.join("tokenizer.json"))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
