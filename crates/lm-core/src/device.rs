@@ -14,7 +14,10 @@ pub const DEVICE_ENV: &str = "OPENEXPERT_DEVICE";
 
 /// The device names this build understands, for help texts and error messages.
 pub fn available_devices() -> Vec<&'static str> {
-    let mut names = vec!["cpu"];
+    let mut names = Vec::new();
+    if cfg!(any(feature = "flex", feature = "ndarray")) {
+        names.push("cpu");
+    }
     if cfg!(feature = "flex") {
         names.push("flex");
     }

@@ -207,6 +207,9 @@ pub enum LoraError {
         /// The serialiser's message.
         message: String,
     },
+    /// The model runtime failed (loading the base, building tensors).
+    #[error(transparent)]
+    Model(#[from] lm_core::LmError),
 }
 
 impl LoraError {

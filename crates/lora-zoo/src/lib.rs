@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod apply;
 pub mod bank;
 pub mod cli;
 pub mod combine;
