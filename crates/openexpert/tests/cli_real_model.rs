@@ -192,3 +192,47 @@ fn bad_inputs_fail_with_clear_messages() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("corrupt GGUF"), "{err}");
 }
+
+#[test]
+fn adapters_change_scores_and_weight_zero_is_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"text\": \"The quick brown fox jumps over the lazy dog.\"}\n",
+    )
+    .unwrap();
+    let adapter = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lora-zoo/tests/fixtures/adapters/b_mlp_rslora");
+    let logprob = |extra: &[&str], name: &str| -> f64 {
+        let out = dir.path().join(name);
+        let mut cmd = bin();
+        cmd.args(["score", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .args(extra);
+        run_ok(&mut cmd);
+        let row: Value = serde_json::from_str(
+            std::fs::read_to_string(&out)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        row["logprob"].as_f64().unwrap()
+    };
+    let a = adapter.to_str().unwrap();
+    let base = logprob(&[], "base.jsonl");
+    let with = logprob(&["--adapter", a], "with.jsonl");
+    let zero = logprob(&["--adapter", a, "--adapter-weight", "0"], "zero.jsonl");
+    assert!(
+        (with - base).abs() > 1e-3,
+        "the adapter changed nothing: {with} vs {base}"
+    );
+    assert!(
+        (zero - base).abs() < 1e-4,
+        "weight 0 should be the base: {zero} vs {base}"
+    );
+}

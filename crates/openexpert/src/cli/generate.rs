@@ -4,7 +4,7 @@ use clap::Args;
 use lm_core::chat_template::ChatMessage;
 use lm_core::device::device_from_name;
 use lm_core::generate::{GenerationConfig, generate};
-use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::model::LanguageModel;
 
 /// Arguments of `generate`.
 #[derive(Debug, Args)]
@@ -12,6 +12,9 @@ pub struct GenerateArgs {
     /// A GGUF file, an HF directory, or a default asset name.
     #[arg(long, default_value = "smollm2-135m-instruct")]
     pub model: String,
+    /// PEFT adapters to apply.
+    #[command(flatten)]
+    pub adapter: super::adapters::AdapterArgs,
     /// The prompt (repeat for a batch).
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
@@ -41,7 +44,8 @@ pub struct GenerateArgs {
 /// Runs `generate`.
 pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model, &device)?;
+    let mut model = LanguageModel::load(&args.model, &device)?;
+    let mix = args.adapter.apply(&mut model)?;
     let prompts = args
         .prompt
         .iter()
@@ -62,7 +66,7 @@ pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
         seed: args.seed,
         ..Default::default()
     };
-    let outputs = generate(&model, &prompts, &config, &ExpertMix::Base)?;
+    let outputs = generate(&model, &prompts, &config, &mix)?;
     for (prompt, out) in args.prompt.iter().zip(outputs) {
         if args.json {
             println!(

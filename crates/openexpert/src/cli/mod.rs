@@ -1,5 +1,6 @@
 //! Command-line interface: one module per subcommand.
 
+mod adapters;
 mod bench;
 mod embed;
 mod fetch;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use lm_core::device::device_from_name;
-use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::model::LanguageModel;
 use lm_core::score::{ScoreOptions, ScoreRequest, score_with_progress};
 
 use super::jsonl::{read_objects, write_atomic};
@@ -21,6 +21,9 @@ pub struct ScoreArgs {
     /// A GGUF file, an HF directory, or a default asset name.
     #[arg(long, default_value = "smollm2-135m-instruct")]
     pub model: String,
+    /// PEFT adapters to apply.
+    #[command(flatten)]
+    pub adapter: super::adapters::AdapterArgs,
     /// Input JSONL.
     #[arg(long)]
     pub input: PathBuf,
@@ -39,7 +42,8 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
     let rows = read_objects(&args.input)?;
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model, &device)?;
+    let mut model = LanguageModel::load(&args.model, &device)?;
+    let mix = args.adapter.apply(&mut model)?;
     let requests = rows
         .iter()
         .enumerate()
@@ -53,13 +57,9 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
         keep_last_logits: args.dump_logits.is_some(),
     };
     let bar = super::progress_bar(requests.len() as u64, "scoring");
-    let scores = score_with_progress(
-        &model,
-        &requests,
-        &options,
-        &ExpertMix::Base,
-        &mut |done, _| bar.set_position(done as u64),
-    )?;
+    let scores = score_with_progress(&model, &requests, &options, &mix, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
     bar.finish_and_clear();
     let mut out = String::new();
     for (row, s) in rows.iter().zip(&scores) {
