@@ -167,15 +167,8 @@ impl LanguageModel {
     /// Token ids of a text, with the model's own special-token rule (BOS if it asks for one).
     /// Special-token strings in the text (e.g. `<|im_start|>`) map to their ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| LmError::Tokenizer {
-                detail: format!("could not encode text: {e}"),
-            })?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
-        ids.extend(self.bos_to_add);
-        ids.extend_from_slice(enc.get_ids());
+        let mut ids: Vec<u32> = self.bos_to_add.into_iter().collect();
+        ids.extend(self.encode_continuation(text)?);
         Ok(ids)
     }
 
