@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use crate::config::{AdapterConfig, is_output_or_embedding};
 use crate::error::{LoraError, Result};
@@ -167,30 +167,13 @@ fn read_matrix(key: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<
         });
     }
     let bytes = view.data();
-    let values: Vec<f32> = match view.dtype() {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
-        other => {
-            return Err(LoraError::UnsupportedDtype {
+    let values: Vec<f32> =
+        lm_core::io::safetensors::decode_f32(view.dtype(), bytes).ok_or_else(|| {
+            LoraError::UnsupportedDtype {
                 key: key.to_string(),
-                dtype: format!("{other:?}"),
-            });
-        }
-    };
+                dtype: format!("{:?}", view.dtype()),
+            }
+        })?;
     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(LoraError::NonFinite {
             key: key.to_string(),

@@ -13,7 +13,7 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
 use crate::error::{LmError, Result};
 
-const SUPPORTED: &str = "F32, F16, BF16";
+const SUPPORTED: &str = "F32, F16, BF16, F64";
 
 /// One opened safetensors file: its map and parsed header.
 struct Shard {
@@ -156,30 +156,38 @@ impl SafetensorsWeights {
         let (start, end) = info.data_offsets;
         let base = 8 + shard.header_len;
         let bytes = &shard.map[base + start..base + end];
-        let values = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(LmError::UnsupportedDtype {
-                    path: shard.path.clone(),
-                    tensor: name.to_string(),
-                    dtype: format!("{other:?}"),
-                    supported: SUPPORTED,
-                });
-            }
-        };
+        let values = decode_f32(info.dtype, bytes).ok_or_else(|| LmError::UnsupportedDtype {
+            path: shard.path.clone(),
+            tensor: name.to_string(),
+            dtype: format!("{:?}", info.dtype),
+            supported: SUPPORTED,
+        })?;
         Ok((values, info.shape.clone()))
     }
+}
+
+/// Little-endian safetensors bytes of a float type (F32, F16, BF16, F64) as f32 values;
+/// `None` for any other element type.
+pub fn decode_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::F64 => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
+            .collect(),
+        _ => return None,
+    })
 }
 
 fn open_shard(path: &Path) -> Result<Shard> {
