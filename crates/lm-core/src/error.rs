@@ -141,6 +141,43 @@ pub enum LmError {
         /// What went wrong and what to do.
         detail: String,
     },
+
+    /// No training example survived tokenisation.
+    #[error(
+        "empty training set: expected at least one example with response tokens, found none usable out of {given} ({too_long} longer than max_len and skipped, {no_response} with no response token left). Give more data, raise max_len, or use the truncate policy."
+    )]
+    EmptyDataset {
+        /// Examples given.
+        given: usize,
+        /// Skipped for length.
+        too_long: usize,
+        /// Skipped for having no response tokens.
+        no_response: usize,
+    },
+
+    /// The training loss or a gradient became NaN or infinite.
+    #[error(
+        "non-finite loss or gradient at step {step}, micro-batch {micro_batch} (examples {examples:?}); training stopped, the last good checkpoint is {last_checkpoint:?}. Lower the learning rate, check those examples, or resume from the checkpoint."
+    )]
+    NonFiniteLoss {
+        /// 1-based optimiser step.
+        step: usize,
+        /// Index of the micro-batch within the step.
+        micro_batch: usize,
+        /// Input indices of the examples in that micro-batch.
+        examples: Vec<usize>,
+        /// The newest checkpoint written before the failure, if any.
+        last_checkpoint: Option<PathBuf>,
+    },
+
+    /// A training checkpoint cannot be used.
+    #[error("checkpoint {path}: {detail}")]
+    Checkpoint {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// Why, and what to do.
+        detail: String,
+    },
 }
 
 impl LmError {

@@ -23,6 +23,7 @@ pub mod io;
 pub mod model;
 pub mod score;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{LmError, Result};
 

@@ -226,6 +226,7 @@ fn adapted(d_in: usize, d_out: usize, seed: u64) -> AdaptedWithValues {
         router: None,
         scales: vec![0.5, 2.0],
         rank: r,
+        dropout: None,
     });
     (lin, w, a, b)
 }

@@ -106,6 +106,7 @@ pub fn attach_adapters(decoder: &mut Decoder, adapters: &[&LoraAdapter]) -> Resu
                 router: None,
                 scales,
                 rank,
+                dropout: None,
             },
         ));
     }

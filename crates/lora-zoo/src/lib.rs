@@ -23,6 +23,7 @@ pub mod error;
 pub mod linalg;
 pub mod similarity;
 pub mod spec;
+pub mod trained;
 pub mod writer;
 
 pub use adapter::{LoraAdapter, LoraModule, ValidationReport};
@@ -32,3 +33,4 @@ pub use config::AdapterConfig;
 pub use error::{LoraError, Result};
 pub use similarity::{SimilarityMode, similarity_matrix};
 pub use spec::BaseModelSpec;
+pub use trained::{adapter_from_trained, trained_from_adapter};

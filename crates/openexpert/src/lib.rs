@@ -18,6 +18,7 @@ pub use lm_core;
 pub use lora_zoo;
 
 pub mod embedders;
+pub mod training_data;
 
 /// The most used items in one import.
 pub mod prelude {

@@ -23,6 +23,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
 
 /// How experts are mixed for one forward pass (shared by every adapted layer).
 #[derive(Debug, Clone, Default)]
@@ -56,6 +57,46 @@ pub struct ExpertSet {
     /// Common (padded) rank `r`.
     #[module(skip)]
     pub rank: usize,
+    /// Dropout on the experts' input (LoRA dropout). Active only on an autodiff device
+    /// (training); inference ignores it.
+    #[module(skip)]
+    pub dropout: Option<LoraDropout>,
+}
+
+/// LoRA dropout with its own seed: the mask is drawn on the host from `seed`, so it is the same
+/// on every backend and no other user of the device's random generator can change it (which
+/// makes resumed training runs exact).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraDropout {
+    /// Probability of zeroing an input element.
+    pub p: f32,
+    /// Seed of the mask for the next forward pass.
+    pub seed: u64,
+}
+
+impl LoraDropout {
+    /// Applies inverted dropout (`x · mask / (1 - p)`).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_in]` -> same
+    pub fn apply(&self, x: Tensor<3>) -> Tensor<3> {
+        if self.p <= 0.0 {
+            return x;
+        }
+        let dims = x.dims();
+        let keep = 1.0 - self.p;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.seed);
+        let mask: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| {
+                if rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        x.clone() * Tensor::<3>::from_data(TensorData::new(mask, dims), &x.device())
+    }
 }
 
 impl ExpertSet {
@@ -163,6 +204,10 @@ impl AdaptedLinear {
                     .expand([batch, seq, e, r])
                     .reshape([batch, seq, e * r])
             }
+        };
+        let x = match &experts.dropout {
+            Some(d) if device.is_autodiff() => d.apply(x),
+            _ => x,
         };
         let xa = x.matmul(experts.a.val().unsqueeze_dim(0)); // [b, s, E·r]
         y + (xa * coef).matmul(experts.b.val().unsqueeze_dim(0))

@@ -12,7 +12,7 @@ pub mod loader;
 pub mod random;
 pub mod sentence_encoder;
 
-pub use adapted_linear::{AdaptedLinear, ExpertMix, ExpertSet};
+pub use adapted_linear::{AdaptedLinear, ExpertMix, ExpertSet, LoraDropout};
 pub use config::{DecoderArch, DecoderConfig, EncoderConfig};
 pub use decoder::{AttentionMask, Decoder, KvCache};
 pub use encoder::Encoder;

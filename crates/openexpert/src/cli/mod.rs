@@ -7,6 +7,7 @@ mod fetch;
 mod generate;
 mod jsonl;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -47,6 +48,8 @@ pub enum Command {
         #[command(subcommand)]
         command: data_select::cli::SelectCommand,
     },
+    /// Fine-tune a LoRA adapter on a JSONL file (written as a PEFT adapter).
+    Train(Box<train::TrainArgs>),
     /// LoRA adapters: inspect, combine, similarity.
     Lora {
         /// The adapter operation.
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run(a, &cli.device),
         Command::BenchRuntime(a) => bench::run(a, &cli.device),
         Command::Select { embedder, command } => select(command, &embedder, &cli.device),
+        Command::Train(a) => train::run(*a, &cli.device),
         Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
     }
 }

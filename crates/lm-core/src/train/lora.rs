@@ -1,0 +1,262 @@
+//! The trainable LoRA weights, kept on the host as one flat vector so the optimiser, the
+//! checkpoints and the export see a single, backend-independent buffer.
+//!
+//! Layout per module (burn layout, the transpose of PEFT's): `a: [d_in, r]` then
+//! `b: [r, d_out]`; PEFT's `lora_A = aᵀ` (`[r, d_in]`) and `lora_B = bᵀ` (`[d_out, r]`).
+//! Initialisation is PEFT's default: `A` Kaiming-uniform with `a = √5`, i.e. uniform in
+//! `±1/√d_in`, and `B = 0`, so the adapted model starts equal to the base.
+
+use burn::module::Param;
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::config::LoraTrainConfig;
+use crate::error::{LmError, Result};
+use crate::model::{Decoder, ExpertSet, LoraDropout};
+
+/// Where one module's factors live in the flat parameter vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoraSlot {
+    /// HF module name, e.g. `model.layers.3.self_attn.q_proj`.
+    pub name: String,
+    /// Input width.
+    pub d_in: usize,
+    /// Output width.
+    pub d_out: usize,
+    /// Offset of `a` (`d_in · r` values); `b` follows (`r · d_out` values).
+    pub offset: usize,
+}
+
+/// LoRA factors of every target module of a decoder, on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraWeights {
+    /// The adapter's hyper-parameters (rank, alpha, targets, ...).
+    pub config: LoraTrainConfig,
+    /// One slot per adapted module, in the decoder's module order.
+    pub slots: Vec<LoraSlot>,
+    /// All factors, concatenated.
+    pub values: Vec<f32>,
+}
+
+/// Whether a module name is targeted by the config.
+fn is_target(config: &LoraTrainConfig, name: &str) -> bool {
+    let suffix_ok = config
+        .target_modules
+        .iter()
+        .any(|t| name.ends_with(&format!(".{t}")) || name == t);
+    let layer_ok = match &config.layers {
+        None => true,
+        Some(layers) => name
+            .strip_prefix("model.layers.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| layers.contains(&i)),
+    };
+    suffix_ok && layer_ok
+}
+
+impl LoraWeights {
+    /// Fresh factors for every target module of `decoder` (PEFT's default initialisation).
+    pub fn init(decoder: &Decoder, config: &LoraTrainConfig, seed: u64) -> Result<Self> {
+        if config.r == 0 {
+            return Err(LmError::InvalidInput(
+                "LoRA rank r must be at least 1, found 0".into(),
+            ));
+        }
+        let r = config.r;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut slots = Vec::new();
+        let mut values = Vec::new();
+        for (name, lin) in decoder.adapted_linears() {
+            if !is_target(config, &name) {
+                continue;
+            }
+            let (d_in, d_out) = (lin.d_in(), lin.d_out());
+            let bound = 1.0 / (d_in as f32).sqrt();
+            slots.push(LoraSlot {
+                name,
+                d_in,
+                d_out,
+                offset: values.len(),
+            });
+            values.extend((0..d_in * r).map(|_| rng.random_range(-bound..bound)));
+            values.extend(std::iter::repeat_n(0.0, r * d_out));
+        }
+        if slots.is_empty() {
+            let known: Vec<String> = decoder
+                .adapted_linears()
+                .iter()
+                .filter_map(|(n, _)| n.rsplit('.').next().map(str::to_string))
+                .take(7)
+                .collect();
+            return Err(LmError::InvalidInput(format!(
+                "no module of the model matches target_modules {:?} (layers {:?}); adaptable modules are {known:?}",
+                config.target_modules, config.layers
+            )));
+        }
+        Ok(Self {
+            config: config.clone(),
+            slots,
+            values,
+        })
+    }
+
+    /// Number of trainable values.
+    pub fn num_params(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The `a` factor of a slot, `[d_in, r]` row-major.
+    pub fn a(&self, slot: &LoraSlot) -> &[f32] {
+        &self.values[slot.offset..slot.offset + slot.d_in * self.config.r]
+    }
+
+    /// The `b` factor of a slot, `[r, d_out]` row-major.
+    pub fn b(&self, slot: &LoraSlot) -> &[f32] {
+        let start = slot.offset + slot.d_in * self.config.r;
+        &self.values[start..start + self.config.r * slot.d_out]
+    }
+
+    /// Puts the factors into the decoder's adapted layers as a one-expert set on `device`
+    /// (replacing any experts there), for inference.
+    pub fn attach(&self, decoder: &mut Decoder, device: &Device) {
+        self.attach_impl(decoder, device, None);
+    }
+
+    /// Like [`attach`](Self::attach) on an autodiff device, with every factor a fresh
+    /// gradient-tracked leaf and LoRA dropout seeded from `dropout_seed` (one stream per
+    /// module). Returns the leaves (slot order: `a`, `b`, `a`, `b`, ...) to read gradients from.
+    pub fn attach_for_training(
+        &self,
+        decoder: &mut Decoder,
+        device: &Device,
+        dropout_seed: u64,
+    ) -> Vec<Tensor<2>> {
+        self.attach_impl(decoder, device, Some(dropout_seed))
+    }
+
+    fn attach_impl(
+        &self,
+        decoder: &mut Decoder,
+        device: &Device,
+        dropout_seed: Option<u64>,
+    ) -> Vec<Tensor<2>> {
+        let r = self.config.r;
+        let scale = self.config.scale();
+        let track = dropout_seed.is_some();
+        let mut leaves = Vec::new();
+        for (k, slot) in self.slots.iter().enumerate() {
+            let dropout = dropout_seed
+                .filter(|_| self.config.dropout > 0.0)
+                .map(|seed| LoraDropout {
+                    p: self.config.dropout as f32,
+                    seed: seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                });
+            let mut a = Tensor::<2>::from_data(
+                TensorData::new(self.a(slot).to_vec(), [slot.d_in, r]),
+                device,
+            );
+            let mut b = Tensor::<2>::from_data(
+                TensorData::new(self.b(slot).to_vec(), [r, slot.d_out]),
+                device,
+            );
+            if track {
+                a = a.require_grad();
+                b = b.require_grad();
+                leaves.push(a.clone());
+                leaves.push(b.clone());
+            }
+            let lin = decoder
+                .adapted_linear_mut(&slot.name)
+                .expect("slots were taken from this decoder's module list");
+            let (a, b) = if track {
+                (Param::from_tensor(a), Param::from_tensor(b))
+            } else {
+                (
+                    Param::from_tensor(a).set_require_grad(false),
+                    Param::from_tensor(b).set_require_grad(false),
+                )
+            };
+            lin.experts = Some(ExpertSet {
+                a,
+                b,
+                router: None,
+                scales: vec![scale],
+                rank: r,
+                dropout,
+            });
+        }
+        leaves
+    }
+
+    /// Reads the gradients of the leaves returned by [`attach`](Self::attach) into one flat
+    /// vector laid out like `values` (zeros where a leaf got no gradient).
+    pub fn gather_grads(&self, leaves: &[Tensor<2>], grads: &burn::tensor::Gradients) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.values.len());
+        for (leaf, expected) in leaves.iter().zip(self.leaf_sizes()) {
+            match leaf.grad(grads) {
+                Some(g) => {
+                    let v = g
+                        .into_data()
+                        .try_into_vec::<f32>()
+                        .expect("gradients are f32");
+                    debug_assert_eq!(v.len(), expected);
+                    out.extend(v);
+                }
+                None => out.extend(std::iter::repeat_n(0.0, expected)),
+            }
+        }
+        out
+    }
+
+    fn leaf_sizes(&self) -> impl Iterator<Item = usize> + '_ {
+        let r = self.config.r;
+        self.slots
+            .iter()
+            .flat_map(move |s| [s.d_in * r, r * s.d_out])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::random::tiny_language_model;
+
+    #[test]
+    fn init_targets_the_named_modules_with_zero_b() {
+        let m = tiny_language_model(3, &Device::default());
+        let cfg = LoraTrainConfig::new().with_r(4);
+        let w = LoraWeights::init(&m.decoder, &cfg, 1).unwrap();
+        assert!(!w.slots.is_empty());
+        assert!(
+            w.slots
+                .iter()
+                .all(|s| s.name.ends_with("q_proj") || s.name.ends_with("v_proj"))
+        );
+        for s in &w.slots {
+            let bound = 1.0 / (s.d_in as f32).sqrt();
+            assert!(w.a(s).iter().all(|x| x.abs() <= bound));
+            assert!(w.a(s).iter().any(|x| *x != 0.0));
+            assert!(w.b(s).iter().all(|x| *x == 0.0));
+        }
+        let only_layer0 = LoraTrainConfig::new().with_layers(Some(vec![0]));
+        let w0 = LoraWeights::init(&m.decoder, &only_layer0, 1).unwrap();
+        assert!(
+            w0.slots
+                .iter()
+                .all(|s| s.name.starts_with("model.layers.0."))
+        );
+    }
+
+    #[test]
+    fn unknown_targets_and_rank_zero_are_refused() {
+        let m = tiny_language_model(3, &Device::default());
+        let bad = LoraTrainConfig::new().with_target_modules(vec!["lm_head".into()]);
+        let err = LoraWeights::init(&m.decoder, &bad, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("q_proj"), "{err}");
+        assert!(LoraWeights::init(&m.decoder, &LoraTrainConfig::new().with_r(0), 1).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! Training data from JSONL files in every shape the toolkit reads, as lm-core
+//! [`TrainExample`]s.
+//!
+//! Per line, the first shape that matches wins:
+//! - `{"prompt": ..., "response": ...}`: one user turn and its answer;
+//! - `{"question": ..., "answer": ..., "rationale"?: ...}` (the K-shot shape): the response is
+//!   [`kshot_response`], i.e. the rationale, a newline and `The answer is {answer}.`;
+//! - Alpaca (`instruction`/`input`/`output`), ShareGPT (`conversations`) and chat
+//!   (`messages`), read by [`data_select::pool`]: a chat whose every assistant turn is a target.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use data_select::pool::{PoolBuilder, PoolOptions, Role};
+use lm_core::chat_template::ChatMessage;
+use lm_core::train::TrainExample;
+use serde_json::Value;
+
+/// The response text the default tasks train on and are evaluated against.
+pub fn kshot_response(rationale: Option<&str>, answer: &str) -> String {
+    match rationale.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(r) => format!("{r}\nThe answer is {answer}."),
+        None => format!("The answer is {answer}."),
+    }
+}
+
+/// Errors reading training data.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingDataError {
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A line is not usable.
+    #[error(
+        "{path}:{line}: {detail}. Expected one JSON object per line with prompt/response, question/answer[/rationale], Alpaca, ShareGPT or chat messages fields"
+    )]
+    BadLine {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The file has no examples.
+    #[error("{path}: expected at least one training example, found none")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+}
+
+fn text_field<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
+    o.get(key).and_then(Value::as_str)
+}
+
+/// Reads a JSONL file of training examples (see the module docs for the shapes).
+pub fn read_training_jsonl(path: &Path) -> Result<Vec<TrainExample>, TrainingDataError> {
+    let p = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| TrainingDataError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| TrainingDataError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |detail: String| TrainingDataError::BadLine {
+            path: p.clone(),
+            line: n + 1,
+            detail,
+        };
+        let value: Value =
+            serde_json::from_str(&line).map_err(|e| bad(format!("malformed JSON ({e})")))?;
+        out.push(example_from_value(value).map_err(bad)?);
+    }
+    if out.is_empty() {
+        return Err(TrainingDataError::Empty { path: p });
+    }
+    Ok(out)
+}
+
+/// One JSON record as a training example.
+pub fn example_from_value(value: Value) -> Result<TrainExample, String> {
+    let Value::Object(o) = &value else {
+        return Err(format!("expected a JSON object, found {value}"));
+    };
+    if let (Some(prompt), Some(response)) = (text_field(o, "prompt"), text_field(o, "response")) {
+        return Ok(TrainExample::PromptResponse {
+            prompt: prompt.to_string(),
+            response: response.to_string(),
+        });
+    }
+    if let Some(question) = text_field(o, "question") {
+        let answer = match o.get("answer") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err("a question needs a string or number `answer`".into()),
+        };
+        return Ok(TrainExample::PromptResponse {
+            prompt: question.to_string(),
+            response: kshot_response(text_field(o, "rationale"), &answer),
+        });
+    }
+    let mut builder = PoolBuilder::new(PoolOptions::default());
+    builder
+        .push_value(value.clone(), 1)
+        .map_err(|e| e.to_string())?;
+    let report = builder.finish();
+    let record = report
+        .records
+        .into_iter()
+        .next()
+        .ok_or_else(|| "not a recognised record shape".to_string())?;
+    let mut messages = Vec::new();
+    if let Some(system) = &record.system {
+        messages.push(ChatMessage {
+            role: "system".into(),
+            content: system.clone(),
+        });
+    }
+    for turn in &record.turns {
+        let role = match turn.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        messages.push(ChatMessage {
+            role: role.into(),
+            content: turn.content.clone(),
+        });
+    }
+    if !messages.iter().any(|m| m.role == "assistant") {
+        return Err("the record has no assistant turn to learn".into());
+    }
+    Ok(TrainExample::Chat { messages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_shape_becomes_an_example() {
+        let pr = example_from_value(json!({"prompt": "p", "response": "r"})).unwrap();
+        assert!(matches!(pr, TrainExample::PromptResponse { .. }));
+        let k = example_from_value(json!({"question": "2+2?", "answer": 4, "rationale": "2+2=4"}))
+            .unwrap();
+        assert_eq!(
+            k,
+            TrainExample::PromptResponse {
+                prompt: "2+2?".into(),
+                response: "2+2=4\nThe answer is 4.".into()
+            }
+        );
+        let alpaca =
+            example_from_value(json!({"instruction": "Add", "input": "1 2", "output": "3"}))
+                .unwrap();
+        let TrainExample::Chat { messages } = alpaca else {
+            panic!("alpaca becomes a chat")
+        };
+        assert_eq!(messages.last().unwrap().content, "3");
+        let share = example_from_value(json!({"conversations": [
+            {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}))
+        .unwrap();
+        assert!(matches!(share, TrainExample::Chat { .. }));
+    }
+
+    #[test]
+    fn unusable_records_are_refused_with_a_reason() {
+        assert!(example_from_value(json!([1, 2])).is_err());
+        assert!(example_from_value(json!({"question": "q"})).is_err());
+        assert!(
+            example_from_value(json!({"messages": [{"role": "user", "content": "x"}]})).is_err()
+        );
+    }
+}
