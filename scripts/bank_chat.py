@@ -96,10 +96,9 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 def extract_answer(text: str, fallback: bool = False) -> str:
     """The final answer in a generated response.
 
-    The text after the last "The answer is " up to the end, with one final '.' and surrounding
-    whitespace removed. With `fallback` (used for the base model, which does not know the
-    convention) and no "The answer is ": the last number in the text if there is one, else the
-    last non-empty line (stripped of a final '.').
+    The text after the last "The answer is " up to the end of that line, with one final '.' and
+    surrounding whitespace removed. With `fallback` and no "The answer is ": the last number in the
+    text if there is one, else the last non-empty line (stripped of a final '.').
     """
     text = text.replace(END_OF_TURN, "")
     i = text.rfind(ANSWER_PREFIX)
@@ -118,3 +117,20 @@ def extract_answer(text: str, fallback: bool = False) -> str:
         return ""
     last = lines[-1]
     return last[:-1].strip() if last.endswith(".") else last
+
+
+def answer_candidates(text: str, fallback: bool = False) -> set[str]:
+    """Predictions that count as the model's answer: the "The answer is " extraction and, with
+    `fallback` (the base model), also the last number and the last non-empty line (final '.' removed)."""
+    out = {extract_answer(text)}
+    if fallback:
+        body = text.replace(END_OF_TURN, "")
+        nums = _NUMBER.findall(body)
+        if nums:
+            out.add(nums[-1])
+        lines = [ln.strip() for ln in body.strip().splitlines() if ln.strip()]
+        if lines:
+            last = lines[-1]
+            out.add(last[:-1].strip() if last.endswith(".") else last)
+    out.discard("")
+    return out
