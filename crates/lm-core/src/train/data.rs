@@ -31,6 +31,13 @@ pub enum TrainExample {
         /// The answer to learn.
         response: String,
     },
+    /// Already tokenised: ids and which of them are targets (used as is, in any format).
+    Tokens {
+        /// Token ids.
+        ids: Vec<u32>,
+        /// `loss_mask[i]`: whether `ids[i]` is predicted with a loss (same length as `ids`).
+        loss_mask: Vec<bool>,
+    },
 }
 
 /// How a [`TrainExample`] becomes text.
@@ -90,6 +97,7 @@ fn segments(
     format: PromptFormat,
 ) -> Result<Vec<(String, bool)>> {
     match (format, example) {
+        (_, TrainExample::Tokens { .. }) => unreachable!("token examples are not rendered"),
         (PromptFormat::Raw, TrainExample::PromptResponse { prompt, response }) => {
             Ok(vec![(prompt.clone(), false), (response.clone(), true)])
         }
@@ -164,7 +172,29 @@ pub fn tokenize_examples(
     for (index, example) in examples.iter().enumerate() {
         let mut ids = Vec::new();
         let mut target = Vec::new();
-        for (k, (text, is_target)) in segments(model, example, format)?.iter().enumerate() {
+        if let TrainExample::Tokens { ids: t, loss_mask } = example {
+            if t.len() != loss_mask.len() {
+                return Err(LmError::InvalidInput(format!(
+                    "token example {index}: expected one loss_mask entry per id, found {} ids and {} mask entries",
+                    t.len(),
+                    loss_mask.len()
+                )));
+            }
+            let vocab = model.config().vocab_size;
+            if let Some(bad) = t.iter().find(|&&i| i as usize >= vocab) {
+                return Err(LmError::InvalidInput(format!(
+                    "token example {index}: id {bad} is outside the vocabulary of {vocab}"
+                )));
+            }
+            ids = t.clone();
+            target = loss_mask.clone();
+        }
+        let rendered = if matches!(example, TrainExample::Tokens { .. }) {
+            Vec::new()
+        } else {
+            segments(model, example, format)?
+        };
+        for (k, (text, is_target)) in rendered.iter().enumerate() {
             let seg = if k == 0 {
                 model.encode(text)?
             } else {
@@ -174,6 +204,7 @@ pub fn tokenize_examples(
             ids.extend(seg);
         }
         if format == PromptFormat::Raw
+            && !matches!(example, TrainExample::Tokens { .. })
             && let Some(&eos) = model.eos_ids.first()
         {
             ids.push(eos);

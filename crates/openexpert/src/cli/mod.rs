@@ -2,6 +2,7 @@
 
 mod adapters;
 mod bench;
+mod bench_train;
 mod embed;
 mod fetch;
 mod generate;
@@ -39,6 +40,8 @@ pub enum Command {
     Embed(embed::EmbedArgs),
     /// Measure scoring, decoding and embedding throughput (for benches/compare).
     BenchRuntime(bench::BenchArgs),
+    /// Measure LoRA training throughput (for benches/compare/train).
+    BenchTrain(bench_train::BenchTrainArgs),
     /// Data selection: k-center (DiverseEvol), K-shot retrieval + dedup (Rocket), baselines.
     Select {
         /// Sentence encoder used by `select retrieve` when no precomputed embeddings are given.
@@ -72,6 +75,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(a) => score::run(a, &cli.device),
         Command::Embed(a) => embed::run(a, &cli.device),
         Command::BenchRuntime(a) => bench::run(a, &cli.device),
+        Command::BenchTrain(a) => bench_train::run(a, &cli.device),
         Command::Select { embedder, command } => select(command, &embedder, &cli.device),
         Command::Train(a) => train::run(*a, &cli.device),
         Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
