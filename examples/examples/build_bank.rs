@@ -29,7 +29,8 @@ use openexpert::training_data::read_training_jsonl;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Tasks trained by openexpert: (task, family, description).
+/// Tasks trained by openexpert: (task, family, description). `word_sequence_reversal` is trained
+/// with the real `peft` instead (scripts/train_peft_bank.py), with `chain_sum`.
 const BANK_TASKS: &[(&str, &str, &str)] = &[
     (
         "basic_arithmetic",
@@ -47,9 +48,9 @@ const BANK_TASKS: &[(&str, &str, &str)] = &[
         "Sort 3-5 words in ascending or descending ASCII order.",
     ),
     (
-        "word_sequence_reversal",
-        "ordering",
-        "Reverse the order of 3-5 words.",
+        "family_relationships",
+        "logic",
+        "Name the relation between two people of a small described family.",
     ),
     (
         "gcd",
@@ -62,9 +63,9 @@ const BANK_TASKS: &[(&str, &str, &str)] = &[
         "Least common multiple of two integers up to 30, via their gcd.",
     ),
     (
-        "family_relationships",
+        "syllogism",
         "logic",
-        "Name the relation between two people of a small described family.",
+        "Decide whether a conclusion follows from two premises (Yes/No).",
     ),
 ];
 
