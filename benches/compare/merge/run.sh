@@ -3,7 +3,8 @@
 # SmolLM2-135M-Instruct and writing the HF checkpoint. Run from the repository root:
 #
 #     export CARGO_TARGET_DIR=...                      # release build dir
-#     cargo build --release -p openexpert              # or SKIP_BUILD=1 / OPENEXPERT_BIN=...
+#     cargo build --release -p openexpert              # or SKIP_BUILD=1 / OPENEXPERT_BIN=... /
+#                                                      # LORA_BIN=$CARGO_TARGET_DIR/release/examples/lora
 #     . ~/.cache/pyref/venv/bin/activate
 #     benches/compare/merge/run.sh [ROUNDS=3] [PEFT_METHOD=ties]
 #
@@ -22,14 +23,19 @@ PEFT_METHOD=${PEFT_METHOD:-ties}
 PY=${PYTHON:-python}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BIN=${OPENEXPERT_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/openexpert-target}/release/openexpert}
-if [ -z "${SKIP_BUILD:-}" ] && [ -z "${OPENEXPERT_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -p openexpert)
+if [ -n "${LORA_BIN:-}" ]; then
+  OE=("$LORA_BIN")          # lora-zoo's `examples/lora` binary: the same subcommands without `lora`
+else
+  if [ -z "${SKIP_BUILD:-}" ] && [ -z "${OPENEXPERT_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release -p openexpert)
+  fi
+  OE=("$BIN" lora)
 fi
 GGUF=${GGUF:-$HOME/.cache/openexpert/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}
 WORK=${WORK:-$(mktemp -d /tmp/oe-merge-bench.XXXXXX)}
 mkdir -p "$WORK"
 echo "work dir $WORK"
-[ -f "$WORK/base/model.safetensors" ] || "$BIN" lora export --model "$GGUF" --output "$WORK/base" --force
+[ -f "$WORK/base/model.safetensors" ] || "${OE[@]}" export --model "$GGUF" --output "$WORK/base" --force
 [ -d "$WORK/adapters/adapter_7" ] || "$PY" "$ROOT/benches/compare/merge/peft_merge.py" gen --base "$GGUF" --out "$WORK/adapters" --n 8
 ADAPTERS=$(ls -d "$WORK"/adapters/adapter_* | paste -sd, -)
 RUNS="$WORK/runs.jsonl"; : > "$RUNS"
@@ -43,14 +49,14 @@ measure() { # name, command...
   echo "$name wall ${wall}s max RSS ${rss} kB"
 }
 for r in $(seq 1 "$ROUNDS"); do
-  measure ours "$BIN" lora merge --model "$GGUF" --adapter "$ADAPTERS" --method ties --density 0.5 \
+  measure ours "${OE[@]}" merge --model "$GGUF" --adapter "$ADAPTERS" --method ties --density 0.5 \
     --output "$WORK/ours" --force --no-verify
   measure peft "$PY" "$ROOT/benches/compare/merge/peft_merge.py" merge --base "$WORK/base" \
     --adapters "$WORK/adapters" --out "$WORK/peft" --method "$PEFT_METHOD" --density 0.5 --json "$WORK/peft_phases_$r.json"
   cp "$WORK/ours/merge_report.json" "$WORK/ours_report_$r.json"
 done
 # one verified run (timed apart): merged vs unmerged logits of the dense TIES update
-measure ours_verified "$BIN" lora merge --model "$GGUF" --adapter "$ADAPTERS" --method ties --density 0.5 \
+measure ours_verified "${OE[@]}" merge --model "$GGUF" --adapter "$ADAPTERS" --method ties --density 0.5 \
   --output "$WORK/ours" --force
 cp "$WORK/ours/merge_report.json" "$WORK/ours_verified_report.json"
 "$PY" - "$WORK" "$ROOT/benches/compare/results/merge.json" "$PEFT_METHOD" <<'PYEOF'

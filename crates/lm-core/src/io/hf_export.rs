@@ -381,10 +381,7 @@ impl ExportBase {
         match self {
             ExportBase::Gguf { file, config, .. } => {
                 let tokenizer = tokenizer_from_gguf(file)?;
-                let text = |id: Option<u32>| {
-                    id.and_then(|i| tokenizer.id_to_token(i))
-                        .map(str::to_string)
-                };
+                let text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
                 let pad_id = file.get_u32_opt("tokenizer.ggml.padding_token_id")?;
                 Ok(TokenizerInfo {
                     chat_template: file
