@@ -8,7 +8,8 @@
 //! the base file's mapping plus a window of tensors, not the model.
 //!
 //! Then, unless disabled, it verifies the export: the exported directory is loaded back with
-//! [`LanguageModel::from_hf_dir`] and its logits for a fixed prompt are compared with the base model
+//! lm-core ([`load_exported`]: `config.json`, `tokenizer.json` and the weights through lm-core's
+//! decoder builder, read without a memory map so only one model is resident) and its logits for a fixed prompt are compared with the base model
 //! running the adapters **unmerged** ([`attach_adapters`]):
 //!
 //! - `linear` / `cat` / `svd` / `task_arithmetic` without a rank: the source adapters side by side
@@ -22,7 +23,7 @@
 //! and timings go to `merge_report.json` in the output directory.
 //!
 //! [`export_decoder`]: lm_core::io::hf_export::export_decoder
-//! [`LanguageModel::from_hf_dir`]: lm_core::model::LanguageModel::from_hf_dir
+//! [`load_exported`]: lm_core::io::hf_export::load_exported
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,9 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lm_core::burn::tensor::{Int, Tensor, TensorData};
-use lm_core::io::hf_export::{ExportBase, ExportDtype, StagedDir, export_decoder, write_atomic};
+use lm_core::io::hf_export::{
+    ExportBase, ExportDtype, StagedDir, export_decoder, load_exported, write_atomic,
+};
 use lm_core::model::{ExpertMix, LanguageModel};
 use ndarray::Array2;
 use serde::Serialize;
@@ -405,9 +408,12 @@ fn verify(
             logits(&base, &ids, &ExpertMix::Static(vec![1.0]))?,
         )
     };
+    let continuation = base.encode_continuation(&v.prompt)?;
     drop(base);
-    let merged = LanguageModel::from_hf_dir(exported, &device)?;
-    let tokenizer_ids_equal = merged.encode(&v.prompt)?.get(..ids.len()) == Some(&ids[..]);
+    // Loaded with positioned reads, not a memory map: one model resident at a time.
+    let (decoder, tokenizer) = load_exported(exported, &device)?;
+    let merged = LanguageModel::from_parts(decoder, tokenizer, &device);
+    let tokenizer_ids_equal = merged.encode_continuation(&v.prompt)? == continuation;
     let got = logits(&merged, &ids, &ExpertMix::Base)?;
     let vocab = merged.config().vocab_size;
     let max_abs_logit_diff = got

@@ -142,6 +142,23 @@ fn merged_export_matches_peft_and_the_unmerged_forward() {
             .unwrap();
     assert!(tc["chat_template"].as_str().unwrap().contains("<|im_start|>"));
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
+
+    // LanguageModel::from_hf_dir reads it too: same tokenizer ids, the chat template
+    drop(merged);
+    let device = lm_core::device::device_from_name("cpu").unwrap();
+    let hf = lm_core::model::LanguageModel::from_hf_dir(&dir, &device).unwrap();
+    let gguf_model = lm_core::model::LanguageModel::load(&gguf(), &device).unwrap();
+    let text = "Prices rose 12345% in 2024 — café 😀";
+    assert_eq!(hf.encode(text).unwrap(), gguf_model.encode(text).unwrap());
+    let chat = [lm_core::chat_template::ChatMessage {
+        role: "user".into(),
+        content: "Hi".into(),
+    }];
+    assert_eq!(
+        hf.render_chat(&chat, true).unwrap(),
+        gguf_model.render_chat(&chat, true).unwrap()
+    );
+    assert_eq!(hf.eos_ids, gguf_model.eos_ids);
 }
 
 /// An adapter whose q_proj is `[64 -> 64]`: trained for another base.
