@@ -46,7 +46,12 @@ fn adapters(n: usize, rank: usize) -> Vec<LoraAdapter> {
 }
 
 /// Merges every module of the block into `bases` and encodes them; returns the bytes written.
-fn merge_block(refs: &[&LoraAdapter], opts: &CombineOptions, bases: &[Vec<f32>], dtype: ExportDtype) -> usize {
+fn merge_block(
+    refs: &[&LoraAdapter],
+    opts: &CombineOptions,
+    bases: &[Vec<f32>],
+    dtype: ExportDtype,
+) -> usize {
     let mut written = 0;
     for ((m, _, _), base) in SHAPES.iter().zip(bases) {
         let mut w = base.clone();
@@ -69,7 +74,11 @@ fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(9);
     let bases: Vec<Vec<f32>> = SHAPES
         .iter()
-        .map(|(_, d_in, d_out)| (0..d_in * d_out).map(|_| rng.random::<f32>() - 0.5).collect())
+        .map(|(_, d_in, d_out)| {
+            (0..d_in * d_out)
+                .map(|_| rng.random::<f32>() - 0.5)
+                .collect()
+        })
         .collect();
     let mut g = c.benchmark_group("merge_8x_r8_smollm2_one_block");
     g.sample_size(10);

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use lm_core::burn::tensor::{Int, Tensor, TensorData};
 use lm_core::io::hf_export::{ExportDtype, export_base};
 use lm_core::model::{ExpertMix, LanguageModel};
-use lora_zoo::merge::{MergeOptions, VerifyOptions, load_named, merge_into_base, plain_merge_options};
+use lora_zoo::merge::{
+    MergeOptions, VerifyOptions, load_named, merge_into_base, plain_merge_options,
+};
 use safetensors::tensor::{Dtype, TensorView};
 
 /// Prompts with digit runs, a chat turn, unicode and code (the tokenizer's hard cases).
@@ -47,7 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&out)?;
     let model = "smollm2-135m-instruct";
     export_base(model, &out.join("base"), ExportDtype::F32, true)?;
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters/b_mlp_rslora");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters/b_mlp_rslora");
     let named = load_named(&[fixture])?;
     let opts = MergeOptions {
         combine: plain_merge_options(1),
@@ -69,8 +72,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut all_ids = Vec::new();
     for (i, p) in PROMPTS.iter().enumerate() {
         let ids = base.encode(p)?;
-        assert_eq!(ids, gguf.encode(p)?, "exported tokenizer differs from the GGUF one");
-        let bytes: Vec<u8> = ids.iter().flat_map(|&x| i64::from(x).to_le_bytes()).collect();
+        assert_eq!(
+            ids,
+            gguf.encode(p)?,
+            "exported tokenizer differs from the GGUF one"
+        );
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&x| i64::from(x).to_le_bytes())
+            .collect();
         tensors.insert(format!("ids.{i}"), (Dtype::I64, vec![ids.len()], bytes));
         let l = logits(&base, &ids);
         let v = l.len() / ids.len();
@@ -85,7 +95,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let l = logits(&merged, ids);
         let v = l.len() / ids.len();
         let bytes: Vec<u8> = l.iter().flat_map(|x| x.to_le_bytes()).collect();
-        tensors.insert(format!("merged.{i}"), (Dtype::F32, vec![ids.len(), v], bytes));
+        tensors.insert(
+            format!("merged.{i}"),
+            (Dtype::F32, vec![ids.len(), v], bytes),
+        );
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()

@@ -9,11 +9,9 @@ use crate::adapter::LoraAdapter;
 use crate::bank::{CARD_FILE, LoraBank};
 use crate::combine::{CombineMethod, CombineOptions, MajoritySign, combine};
 use crate::error::{LoraError, Result};
-use crate::merge::{
-    DEFAULT_PROMPT, MergeOptions, VerifyOptions, load_named, merge_into_base,
-};
-use lm_core::io::hf_export::ExportDtype;
+use crate::merge::{DEFAULT_PROMPT, MergeOptions, VerifyOptions, load_named, merge_into_base};
 use crate::similarity::{SimilarityMode, similarity_report};
+use lm_core::io::hf_export::ExportDtype;
 
 /// `openexpert lora <command>`.
 #[derive(Debug, Clone, clap::Subcommand)]

@@ -278,7 +278,11 @@ pub fn combined_delta(
 }
 
 /// The dense update of a module that at least one adapter has.
-fn module_delta(adapters: &[&LoraAdapter], name: &str, opts: &CombineOptions) -> Result<Array2<f32>> {
+fn module_delta(
+    adapters: &[&LoraAdapter],
+    name: &str,
+    opts: &CombineOptions,
+) -> Result<Array2<f32>> {
     let parts = module_parts(adapters, name, opts)?;
     Ok(match (opts.rank, opts.method.is_pruning()) {
         (None, true) => pruned_delta(name, &parts, opts),

@@ -213,7 +213,10 @@ pub fn merge_into_base(
                 expected,
                 found,
             } => LoraError::ShapeMismatch {
-                what: format!("adapter {}: {what} (an adapter for another base model?)", a.name),
+                what: format!(
+                    "adapter {}: {what} (an adapter for another base model?)",
+                    a.name
+                ),
                 expected,
                 found,
             },

@@ -122,7 +122,9 @@ fn merged_export_matches_peft_and_the_unmerged_forward() {
     let on_disk: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap()).unwrap();
     assert_eq!(
-        on_disk["verification"]["max_abs_logit_diff"].as_f64().unwrap() as f32,
+        on_disk["verification"]["max_abs_logit_diff"]
+            .as_f64()
+            .unwrap() as f32,
         v.max_abs_logit_diff
     );
     for f in [
@@ -140,7 +142,12 @@ fn merged_export_matches_peft_and_the_unmerged_forward() {
     let tc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap())
             .unwrap();
-    assert!(tc["chat_template"].as_str().unwrap().contains("<|im_start|>"));
+    assert!(
+        tc["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>")
+    );
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 1);
 
     // LanguageModel::from_hf_dir reads it too: same tokenizer ids, the chat template
@@ -203,7 +210,10 @@ fn bad_inputs_fail_before_writing() {
     let err = merge_into_base(&gguf(), &good, &options(1, false), &out)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("not empty") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(out.join("precious.txt")).unwrap(), b"keep me");
 
     // unwritable output: its parent is a file

@@ -144,10 +144,16 @@ impl TensorEntry {
 pub fn decoder_tensor_plan(c: &DecoderConfig) -> Vec<TensorEntry> {
     let (d, ff, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
     let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-    let mut plan = vec![TensorEntry::new("model.embed_tokens.weight".into(), &[v, d])];
+    let mut plan = vec![TensorEntry::new(
+        "model.embed_tokens.weight".into(),
+        &[v, d],
+    )];
     for i in 0..c.num_layers {
         let p = format!("model.layers.{i}");
-        plan.push(TensorEntry::new(format!("{p}.input_layernorm.weight"), &[d]));
+        plan.push(TensorEntry::new(
+            format!("{p}.input_layernorm.weight"),
+            &[d],
+        ));
         for (m, rows) in [("q_proj", qd), ("k_proj", kvd), ("v_proj", kvd)] {
             plan.push(TensorEntry::new(
                 format!("{p}.self_attn.{m}.weight"),
@@ -165,9 +171,18 @@ pub fn decoder_tensor_plan(c: &DecoderConfig) -> Vec<TensorEntry> {
             format!("{p}.post_attention_layernorm.weight"),
             &[d],
         ));
-        plan.push(TensorEntry::new(format!("{p}.mlp.gate_proj.weight"), &[ff, d]));
-        plan.push(TensorEntry::new(format!("{p}.mlp.up_proj.weight"), &[ff, d]));
-        plan.push(TensorEntry::new(format!("{p}.mlp.down_proj.weight"), &[d, ff]));
+        plan.push(TensorEntry::new(
+            format!("{p}.mlp.gate_proj.weight"),
+            &[ff, d],
+        ));
+        plan.push(TensorEntry::new(
+            format!("{p}.mlp.up_proj.weight"),
+            &[ff, d],
+        ));
+        plan.push(TensorEntry::new(
+            format!("{p}.mlp.down_proj.weight"),
+            &[d, ff],
+        ));
     }
     plan.push(TensorEntry::new("model.norm.weight".into(), &[d]));
     if !c.tie_word_embeddings {
@@ -599,7 +614,10 @@ pub fn write_sidecar_files(base: &ExportBase, dir: &Path, dtype: ExportDtype) ->
         &dir.join("generation_config.json"),
         &generation_config_json(config, info.pad_id),
     )?;
-    write_atomic(&dir.join("tokenizer.json"), tokenizer_json(&info)?.as_bytes())?;
+    write_atomic(
+        &dir.join("tokenizer.json"),
+        tokenizer_json(&info)?.as_bytes(),
+    )?;
     write_json(
         &dir.join("tokenizer_config.json"),
         &tokenizer_config_json(&info, config.max_position_embeddings),
@@ -720,10 +738,7 @@ impl StagedDir {
         let name = target
             .file_name()
             .ok_or_else(|| {
-                LmError::InvalidInput(format!(
-                    "output {} has no directory name",
-                    target.display()
-                ))
+                LmError::InvalidInput(format!("output {} has no directory name", target.display()))
             })?
             .to_string_lossy()
             .to_string();
@@ -796,13 +811,15 @@ impl ExportedWeights {
             found,
         };
         let mut len = [0u8; 8];
-        file.read_exact(&mut len).map_err(|e| LmError::io(&path, e))?;
+        file.read_exact(&mut len)
+            .map_err(|e| LmError::io(&path, e))?;
         let n = u64::from_le_bytes(len);
         if n > 100 << 20 {
             return Err(corrupt(format!("a header length of {n} bytes")));
         }
         let mut header = vec![0u8; n as usize];
-        file.read_exact(&mut header).map_err(|e| LmError::io(&path, e))?;
+        file.read_exact(&mut header)
+            .map_err(|e| LmError::io(&path, e))?;
         let v: serde_json::Map<String, Value> =
             serde_json::from_slice(&header).map_err(|e| corrupt(format!("invalid JSON ({e})")))?;
         let mut tensors = std::collections::BTreeMap::new();
@@ -946,7 +963,10 @@ mod tests {
             let (gb, _) = st.tensor_f32("b").unwrap();
             // values chosen to be exact in every dtype except 1e-3
             for (x, y) in ga.iter().chain(&gb).zip(a.iter().chain(&b)) {
-                assert!((x - y).abs() <= 1e-3 * y.abs().max(1e-3), "{dtype:?} {x} {y}");
+                assert!(
+                    (x - y).abs() <= 1e-3 * y.abs().max(1e-3),
+                    "{dtype:?} {x} {y}"
+                );
             }
         }
     }
