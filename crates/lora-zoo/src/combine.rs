@@ -255,24 +255,50 @@ where
     let names: BTreeSet<&String> = adapters.iter().flat_map(|a| a.modules.keys()).collect();
     let names: Vec<&String> = names.into_iter().collect();
     names.par_iter().try_for_each(|name| {
-        let parts = module_parts(adapters, name, opts)?;
-        let delta = match (opts.rank, opts.method.is_pruning()) {
-            (None, true) => pruned_delta(name, &parts, opts),
-            (None, false) => {
-                let (a, b) = concat_parts(&parts, opts.lambda);
-                let mut d = b.dot(&a);
-                // `cat`/`linear` modules keep the sources' own scale when there is a single source.
-                if parts.len() == 1 && parts[0].weight == 1.0 && opts.lambda == 1.0 {
-                    d = parts[0].module.delta();
-                }
-                d
-            }
-            (Some(_), _) => match combine_module(name, &parts, opts)?.0 {
-                Some(m) => m.delta(),
-                None => Array2::zeros((parts[0].module.d_out(), parts[0].module.d_in())),
-            },
-        };
+        let delta = module_delta(adapters, name, opts)?;
         f(name, delta)
+    })
+}
+
+/// The combined dense update of one module, as [`for_each_combined_delta`] computes it, or `None`
+/// when no adapter has the module. The streaming merge calls this per base tensor, in file order.
+///
+/// # Shapes
+/// returns `[d_out, d_in]`.
+pub fn combined_delta(
+    adapters: &[&LoraAdapter],
+    opts: &CombineOptions,
+    name: &str,
+) -> Result<Option<Array2<f32>>> {
+    validate_request(adapters, opts)?;
+    if !adapters.iter().any(|a| a.modules.contains_key(name)) {
+        return Ok(None);
+    }
+    module_delta(adapters, name, opts).map(Some)
+}
+
+/// The dense update of a module that at least one adapter has.
+fn module_delta(
+    adapters: &[&LoraAdapter],
+    name: &str,
+    opts: &CombineOptions,
+) -> Result<Array2<f32>> {
+    let parts = module_parts(adapters, name, opts)?;
+    Ok(match (opts.rank, opts.method.is_pruning()) {
+        (None, true) => pruned_delta(name, &parts, opts),
+        (None, false) => {
+            // `cat`/`linear` modules keep the sources' own scale when there is a single source.
+            if parts.len() == 1 && parts[0].weight == 1.0 && opts.lambda == 1.0 {
+                parts[0].module.delta()
+            } else {
+                let (a, b) = concat_parts(&parts, opts.lambda);
+                b.dot(&a)
+            }
+        }
+        (Some(_), _) => match combine_module(name, &parts, opts)?.0 {
+            Some(m) => m.delta(),
+            None => Array2::zeros((parts[0].module.d_out(), parts[0].module.d_in())),
+        },
     })
 }
 
@@ -309,7 +335,7 @@ fn module_parts<'a>(
     Ok(parts)
 }
 
-fn validate_request(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<()> {
+pub(crate) fn validate_request(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<()> {
     if adapters.is_empty() {
         return Err(LoraError::InvalidCombine("no adapters given".into()));
     }

@@ -10,6 +10,7 @@
 //!   magnitude pruning.
 //! - [`similarity`]: the Rocket per-factor criterion and the gauge-invariant ΔW cosine, for a bank.
 //! - [`bank`]: a lazily loaded directory of adapters.
+//! - [`merge`]: merging adapters (any combination) into the base and exporting an HF checkpoint.
 //! - [`cli`]: the `openexpert lora ...` subcommands that need no model.
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod combine;
 pub mod config;
 pub mod error;
 pub mod linalg;
+pub mod merge;
 pub mod similarity;
 pub mod spec;
 pub mod trained;
