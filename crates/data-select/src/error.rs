@@ -122,6 +122,15 @@ pub enum SelectError {
         reason: String,
     },
 
+    /// The model side of a selection loop (embedding with the current model, training a round) failed.
+    #[error("{stage} failed: {reason}")]
+    Model {
+        /// What the model was doing (e.g. `training round 3`).
+        stage: String,
+        /// Its message.
+        reason: String,
+    },
+
     /// A numerical routine did not converge.
     #[error("{what} did not converge after {iterations} iterations")]
     NoConvergence {

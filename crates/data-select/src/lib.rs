@@ -4,7 +4,8 @@
 //! - [`pool`]: Alpaca / ShareGPT / chat JSONL pools with stable ids and content hashes; [`salvage`] recovers the
 //!   complete records of a truncated JSON array;
 //! - [`embed`]: the [`embed::Embedder`] trait and an on-disk [`embed::EmbeddingCache`];
-//! - [`kcenter`]: DiverseEvol's k-center greedy with O(N) memory;
+//! - [`kcenter`]: DiverseEvol's k-center greedy with O(N) memory; [`evolve`]: the DiverseEvol rounds (pick, train,
+//!   re-embed) behind a model trait, resumable;
 //! - [`retrieve`] and [`dedup`]: Rocket's K-shot retrieval and near-duplicate removal;
 //! - [`baselines`]: random, k-means cluster sampling, uncertainty selectors; [`vendi`]: the Vendi diversity score;
 //! - [`npy`]: `.npy` matrices; [`cli`]: the `select` subcommands.
@@ -16,6 +17,7 @@ pub mod dedup;
 pub mod distance;
 pub mod embed;
 pub mod error;
+pub mod evolve;
 pub mod fsutil;
 pub mod kcenter;
 pub mod npy;

@@ -323,3 +323,56 @@ fn packing_gives_the_same_loss_as_padding() {
     let b = evaluate_loss(&model, None, &data, &packed, PromptFormat::Raw).unwrap();
     assert!((a - b).abs() < 1e-5, "padded {a} vs packed {b}");
 }
+
+#[test]
+fn warm_start_continues_from_the_given_weights() {
+    let model = tiny_confident();
+    let data = mapping();
+    let config = TrainConfig::new(all_targets())
+        .with_max_steps(Some(20))
+        .with_lr(1e-2)
+        .with_batch_size(4);
+    let first = LoraTrainer::new(&model, config.clone())
+        .with_format(PromptFormat::Raw)
+        .fit(&data, &[])
+        .unwrap();
+    let trained_loss = evaluate_loss(
+        &model,
+        Some(&first.weights),
+        &data,
+        &config,
+        PromptFormat::Raw,
+    )
+    .unwrap();
+    // One batch holds every example and dropout is off, so the first step's loss is the loss of
+    // the starting weights.
+    let one_step = config.clone().with_max_steps(Some(1));
+    let warm = LoraTrainer::new(&model, one_step.clone())
+        .with_format(PromptFormat::Raw)
+        .with_initial_weights(first.weights.clone())
+        .fit(&data, &[])
+        .unwrap();
+    assert!(
+        (warm.report.losses[0] - trained_loss).abs() < 1e-4,
+        "{} vs {trained_loss}",
+        warm.report.losses[0]
+    );
+    let cold = LoraTrainer::new(&model, one_step)
+        .with_format(PromptFormat::Raw)
+        .fit(&data, &[])
+        .unwrap();
+    assert!(
+        cold.report.losses[0] > trained_loss + 0.5,
+        "a fresh start begins at the base loss {} (trained {trained_loss})",
+        cold.report.losses[0]
+    );
+
+    let mut other_rank = config;
+    other_rank.lora = all_targets().with_r(4);
+    let err = LoraTrainer::new(&model, other_rank)
+        .with_format(PromptFormat::Raw)
+        .with_initial_weights(first.weights)
+        .fit(&data, &[])
+        .unwrap_err();
+    assert!(matches!(err, LmError::InvalidInput(_)), "{err}");
+}

@@ -9,6 +9,7 @@
 //! - [`lora_zoo`]: PEFT adapters in and out, adapter algebra, similarity, bank index;
 //! - [`data_select`]: instruction pools, k-center, K-shot retrieval and dedup, baselines;
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
+//! - [`pipelines`]: the selection loops that train models (DiverseEvol);
 //! - `kshot-eval`, `tapir-curriculum`, `moe-router`: K-shot evaluation, curriculum distillation
 //!   and mixtures of LoRA experts (filled in by their own issues).
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@ pub use lm_core;
 pub use lora_zoo;
 
 pub mod embedders;
+pub mod pipelines;
 pub mod training_data;
 
 /// The most used items in one import.

@@ -106,6 +106,7 @@ pub struct LoraTrainer<'a> {
     resume: bool,
     progress: bool,
     observer: Option<StepObserver<'a>>,
+    initial: Option<LoraWeights>,
 }
 
 /// A callback run after every optimiser step.
@@ -122,7 +123,16 @@ impl<'a> LoraTrainer<'a> {
             resume: false,
             progress: false,
             observer: None,
+            initial: None,
         }
+    }
+
+    /// Start from these factors instead of a fresh initialisation (warm start, e.g. continuing
+    /// from an earlier round's adapter). They must have the config's rank and the same modules
+    /// as a fresh initialisation would; the optimiser state still starts fresh.
+    pub fn with_initial_weights(mut self, weights: LoraWeights) -> Self {
+        self.initial = Some(weights);
+        self
     }
 
     /// How examples become text.
@@ -205,9 +215,27 @@ impl<'a> LoraTrainer<'a> {
         };
         let total_steps = total_micro.div_ceil(cfg.grad_accum_steps);
         let warmup = warmup_steps(total_steps, cfg.warmup_ratio);
-        let fingerprint = fingerprint(&cfg, self.format, &train_tok);
+        let fingerprint = fingerprint(
+            &cfg,
+            self.format,
+            &train_tok,
+            self.initial.as_ref().map(|w| w.values.as_slice()),
+        );
 
         let mut weights = LoraWeights::init(&self.model.decoder, &cfg.lora, cfg.seed)?;
+        if let Some(initial) = self.initial.take() {
+            if initial.config.r != cfg.lora.r || initial.slots != weights.slots {
+                return Err(LmError::InvalidInput(format!(
+                    "the initial LoRA weights (rank {}, {} modules) do not fit this training config \
+                     (rank {}, {} modules): warm-start with weights trained under the same LoRA config",
+                    initial.config.r,
+                    initial.slots.len(),
+                    cfg.lora.r,
+                    weights.slots.len()
+                )));
+            }
+            weights.values = initial.values;
+        }
         let mut optimizer = AdamW::new(weights.num_params());
         let mut losses = Vec::new();
         let mut eval_losses = Vec::new();
@@ -412,8 +440,15 @@ fn fingerprint(
     cfg: &TrainConfig,
     format: PromptFormat,
     data: &[super::data::TokenizedExample],
+    initial: Option<&[f32]>,
 ) -> String {
     let mut h = Sha256::new();
+    if let Some(values) = initial {
+        h.update(b"initial");
+        for v in values {
+            h.update(v.to_le_bytes());
+        }
+    }
     let mut c = cfg.clone();
     // Bookkeeping that does not change the trajectory may differ on resume.
     c.eval_every = 0;

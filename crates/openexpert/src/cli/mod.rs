@@ -4,6 +4,7 @@ mod adapters;
 mod bench;
 mod bench_train;
 mod embed;
+mod evolve;
 mod fetch;
 mod generate;
 mod jsonl;
@@ -42,14 +43,14 @@ pub enum Command {
     BenchRuntime(bench::BenchArgs),
     /// Measure LoRA training throughput (for benches/compare/train).
     BenchTrain(bench_train::BenchTrainArgs),
-    /// Data selection: k-center (DiverseEvol), K-shot retrieval + dedup (Rocket), baselines.
+    /// Data selection: DiverseEvol (evolve, k-center), K-shot retrieval + dedup (Rocket), baselines.
     Select {
         /// Sentence encoder used by `select retrieve` when no precomputed embeddings are given.
         #[arg(long, default_value = "minilm-l6-v2")]
         embedder: String,
         /// The selection to run.
         #[command(subcommand)]
-        command: data_select::cli::SelectCommand,
+        command: evolve::SelectCommand,
     },
     /// Fine-tune a LoRA adapter on a JSONL file (written as a PEFT adapter).
     Train(Box<train::TrainArgs>),
@@ -76,7 +77,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Embed(a) => embed::run(a, &cli.device),
         Command::BenchRuntime(a) => bench::run(a, &cli.device),
         Command::BenchTrain(a) => bench_train::run(a, &cli.device),
-        Command::Select { embedder, command } => select(command, &embedder, &cli.device),
+        Command::Select { embedder, command } => match command {
+            evolve::SelectCommand::Evolve(a) => evolve::run(*a, &cli.device),
+            evolve::SelectCommand::Other(c) => select(c, &embedder, &cli.device),
+        },
         Command::Train(a) => train::run(*a, &cli.device),
         Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
     }

@@ -1,0 +1,232 @@
+//! `openexpert select evolve`: the DiverseEvol loop on a JSONL pool with LoRA training each
+//! round (see `openexpert::pipelines::diverse_evol` and `data_select::evolve` for the files it
+//! writes and how `--resume` works). Also defines the `select` subcommand set: data-select's
+//! model-free selections plus `evolve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use data_select::Metric;
+use data_select::evolve::{EvolveConfig, EvolveStrategy, run_evolve};
+use lm_core::device::device_from_name;
+use lm_core::model::LanguageModel;
+use lm_core::train::{LoraTrainConfig, PromptFormat, TrainConfig, TrainExample};
+use openexpert::pipelines::diverse_evol::LoraEvolveModel;
+use openexpert::training_data::{example_from_value, read_training_jsonl};
+
+use super::jsonl::{read_objects, write_atomic};
+use super::train::FormatArg;
+
+/// `select` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SelectCommand {
+    /// DiverseEvol: random --init items, then --rounds rounds of "embed the pool with the
+    /// current model, add --per-round k-center picks, train a LoRA on all picks".
+    Evolve(Box<EvolveArgs>),
+    /// The model-free selections.
+    #[command(flatten)]
+    Other(data_select::cli::SelectCommand),
+}
+
+/// Arguments of `select evolve`.
+#[derive(Debug, Args)]
+pub struct EvolveArgs {
+    /// The pool: JSONL with prompt/response, question/answer[/rationale], Alpaca, ShareGPT or chat lines.
+    #[arg(long)]
+    pub pool: PathBuf,
+    /// Run directory (picks, adapters and reports of every round; see docs/data-select.md).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// A GGUF file, an HF directory, or a default asset name.
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    pub model: String,
+    /// Items drawn at random in round 0.
+    #[arg(long, default_value_t = 100)]
+    pub init: usize,
+    /// Items added per round.
+    #[arg(long, default_value_t = 100)]
+    pub per_round: usize,
+    /// Rounds after round 0.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// How each round's items are chosen.
+    #[arg(long, value_enum, default_value_t = EvolveStrategy::KCenter)]
+    pub strategy: EvolveStrategy,
+    /// Distance of the k-center picks.
+    #[arg(long, value_enum, default_value_t = Metric::Euclidean)]
+    pub metric: Metric,
+    /// Seed of round 0's draw (and of the random strategy).
+    #[arg(long, default_value_t = 42)]
+    pub select_seed: u64,
+    /// Continue each round's training from the previous round's adapter (default: from the base).
+    #[arg(long)]
+    pub warm_start: bool,
+    /// Continue the run in --output (completed rounds are kept, the interrupted one resumes).
+    #[arg(long)]
+    pub resume: bool,
+    /// Held-out JSONL whose loss every round reports.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    pub lora_r: usize,
+    /// LoRA alpha.
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// LoRA dropout.
+    #[arg(long, default_value_t = 0.05)]
+    pub lora_dropout: f64,
+    /// Target module suffixes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
+    pub targets: Vec<String>,
+    /// Passes over the labelled items per round.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Stop each round after this many optimiser steps instead.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// Warm-up fraction of the steps.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Longest sequence in tokens (training and embedding; longer items are truncated).
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    /// Seed of LoRA initialisation, shuffling and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Checkpoint every N steps within a round (and at its end).
+    #[arg(long, default_value_t = 50)]
+    pub checkpoint_every: usize,
+    /// How examples become text.
+    #[arg(long, value_enum, default_value_t = FormatArg::Chat)]
+    pub format: FormatArg,
+}
+
+impl EvolveArgs {
+    /// The per-round trainer config these flags describe.
+    pub fn train_config(&self) -> TrainConfig {
+        let lora = LoraTrainConfig::new()
+            .with_r(self.lora_r)
+            .with_alpha(self.lora_alpha)
+            .with_dropout(self.lora_dropout)
+            .with_target_modules(self.targets.clone());
+        TrainConfig::new(lora)
+            .with_epochs(self.epochs)
+            .with_max_steps(self.max_steps)
+            .with_lr(self.lr)
+            .with_batch_size(self.batch_size)
+            .with_grad_accum_steps(self.grad_accum)
+            .with_warmup_ratio(self.warmup_ratio)
+            .with_max_len(self.max_len)
+            .with_seed(self.seed)
+            .with_checkpoint_every(self.checkpoint_every)
+    }
+
+    /// The loop's settings these flags describe.
+    pub fn evolve_config(&self) -> EvolveConfig {
+        EvolveConfig {
+            init: self.init,
+            per_round: self.per_round,
+            rounds: self.rounds,
+            seed: self.select_seed,
+            warm_start: self.warm_start,
+            metric: self.metric,
+            strategy: self.strategy,
+        }
+    }
+}
+
+/// Runs `select evolve`.
+pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
+    let objects = read_objects(&args.pool)?;
+    let examples = objects
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            example_from_value(serde_json::Value::Object(o.clone())).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: record {} (0-based, blank lines not counted): {e}",
+                    args.pool.display(),
+                    i
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<TrainExample>>>()?;
+    let eval = match &args.eval {
+        Some(p) => read_training_jsonl(p)?,
+        None => Vec::new(),
+    };
+    let device = device_from_name(device)?;
+    let model = LanguageModel::load(&args.model, &device)?;
+    let format = match args.format {
+        FormatArg::Chat => PromptFormat::ChatTemplate,
+        FormatArg::Raw => PromptFormat::Raw,
+    };
+    let mut evolve =
+        LoraEvolveModel::new(model, &args.model, examples, args.train_config(), format)?
+            .with_eval(eval)
+            .with_progress(true);
+    let fingerprint = evolve.fingerprint();
+    let report = run_evolve(
+        &mut evolve,
+        &args.evolve_config(),
+        &args.output,
+        &fingerprint,
+        args.resume,
+    )?;
+
+    let mut lines = String::new();
+    for &i in &report.labeled {
+        lines.push_str(&serde_json::to_string(&objects[i])?);
+        lines.push('\n');
+    }
+    write_atomic(&args.output.join("selected.jsonl"), lines.as_bytes())?;
+    write_atomic(
+        &args.output.join("evolve_report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )
+    .context("writing the run report")?;
+    for r in &report.rounds {
+        let loss = |k: &str| r.train.get(k).and_then(serde_json::Value::as_f64);
+        eprintln!(
+            "round {}: +{} -> {} items, embed {:.1}s, select {:.2}s, train {:.1}s, loss {:.4}{}{}",
+            r.round,
+            r.new_items,
+            r.labeled,
+            r.embed_seconds,
+            r.select_seconds,
+            r.train_seconds,
+            loss("final_train_loss").unwrap_or(f64::NAN),
+            loss("eval_loss")
+                .map(|e| format!(", held-out {e:.4}"))
+                .unwrap_or_default(),
+            if report.skipped_rounds.contains(&r.round) {
+                " (done earlier)"
+            } else {
+                ""
+            }
+        );
+    }
+    eprintln!(
+        "{} items selected{}; {} and the rounds' adapters in {}",
+        report.labeled.len(),
+        if report.pool_exhausted {
+            " (the whole pool)"
+        } else {
+            ""
+        },
+        "selected.jsonl",
+        args.output.display()
+    );
+    Ok(())
+}
