@@ -25,7 +25,9 @@ Training: LoRA r=8, alpha=16, dropout 0.05 on q_proj and v_proj of every layer; 
 no weight decay), linear warm-up (10% of the steps) then cosine decay to 0, batch 8, EPOCHS passes over
 the shuffled train set, seed 0. (spell_backward was tried and dropped: the adapter reached only
 2/50, as a 135M model barely knows how its word tokens are spelt.) Losses: `final_train_loss` = mean of the last 20 steps' batch losses,
-`final_eval_loss` = token-mean response loss over the whole eval.jsonl.
+`final_eval_loss` = token-mean response loss over the whole eval.jsonl; `train_seconds` is wall
+time of the training loop, with the machine's load average and OMP_WAIT_POLICY recorded beside it
+(on a shared 2-core machine run it with OMP_WAIT_POLICY=PASSIVE).
 
 python_check: greedy generation (at most 96 new tokens, stop at <|im_end|>) on the first
 --check-items eval items for the base model and the adapter; the prediction is the text after
