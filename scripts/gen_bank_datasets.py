@@ -349,6 +349,7 @@ def readme(rows: list[dict], check_tokens: bool) -> str:
         "3. tokenization: prompt and response (with `<|im_end|>`) are tokenized separately with SmolLM2's",
         "   tokenizer (digits split one by one; special tokens matched whole; no extra BOS) and concatenated.",
         "   The training loss is on the response tokens only (prompt positions are masked).",
+        "   `scripts/bank_chat.py` implements this convention for the Python scripts.",
         "4. evaluation: greedy decoding from the prompt until `<|im_end|>` (at most 96 new tokens); the",
         "   prediction is the text after the last `The answer is ` up to the end of that line, with one final",
         "   `.` and surrounding whitespace removed; correct iff it equals `answer` (both stripped).",

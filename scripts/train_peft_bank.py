@@ -5,7 +5,7 @@ How to run (from the repository root; the outputs are committed):
 
     . ~/.cache/pyref/venv/bin/activate        # pip install -r scripts/requirements-fixtures.txt
     python scripts/gen_bank_datasets.py       # only if assets/datasets/ is missing
-    python scripts/train_peft_bank.py [--tasks chain_sum spell_backward] [--check-items 50]
+    python scripts/train_peft_bank.py [--tasks chain_sum word_sequence_reversal] [--check-items 50]
 
 For each task it trains a LoRA adapter on assets/datasets/<task>/train.jsonl on the CPU
 (torch.set_num_threads(2)) and writes assets/bank/<task>-peft/:
@@ -23,8 +23,11 @@ prompt, response = "{rationale}\\nThe answer is {answer}.<|im_end|>"; loss on re
 
 Training: LoRA r=8, alpha=16, dropout 0.05 on q_proj and v_proj of every layer; AdamW (lr 1e-3,
 no weight decay), linear warm-up (10% of the steps) then cosine decay to 0, batch 8, EPOCHS passes over
-the shuffled train set, seed 0. Losses: `final_train_loss` = mean of the last 20 steps' batch losses,
-`final_eval_loss` = token-mean response loss over the whole eval.jsonl.
+the shuffled train set, seed 0. (spell_backward was tried and dropped: the adapter reached only
+2/50, as a 135M model barely knows how its word tokens are spelt.) Losses: `final_train_loss` = mean of the last 20 steps' batch losses,
+`final_eval_loss` = token-mean response loss over the whole eval.jsonl; `train_seconds` is wall
+time of the training loop, with the machine's load average and OMP_WAIT_POLICY recorded beside it
+(on a shared 2-core machine run it with OMP_WAIT_POLICY=PASSIVE).
 
 python_check: greedy generation (at most 96 new tokens, stop at <|im_end|>) on the first
 --check-items eval items for the base model and the adapter; the prediction is the text after
@@ -59,6 +62,7 @@ FAMILIES = {
     "spell_backward": ("string", "Spell a 3-7 letter word backward, letter by letter."),
     "basic_arithmetic": ("arithmetic", "Expressions of 2-3 integers with +, -, * and parentheses, step by step."),
     "letter_counting": ("string", "Count a letter in a short text, word by word."),
+    "word_sequence_reversal": ("ordering", "Reverse a comma-separated list of 3-5 words."),
 }
 GENERATOR_CONFIG = None  # read from scripts/gen_bank_datasets.py (single source of truth)
 
@@ -269,7 +273,7 @@ def train_one(task: str, args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=["chain_sum", "spell_backward"], choices=sorted(FAMILIES))
+    ap.add_argument("--tasks", nargs="+", default=["chain_sum", "word_sequence_reversal"], choices=sorted(FAMILIES))
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=LR)
     ap.add_argument("--check-items", type=int, default=50)
