@@ -494,11 +494,13 @@ fn attention_mask(batch: &Batch, device: &Device) -> AttentionMask {
     )))
 }
 
-/// Summed negative log-likelihood of the batch's targets.
+/// Summed negative log-likelihood of the batch's targets under `decoder` (with whatever experts
+/// are attached, mixed statically with coefficient 1): the training objective before division
+/// by the number of targets. Differentiable on an autodiff device.
 ///
 /// # Shapes
 /// - returns `[1]`
-fn loss_sum_of(decoder: &Decoder, batch: &Batch, device: &Device) -> Tensor<1> {
+pub fn loss_sum_of(decoder: &Decoder, batch: &Batch, device: &Device) -> Tensor<1> {
     let (b, s) = (batch.batch, batch.seq);
     let ids: Vec<i64> = batch.tokens.iter().map(|&t| i64::from(t)).collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), device);
