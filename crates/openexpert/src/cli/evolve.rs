@@ -148,6 +148,13 @@ impl EvolveArgs {
 
 /// Runs `select evolve`.
 pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
+    // Refuse an existing run before the model is loaded (run_evolve checks it again).
+    if !args.resume && args.output.join("evolve.json").exists() {
+        anyhow::bail!(
+            "{} already holds a DiverseEvol run: pass --resume to continue it, or choose another --output",
+            args.output.display()
+        );
+    }
     let objects = read_objects(&args.pool)?;
     let examples = objects
         .iter()

@@ -77,10 +77,17 @@ impl LoraEvolveModel {
         config: TrainConfig,
         format: PromptFormat,
     ) -> Result<Self> {
+        // Tokenise at full length first: an item whose response lies beyond `max_len` is still
+        // embedded, from its first `max_len` tokens, as the reference does (training skips it).
         let max_len = config.max_len.min(model.max_context());
-        let (tokenized, stats) =
-            tokenize_examples(&model, &examples, format, max_len, OverflowPolicy::Truncate)
-                .map_err(model_err("tokenising the pool"))?;
+        let (tokenized, stats) = tokenize_examples(
+            &model,
+            &examples,
+            format,
+            model.max_context(),
+            OverflowPolicy::Truncate,
+        )
+        .map_err(model_err("tokenising the pool"))?;
         if let Some(&bad) = stats.skipped_no_response.first() {
             return Err(SelectError::param(
                 "pool",
@@ -90,7 +97,13 @@ impl LoraEvolveModel {
                 ),
             ));
         }
-        let sequences = tokenized.into_iter().map(|t| t.ids).collect();
+        let sequences = tokenized
+            .into_iter()
+            .map(|mut t| {
+                t.ids.truncate(max_len);
+                t.ids
+            })
+            .collect();
         Ok(Self {
             model,
             name: name.to_string(),
@@ -117,7 +130,7 @@ impl LoraEvolveModel {
         self
     }
 
-    /// The token ids each pool item is embedded from (and trained on, before `max_len` drops).
+    /// The token ids each pool item is embedded from: its training sequence, cut at `max_len`.
     pub fn sequences(&self) -> &[Vec<u32>] {
         &self.sequences
     }
