@@ -23,7 +23,7 @@ use super::train::FormatArg;
 pub enum SelectCommand {
     /// DiverseEvol: random --init items, then --rounds rounds of "embed the pool with the
     /// current model, add --per-round k-center picks, train a LoRA on all picks".
-    Evolve(Box<EvolveArgs>),
+    Evolve(EvolveArgs),
     /// The model-free selections.
     #[command(flatten)]
     Other(data_select::cli::SelectCommand),
@@ -225,14 +225,13 @@ pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "{} items selected{}; {} and the rounds' adapters in {}",
+        "{} items selected{}; selected.jsonl and the rounds' adapters in {}",
         report.labeled.len(),
         if report.pool_exhausted {
             " (the whole pool)"
         } else {
             ""
         },
-        "selected.jsonl",
         args.output.display()
     );
     Ok(())
