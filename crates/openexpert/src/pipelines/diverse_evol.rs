@@ -417,6 +417,28 @@ mod tests {
         assert_eq!(base.dim(), (12, m.model.config().hidden_size));
         // rows are per item, in pool order: distinct items give distinct rows
         assert_ne!(base.row(0), base.row(1));
+        // each row is the mean-pooled state of the item's training sequence (what the trainer sees)
+        let (tokenized, _) = tokenize_examples(
+            &m.model,
+            &pool(12),
+            PromptFormat::Raw,
+            64,
+            OverflowPolicy::Truncate,
+        )
+        .unwrap();
+        assert_eq!(m.sequences()[5], tokenized[5].ids);
+        let direct =
+            decoder_embeddings(&m.model, &[tokenized[5].ids.clone()], 1, &ExpertMix::Base).unwrap();
+        let diff = base
+            .row(5)
+            .iter()
+            .zip(&direct[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "row 5 differs from a direct embedding by {diff}"
+        );
         m.train(0, &[0, 1, 2, 3], dir.path()).unwrap();
         assert!(
             dir.path()
