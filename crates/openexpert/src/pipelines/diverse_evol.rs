@@ -460,6 +460,50 @@ mod tests {
     }
 
     #[test]
+    fn warm_start_resumed_from_saved_adapters_ends_with_the_same_adapter() {
+        let cfg = EvolveConfig {
+            init: 4,
+            per_round: 3,
+            rounds: 2,
+            warm_start: true,
+            ..EvolveConfig::default()
+        };
+        let adapter =
+            |dir: &Path| std::fs::read(dir.join("rd_2/adapter/adapter_model.safetensors")).unwrap();
+        let full_dir = tempfile::tempdir().unwrap();
+        let mut full = evolve_model(16);
+        let fp = full.fingerprint();
+        let a = run_evolve(&mut full, &cfg, full_dir.path(), &fp, false).unwrap();
+        assert!(a.rounds[2].warm_started);
+
+        // a process that stopped after round 1; the next one must warm-start round 2 from
+        // rd_1/adapter (PEFT on disk), not from a fresh LoRA
+        let dir = tempfile::tempdir().unwrap();
+        let one = EvolveConfig {
+            rounds: 1,
+            ..cfg.clone()
+        };
+        run_evolve(&mut evolve_model(16), &one, dir.path(), &fp, false).unwrap();
+        std::fs::copy(
+            full_dir.path().join("evolve.json"),
+            dir.path().join("evolve.json"),
+        )
+        .unwrap();
+        let b = run_evolve(&mut evolve_model(16), &cfg, dir.path(), &fp, true).unwrap();
+        assert_eq!(b.trained_rounds, vec![2]);
+        assert_eq!(b.labeled, a.labeled);
+        assert_eq!(adapter(dir.path()), adapter(full_dir.path()));
+
+        let cold_dir = tempfile::tempdir().unwrap();
+        let cold = EvolveConfig {
+            warm_start: false,
+            ..cfg
+        };
+        run_evolve(&mut evolve_model(16), &cold, cold_dir.path(), &fp, false).unwrap();
+        assert_ne!(adapter(cold_dir.path()), adapter(full_dir.path()));
+    }
+
+    #[test]
     fn a_loop_on_a_tiny_model_resumes_to_the_same_picks() {
         let cfg = EvolveConfig {
             init: 4,
