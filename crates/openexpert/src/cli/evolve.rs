@@ -23,7 +23,7 @@ use super::train::FormatArg;
 pub enum SelectCommand {
     /// DiverseEvol: random --init items, then --rounds rounds of "embed the pool with the
     /// current model, add --per-round k-center picks, train a LoRA on all picks".
-    Evolve(Box<EvolveArgs>),
+    Evolve(EvolveArgs),
     /// The model-free selections.
     #[command(flatten)]
     Other(data_select::cli::SelectCommand),
@@ -148,6 +148,13 @@ impl EvolveArgs {
 
 /// Runs `select evolve`.
 pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
+    // Refuse an existing run before the model is loaded (run_evolve checks it again).
+    if !args.resume && args.output.join("evolve.json").exists() {
+        anyhow::bail!(
+            "{} already holds a DiverseEvol run: pass --resume to continue it, or choose another --output",
+            args.output.display()
+        );
+    }
     let objects = read_objects(&args.pool)?;
     let examples = objects
         .iter()
@@ -218,14 +225,13 @@ pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "{} items selected{}; {} and the rounds' adapters in {}",
+        "{} items selected{}; selected.jsonl and the rounds' adapters in {}",
         report.labeled.len(),
         if report.pool_exhausted {
             " (the whole pool)"
         } else {
             ""
         },
-        "selected.jsonl",
         args.output.display()
     );
     Ok(())

@@ -78,7 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchRuntime(a) => bench::run(a, &cli.device),
         Command::BenchTrain(a) => bench_train::run(a, &cli.device),
         Command::Select { embedder, command } => match command {
-            evolve::SelectCommand::Evolve(a) => evolve::run(*a, &cli.device),
+            evolve::SelectCommand::Evolve(a) => evolve::run(a, &cli.device),
             evolve::SelectCommand::Other(c) => select(c, &embedder, &cli.device),
         },
         Command::Train(a) => train::run(*a, &cli.device),

@@ -77,10 +77,17 @@ impl LoraEvolveModel {
         config: TrainConfig,
         format: PromptFormat,
     ) -> Result<Self> {
+        // Tokenise at full length first: an item whose response lies beyond `max_len` is still
+        // embedded, from its first `max_len` tokens, as the reference does (training skips it).
         let max_len = config.max_len.min(model.max_context());
-        let (tokenized, stats) =
-            tokenize_examples(&model, &examples, format, max_len, OverflowPolicy::Truncate)
-                .map_err(model_err("tokenising the pool"))?;
+        let (tokenized, stats) = tokenize_examples(
+            &model,
+            &examples,
+            format,
+            model.max_context(),
+            OverflowPolicy::Truncate,
+        )
+        .map_err(model_err("tokenising the pool"))?;
         if let Some(&bad) = stats.skipped_no_response.first() {
             return Err(SelectError::param(
                 "pool",
@@ -90,7 +97,13 @@ impl LoraEvolveModel {
                 ),
             ));
         }
-        let sequences = tokenized.into_iter().map(|t| t.ids).collect();
+        let sequences = tokenized
+            .into_iter()
+            .map(|mut t| {
+                t.ids.truncate(max_len);
+                t.ids
+            })
+            .collect();
         Ok(Self {
             model,
             name: name.to_string(),
@@ -117,7 +130,7 @@ impl LoraEvolveModel {
         self
     }
 
-    /// The token ids each pool item is embedded from (and trained on, before `max_len` drops).
+    /// The token ids each pool item is embedded from: its training sequence, cut at `max_len`.
     pub fn sequences(&self) -> &[Vec<u32>] {
         &self.sequences
     }
@@ -404,6 +417,28 @@ mod tests {
         assert_eq!(base.dim(), (12, m.model.config().hidden_size));
         // rows are per item, in pool order: distinct items give distinct rows
         assert_ne!(base.row(0), base.row(1));
+        // each row is the mean-pooled state of the item's training sequence (what the trainer sees)
+        let (tokenized, _) = tokenize_examples(
+            &m.model,
+            &pool(12),
+            PromptFormat::Raw,
+            64,
+            OverflowPolicy::Truncate,
+        )
+        .unwrap();
+        assert_eq!(m.sequences()[5], tokenized[5].ids);
+        let direct =
+            decoder_embeddings(&m.model, &[tokenized[5].ids.clone()], 1, &ExpertMix::Base).unwrap();
+        let diff = base
+            .row(5)
+            .iter()
+            .zip(&direct[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-4,
+            "row 5 differs from a direct embedding by {diff}"
+        );
         m.train(0, &[0, 1, 2, 3], dir.path()).unwrap();
         assert!(
             dir.path()
@@ -422,6 +457,50 @@ mod tests {
         assert!(weights.is_none());
         m.load_round(0, dir.path()).unwrap();
         assert_eq!(m.embed().unwrap(), trained);
+    }
+
+    #[test]
+    fn warm_start_resumed_from_saved_adapters_ends_with_the_same_adapter() {
+        let cfg = EvolveConfig {
+            init: 4,
+            per_round: 3,
+            rounds: 2,
+            warm_start: true,
+            ..EvolveConfig::default()
+        };
+        let adapter =
+            |dir: &Path| std::fs::read(dir.join("rd_2/adapter/adapter_model.safetensors")).unwrap();
+        let full_dir = tempfile::tempdir().unwrap();
+        let mut full = evolve_model(16);
+        let fp = full.fingerprint();
+        let a = run_evolve(&mut full, &cfg, full_dir.path(), &fp, false).unwrap();
+        assert!(a.rounds[2].warm_started);
+
+        // a process that stopped after round 1; the next one must warm-start round 2 from
+        // rd_1/adapter (PEFT on disk), not from a fresh LoRA
+        let dir = tempfile::tempdir().unwrap();
+        let one = EvolveConfig {
+            rounds: 1,
+            ..cfg.clone()
+        };
+        run_evolve(&mut evolve_model(16), &one, dir.path(), &fp, false).unwrap();
+        std::fs::copy(
+            full_dir.path().join("evolve.json"),
+            dir.path().join("evolve.json"),
+        )
+        .unwrap();
+        let b = run_evolve(&mut evolve_model(16), &cfg, dir.path(), &fp, true).unwrap();
+        assert_eq!(b.trained_rounds, vec![2]);
+        assert_eq!(b.labeled, a.labeled);
+        assert_eq!(adapter(dir.path()), adapter(full_dir.path()));
+
+        let cold_dir = tempfile::tempdir().unwrap();
+        let cold = EvolveConfig {
+            warm_start: false,
+            ..cfg
+        };
+        run_evolve(&mut evolve_model(16), &cold, cold_dir.path(), &fp, false).unwrap();
+        assert_ne!(adapter(cold_dir.path()), adapter(full_dir.path()));
     }
 
     #[test]
