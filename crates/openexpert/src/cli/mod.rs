@@ -47,6 +47,11 @@ pub enum Command {
         #[command(subcommand)]
         command: data_select::cli::SelectCommand,
     },
+    /// Evaluate a model (and adapters) on a task JSONL: exact match, multiple choice,
+    /// reasoning and answer perplexity.
+    Eval(kshot_eval::cli::EvalArgs),
+    /// Rank a LoRA bank on a K-shot set and choose diverse experts (Rocket).
+    RankBank(kshot_eval::cli::RankBankArgs),
     /// LoRA adapters: inspect, combine, similarity.
     Lora {
         /// The adapter operation.
@@ -71,6 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::BenchRuntime(a) => bench::run(a, &cli.device),
         Command::Select { embedder, command } => select(command, &embedder, &cli.device),
         Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
+        Command::Eval(a) => Ok(kshot_eval::cli::run_eval(a, &cli.device)?),
+        Command::RankBank(a) => Ok(kshot_eval::cli::run_rank_bank(a, &cli.device)?),
     }
 }
 
