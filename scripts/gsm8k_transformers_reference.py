@@ -18,7 +18,7 @@ The protocol is the one kshot-eval's `GenerativeTask::chat_default()` uses (docs
 - 0-shot chat: messages `[{"role": "user", "content": question}]` rendered with the model's own
   chat template (from the GGUF), `add_generation_prompt=True`, tokenized with special tokens as
   lm-core's `LanguageModel::encode` does;
-- greedy decoding, at most 256 new tokens, stop at the end-of-turn token;
+- greedy decoding, at most 128 new tokens (kept modest for CPU time), stop at the end-of-turn token;
 - extraction: the text after the last "The answer is " up to a trailing '.', else the last number
   in the text; normalisation strips ',', '$', spaces and a trailing '.'; numbers compare by value;
 - gold: the number after "####" in the GSM8K answer.
@@ -84,7 +84,7 @@ def same_answer(pred, gold):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)

@@ -306,7 +306,6 @@ pub fn evaluate(
         return Err(KshotError::InvalidConfig("batch_size must be at least 1".into()));
     }
     check_inputs(items, metrics)?;
-    let arms = experts.arms();
     let mut out: Vec<Evaluation> = names
         .iter()
         .enumerate()
@@ -559,7 +558,7 @@ pub(crate) fn generate_rows(
 ) -> Result<Vec<Generation>> {
     let n = prompts.len();
     let rows = experts.arms() * n;
-    let gen = GenerationConfig {
+    let gen_config = GenerationConfig {
         max_new_tokens: config.max_new_tokens,
         stop: config.stop.clone().unwrap_or_else(|| config.format.default_stops()),
         ..Default::default()
@@ -575,7 +574,7 @@ pub(crate) fn generate_rows(
             Experts::Shared(m) => m.clone(),
             Experts::PerRow(e) => ExpertMix::PerRow(chunk.iter().map(|&r| e[r / n]).collect()),
         };
-        let gens = generate(model, &batch, &gen, &mix)?;
+        let gens = generate(model, &batch, &gen_config, &mix)?;
         for (&r, g) in chunk.iter().zip(gens) {
             out[r] = Some(g);
         }

@@ -45,7 +45,7 @@ pub enum TupleRule {
 }
 
 /// Selection settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SelectionConfig {
     /// Shortlist size `M` (default 8; clamped to the bank size).
     pub shortlist: usize,
