@@ -26,36 +26,92 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = lm_core::device::device_from_name("cpu")?;
     let mut model = LanguageModel::load("smollm2-135m-instruct", &device)?;
     let items = KShotSet::gsm8k_test()?.take(k).items;
-    let metrics = Metrics { exact_match: true, reasoning_ppl: true, answer_ppl: false, multiple_choice: false };
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lora-zoo/tests/fixtures/adapters");
+    let metrics = Metrics {
+        exact_match: true,
+        reasoning_ppl: true,
+        answer_ppl: false,
+        multiple_choice: false,
+    };
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../lora-zoo/tests/fixtures/adapters");
     let four = ["a_qv_r4", "b_mlp_rslora", "c_rank_pattern", "d_qv_r4"]
         .iter()
         .map(|n| LoraAdapter::load(&fixtures.join(n)))
         .collect::<Result<Vec<_>, _>>()?;
     let adapters: Vec<&LoraAdapter> = (0..16).map(|i| &four[i % 4]).collect();
-    let names: Vec<String> = (0..16).map(|i| format!("{}#{}", ["a", "b", "c", "d"][i % 4], i / 4)).collect();
+    let names: Vec<String> = (0..16)
+        .map(|i| format!("{}#{}", ["a", "b", "c", "d"][i % 4], i / 4))
+        .collect();
 
-    let base_cfg = EvalConfig { max_new_tokens, batch_size: k, ..Default::default() };
+    let base_cfg = EvalConfig {
+        max_new_tokens,
+        batch_size: k,
+        ..Default::default()
+    };
     // Warm-up (allocator, caches), not timed.
-    evaluate(&model, Experts::Shared(&ExpertMix::Base), &["base".into()], &[], &items[..1], metrics, &base_cfg)?;
+    evaluate(
+        &model,
+        Experts::Shared(&ExpertMix::Base),
+        &["base".into()],
+        &[],
+        &items[..1],
+        metrics,
+        &base_cfg,
+    )?;
     let t = Instant::now();
-    let base = evaluate(&model, Experts::Shared(&ExpertMix::Base), &["base".into()], &[], &items, metrics, &base_cfg)?;
+    let base = evaluate(
+        &model,
+        Experts::Shared(&ExpertMix::Base),
+        &["base".into()],
+        &[],
+        &items,
+        metrics,
+        &base_cfg,
+    )?;
     let base_s = t.elapsed().as_secs_f64();
 
     lora_zoo::apply::attach_adapters(&mut model.decoder, &[adapters[0]])?;
     let t = Instant::now();
-    evaluate(&model, Experts::Shared(&ExpertMix::Static(vec![1.0])), &["one".into()], &[], &items, metrics, &base_cfg)?;
+    evaluate(
+        &model,
+        Experts::Shared(&ExpertMix::Static(vec![1.0])),
+        &["one".into()],
+        &[],
+        &items,
+        metrics,
+        &base_cfg,
+    )?;
     let one_s = t.elapsed().as_secs_f64();
 
-    let packed_cfg = EvalConfig { max_new_tokens, batch_size: 16 * k, ..Default::default() };
+    let packed_cfg = EvalConfig {
+        max_new_tokens,
+        batch_size: 16 * k,
+        ..Default::default()
+    };
     let t = Instant::now();
-    let bank = evaluate_adapters(&mut model, &names, &adapters, false, &[], &items, metrics, &packed_cfg)?;
+    let bank = evaluate_adapters(
+        &mut model,
+        &names,
+        &adapters,
+        false,
+        &[],
+        &items,
+        metrics,
+        &packed_cfg,
+    )?;
     let packed_s = t.elapsed().as_secs_f64();
 
     // Replicas of the same adapter must agree exactly with each other.
     for i in 4..16 {
         let (x, y) = (&bank.evaluations[i], &bank.evaluations[i % 4]);
-        let texts = |e: &kshot_eval::Evaluation| e.exact_match.as_ref().map(|r| r.per_item.iter().map(|p| p.prediction.clone()).collect::<Vec<_>>());
+        let texts = |e: &kshot_eval::Evaluation| {
+            e.exact_match.as_ref().map(|r| {
+                r.per_item
+                    .iter()
+                    .map(|p| p.prediction.clone())
+                    .collect::<Vec<_>>()
+            })
+        };
         assert_eq!(texts(x), texts(y), "replica {i} differs");
     }
     let summary = serde_json::json!({

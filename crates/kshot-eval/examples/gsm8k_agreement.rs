@@ -22,8 +22,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.get(1).map_or(Ok(200), |s| s.parse())?;
     let batch: usize = args.get(2).map_or(Ok(16), |s| s.parse())?;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("gsm8k_smollm2_transformers.json"))?)?;
+    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        fixtures.join("gsm8k_smollm2_transformers.json"),
+    )?)?;
     let device = lm_core::device::device_from_name("cpu")?;
     let model = LanguageModel::load("smollm2-135m-instruct", &device)?;
     let set = KShotSet::gsm8k_test()?.take(n);
@@ -36,7 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let report = exact_match(&model, &ExpertMix::Base, &[], &set.items, &config)?;
     let seconds = start.elapsed().as_secs_f64();
-    let theirs = reference["items"].as_array().ok_or("reference has no items")?;
+    let theirs = reference["items"]
+        .as_array()
+        .ok_or("reference has no items")?;
     let (mut same_text, mut same_extracted, mut same_verdict, mut compared) = (0, 0, 0, 0);
     for (ours, t) in report.per_item.iter().zip(theirs) {
         compared += 1;
@@ -44,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         same_extracted += usize::from(ours.extracted.as_deref() == t["extracted"].as_str());
         same_verdict += usize::from(ours.correct == t["correct"].as_bool().unwrap_or(false));
     }
-    let theirs_correct = theirs.iter().take(compared).filter(|t| t["correct"].as_bool() == Some(true)).count();
+    let theirs_correct = theirs
+        .iter()
+        .take(compared)
+        .filter(|t| t["correct"].as_bool() == Some(true))
+        .count();
     let summary = serde_json::json!({
         "model": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "runtime": "openexpert (burn flex, f32, CPU)",

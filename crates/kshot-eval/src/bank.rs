@@ -65,7 +65,16 @@ pub fn evaluate_bank(
         .map(|n| bank.load(n))
         .collect::<lora_zoo::Result<Vec<_>>>()?;
     let refs: Vec<&LoraAdapter> = loaded.iter().map(|a| a.as_ref()).collect();
-    evaluate_adapters(model, &names, &refs, include_base, shots, items, metrics, config)
+    evaluate_adapters(
+        model,
+        &names,
+        &refs,
+        include_base,
+        shots,
+        items,
+        metrics,
+        config,
+    )
 }
 
 /// [`evaluate_bank`] for adapters already in memory.
@@ -99,9 +108,22 @@ pub fn evaluate_adapters(
         experts.push(Some(i));
     }
     let start = Instant::now();
-    let evaluations = evaluate(model, Experts::PerRow(&experts), &arm_names, shots, items, metrics, config)?;
+    let evaluations = evaluate(
+        model,
+        Experts::PerRow(&experts),
+        &arm_names,
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
     let seconds = start.elapsed().as_secs_f64();
-    tracing::info!(adapters = names.len(), items = items.len(), seconds, "bank evaluated");
+    tracing::info!(
+        adapters = names.len(),
+        items = items.len(),
+        seconds,
+        "bank evaluated"
+    );
     Ok(BankEvaluation {
         evaluations,
         seconds,

@@ -80,7 +80,9 @@ impl CommonArgs {
     }
 
     fn markdown_path(&self, output: &Path) -> PathBuf {
-        self.markdown.clone().unwrap_or_else(|| output.with_extension("md"))
+        self.markdown
+            .clone()
+            .unwrap_or_else(|| output.with_extension("md"))
     }
 }
 
@@ -157,7 +159,12 @@ fn parse_metrics(spec: &str, items: &[crate::kshot::KShotItem]) -> Result<Metric
     if spec.trim() == "auto" {
         return Ok(Metrics::auto(items));
     }
-    let mut m = Metrics { exact_match: false, reasoning_ppl: false, answer_ppl: false, multiple_choice: false };
+    let mut m = Metrics {
+        exact_match: false,
+        reasoning_ppl: false,
+        answer_ppl: false,
+        multiple_choice: false,
+    };
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part {
             "em" => m.exact_match = true,
@@ -171,14 +178,25 @@ fn parse_metrics(spec: &str, items: &[crate::kshot::KShotItem]) -> Result<Metric
             }
         }
     }
-    if m == (Metrics { exact_match: false, reasoning_ppl: false, answer_ppl: false, multiple_choice: false }) {
-        return Err(KshotError::InvalidConfig("--metrics names no metric".into()));
+    if m == (Metrics {
+        exact_match: false,
+        reasoning_ppl: false,
+        answer_ppl: false,
+        multiple_choice: false,
+    }) {
+        return Err(KshotError::InvalidConfig(
+            "--metrics names no metric".into(),
+        ));
     }
     Ok(m)
 }
 
 fn load_set(spec: &str) -> Result<KShotSet> {
-    if spec == "gsm8k-test" { KShotSet::gsm8k_test() } else { KShotSet::from_jsonl(Path::new(spec)) }
+    if spec == "gsm8k-test" {
+        KShotSet::gsm8k_test()
+    } else {
+        KShotSet::from_jsonl(Path::new(spec))
+    }
 }
 
 /// Runs `eval`.
@@ -195,16 +213,43 @@ pub fn run_eval(args: EvalArgs, device: &str) -> Result<()> {
     let mut model = LanguageModel::load(&args.common.model, &device)?;
     let start = Instant::now();
     let evaluations = if args.adapters.is_empty() {
-        evaluate(&model, Experts::Shared(&ExpertMix::Base), &["base".into()], &split.shots, &test, metrics, &config)?
+        evaluate(
+            &model,
+            Experts::Shared(&ExpertMix::Base),
+            &["base".into()],
+            &split.shots,
+            &test,
+            metrics,
+            &config,
+        )?
     } else {
-        let loaded = args.adapters.iter().map(|d| LoraAdapter::load(d)).collect::<lora_zoo::Result<Vec<_>>>()?;
+        let loaded = args
+            .adapters
+            .iter()
+            .map(|d| LoraAdapter::load(d))
+            .collect::<lora_zoo::Result<Vec<_>>>()?;
         let refs: Vec<&LoraAdapter> = loaded.iter().collect();
         let names: Vec<String> = args
             .adapters
             .iter()
-            .map(|d| d.file_name().map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into_owned()))
+            .map(|d| {
+                d.file_name().map_or_else(
+                    || d.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+            })
             .collect();
-        evaluate_adapters(&mut model, &names, &refs, args.with_base, &split.shots, &test, metrics, &config)?.evaluations
+        evaluate_adapters(
+            &mut model,
+            &names,
+            &refs,
+            args.with_base,
+            &split.shots,
+            &test,
+            metrics,
+            &config,
+        )?
+        .evaluations
     };
     let seconds = start.elapsed().as_secs_f64();
     let report = serde_json::json!({
@@ -218,7 +263,10 @@ pub fn run_eval(args: EvalArgs, device: &str) -> Result<()> {
         "seconds": seconds,
         "evaluations": evaluations,
     });
-    write_atomic(&args.output, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    write_atomic(
+        &args.output,
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
     let md = format!(
         "# {} on {} ({} items, {} shots)\n\n{}",
         args.common.model,
@@ -258,7 +306,14 @@ pub fn run_rank_bank(args: RankBankArgs, device: &str) -> Result<()> {
     };
     let device = lm_core::device::device_from_name(device)?;
     let mut model = LanguageModel::load(&args.common.model, &device)?;
-    let report = rank_bank(&mut model, &bank, args.adapters.as_deref(), &split.shots, &items, &config)?;
+    let report = rank_bank(
+        &mut model,
+        &bank,
+        args.adapters.as_deref(),
+        &split.shots,
+        &items,
+        &config,
+    )?;
     let json = serde_json::json!({
         "model": args.common.model,
         "bank": args.bank,
@@ -266,7 +321,10 @@ pub fn run_rank_bank(args: RankBankArgs, device: &str) -> Result<()> {
         "config": config,
         "report": report,
     });
-    write_atomic(&args.output, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    write_atomic(
+        &args.output,
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
     let md = format!(
         "# rank-bank: {} on {}\n\n{}",
         args.bank.display(),

@@ -101,7 +101,9 @@ impl Metrics {
             reasoning_ppl: !items.is_empty() && items.iter().all(|i| i.rationale_text().is_some()),
             answer_ppl: true,
             multiple_choice: !items.is_empty()
-                && items.iter().all(|i| i.choices.as_ref().is_some_and(|c| c.len() >= 2)),
+                && items
+                    .iter()
+                    .all(|i| i.choices.as_ref().is_some_and(|c| c.len() >= 2)),
         }
     }
 }
@@ -233,7 +235,15 @@ pub fn exact_match(
         answer_ppl: false,
         multiple_choice: false,
     };
-    let mut e = evaluate(model, Experts::Shared(mix), &["model".into()], shots, items, metrics, config)?;
+    let mut e = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
     Ok(e.remove(0).exact_match.expect("asked for"))
 }
 
@@ -252,9 +262,22 @@ pub fn perplexity_report(
         answer_ppl: !reasoning,
         multiple_choice: false,
     };
-    let mut e = evaluate(model, Experts::Shared(mix), &["model".into()], shots, items, metrics, config)?;
+    let mut e = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
     let e = e.remove(0);
-    Ok(if reasoning { e.reasoning_ppl } else { e.answer_ppl }.expect("asked for"))
+    Ok(if reasoning {
+        e.reasoning_ppl
+    } else {
+        e.answer_ppl
+    }
+    .expect("asked for"))
 }
 
 /// Multiple-choice `acc` / `acc_norm` (needs choices on every item).
@@ -271,7 +294,15 @@ pub fn multiple_choice(
         answer_ppl: false,
         multiple_choice: true,
     };
-    let mut e = evaluate(model, Experts::Shared(mix), &["model".into()], shots, items, metrics, config)?;
+    let mut e = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
     Ok(e.remove(0).multiple_choice.expect("asked for"))
 }
 
@@ -303,7 +334,9 @@ pub fn evaluate(
         ));
     }
     if config.batch_size == 0 {
-        return Err(KshotError::InvalidConfig("batch_size must be at least 1".into()));
+        return Err(KshotError::InvalidConfig(
+            "batch_size must be at least 1".into(),
+        ));
     }
     check_inputs(items, metrics)?;
     let mut out: Vec<Evaluation> = names
@@ -321,12 +354,20 @@ pub fn evaluate(
             multiple_choice: None,
         })
         .collect();
-    let ids: Vec<String> = items.iter().enumerate().map(|(i, it)| it.id_or(i)).collect();
+    let ids: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| it.id_or(i))
+        .collect();
 
     if metrics.exact_match {
         let prompts = items
             .iter()
-            .map(|it| model.encode(&config.format.context(model, shots, it)?).map_err(Into::into))
+            .map(|it| {
+                model
+                    .encode(&config.format.context(model, shots, it)?)
+                    .map_err(Into::into)
+            })
             .collect::<Result<Vec<_>>>()?;
         let gens = generate_rows(model, &prompts, experts, config)?;
         for (a, ev) in out.iter_mut().enumerate() {
@@ -336,7 +377,10 @@ pub fn evaluate(
                 .map(|(i, it)| {
                     let g = &gens[a * items.len() + i];
                     let ex = config.extractor.extract(&g.text, &it.answer);
-                    let correct = ex.answer.as_deref().is_some_and(|p| answers_match(p, &it.answer));
+                    let correct = ex
+                        .answer
+                        .as_deref()
+                        .is_some_and(|p| answers_match(p, &it.answer));
                     ItemPrediction {
                         id: ids[i].clone(),
                         gold: it.answer.clone(),
@@ -358,7 +402,11 @@ pub fn evaluate(
         let requests = items
             .iter()
             .map(|it| {
-                let target = if reasoning { it.response() } else { it.answer.trim().to_string() };
+                let target = if reasoning {
+                    it.response()
+                } else {
+                    it.answer.trim().to_string()
+                };
                 let (ctx, cont) = config.format.pair(model, shots, it, &target)?;
                 config.format.encode_pair(model, &ctx, &cont)
             })
@@ -376,7 +424,11 @@ pub fn evaluate(
                     }
                 })
                 .collect();
-            let report = perplexity_summary(if reasoning { "reasoning" } else { "answer" }, per_item, config);
+            let report = perplexity_summary(
+                if reasoning { "reasoning" } else { "answer" },
+                per_item,
+                config,
+            );
             if reasoning {
                 ev.reasoning_ppl = Some(report);
             } else {
@@ -394,7 +446,9 @@ pub fn evaluate(
             let context = config.format.context(model, shots, it)?;
             for c in choices {
                 let cont = match &config.format {
-                    PromptFormat::Plain { target_delimiter, .. } => format!("{target_delimiter}{c}"),
+                    PromptFormat::Plain {
+                        target_delimiter, ..
+                    } => format!("{target_delimiter}{c}"),
                     PromptFormat::Chat { .. } => c.clone(),
                 };
                 requests.push(config.format.encode_pair(model, &context, &cont)?);
@@ -407,7 +461,10 @@ pub fn evaluate(
             let mut per_item = Vec::with_capacity(items.len());
             for (i, it) in items.iter().enumerate() {
                 let choices = it.choices.as_deref().unwrap_or_default();
-                let lls: Vec<f64> = scores[offset..offset + choices.len()].iter().map(|s| s.logprob).collect();
+                let lls: Vec<f64> = scores[offset..offset + choices.len()]
+                    .iter()
+                    .map(|s| s.logprob)
+                    .collect();
                 offset += choices.len();
                 let (pred, pred_norm) = choice_predictions(&lls, choices);
                 per_item.push(ChoiceItem {
@@ -445,7 +502,10 @@ fn check_inputs(items: &[KShotItem], metrics: Metrics) -> Result<()> {
         for (i, it) in items.iter().enumerate() {
             let n = it.choices.as_ref().map_or(0, Vec::len);
             if n < 2 {
-                return Err(KshotError::MissingChoices { id: it.id_or(i), found: n });
+                return Err(KshotError::MissingChoices {
+                    id: it.id_or(i),
+                    found: n,
+                });
             }
             gold_choice(it, &it.id_or(i))?;
         }
@@ -494,7 +554,10 @@ fn finish_name(r: FinishReason) -> &'static str {
 }
 
 fn exact_match_report(per_item: Vec<ItemPrediction>, config: &EvalConfig) -> ExactMatchReport {
-    let values: Vec<f64> = per_item.iter().map(|p| f64::from(u8::from(p.correct))).collect();
+    let values: Vec<f64> = per_item
+        .iter()
+        .map(|p| f64::from(u8::from(p.correct)))
+        .collect();
     let correct = per_item.iter().filter(|p| p.correct).count();
     ExactMatchReport {
         accuracy: mean(&values),
@@ -506,7 +569,11 @@ fn exact_match_report(per_item: Vec<ItemPrediction>, config: &EvalConfig) -> Exa
     }
 }
 
-fn perplexity_summary(target: &str, per_item: Vec<ItemPerplexity>, config: &EvalConfig) -> PerplexityReport {
+fn perplexity_summary(
+    target: &str,
+    per_item: Vec<ItemPerplexity>,
+    config: &EvalConfig,
+) -> PerplexityReport {
     let ppls: Vec<f64> = per_item.iter().map(|p| p.ppl).collect();
     let pairs: Vec<(f64, usize)> = per_item.iter().map(|p| (p.logprob, p.n_tokens)).collect();
     PerplexityReport {
@@ -520,8 +587,14 @@ fn perplexity_summary(target: &str, per_item: Vec<ItemPerplexity>, config: &Eval
 }
 
 fn choice_summary(per_item: Vec<ChoiceItem>, config: &EvalConfig) -> MultipleChoiceReport {
-    let acc: Vec<f64> = per_item.iter().map(|c| f64::from(u8::from(c.pred == c.gold))).collect();
-    let norm: Vec<f64> = per_item.iter().map(|c| f64::from(u8::from(c.pred_norm == c.gold))).collect();
+    let acc: Vec<f64> = per_item
+        .iter()
+        .map(|c| f64::from(u8::from(c.pred == c.gold)))
+        .collect();
+    let norm: Vec<f64> = per_item
+        .iter()
+        .map(|c| f64::from(u8::from(c.pred_norm == c.gold)))
+        .collect();
     MultipleChoiceReport {
         acc: mean(&acc),
         acc_norm: mean(&norm),
@@ -560,7 +633,10 @@ pub(crate) fn generate_rows(
     let rows = experts.arms() * n;
     let gen_config = GenerationConfig {
         max_new_tokens: config.max_new_tokens,
-        stop: config.stop.clone().unwrap_or_else(|| config.format.default_stops()),
+        stop: config
+            .stop
+            .clone()
+            .unwrap_or_else(|| config.format.default_stops()),
         ..Default::default()
     };
     let mut order: Vec<usize> = (0..rows).collect();
@@ -581,7 +657,10 @@ pub(crate) fn generate_rows(
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(out.into_iter().map(|g| g.expect("every row generated")).collect())
+    Ok(out
+        .into_iter()
+        .map(|g| g.expect("every row generated"))
+        .collect())
 }
 
 /// Scores every `(arm, request)` row, arm-major.
@@ -599,7 +678,9 @@ pub(crate) fn score_rows(
         Experts::Shared(mix) => score(model, requests, &options, mix)?,
         Experts::PerRow(e) => {
             let n = requests.len();
-            let all: Vec<ScoreRequest> = (0..e.len()).flat_map(|_| requests.iter().cloned()).collect();
+            let all: Vec<ScoreRequest> = (0..e.len())
+                .flat_map(|_| requests.iter().cloned())
+                .collect();
             let idx: Vec<Option<usize>> = (0..e.len() * n).map(|r| e[r / n]).collect();
             score_per_row_experts(model, &all, &idx, &options)?
         }

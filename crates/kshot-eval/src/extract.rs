@@ -222,9 +222,7 @@ pub fn option_letter(text: &str, n_choices: usize) -> Option<String> {
     let n = n_choices.clamp(1, 26);
     let letters: String = (0..n).map(|i| (b'A' + i as u8) as char).collect();
     let re = Regex::new(&format!(r"\b([{letters}])\b")).ok()?;
-    re.captures_iter(text)
-        .last()
-        .map(|c| c[1].to_string())
+    re.captures_iter(text).last().map(|c| c[1].to_string())
 }
 
 /// lm-eval-style normalisation: trim, drop `,` `$`, drop trailing `.`, lower-case.
@@ -285,7 +283,10 @@ mod tests {
             Some("-7")
         );
         assert_eq!(final_number("no digits"), None);
-        assert_eq!(option_letter("I think (B), no, C.", 4).as_deref(), Some("C"));
+        assert_eq!(
+            option_letter("I think (B), no, C.", 4).as_deref(),
+            Some("C")
+        );
         assert_eq!(option_letter("Answer: E", 4), None);
         assert_eq!(last_line("a\nb \n\n").as_deref(), Some("b"));
     }
@@ -345,11 +346,13 @@ mod tests {
                 grouped.push(c);
             }
             if v < 0 { grouped.insert(0, '-'); }
-            prop_assert!(answers_match(&format!("{grouped}."), &plain));
-            let text = format!("So the total is {grouped} dollars.");
+            let dotted = format!("{grouped}.");
+            prop_assert!(answers_match(&dotted, &plain));
+            let text = format!("So the total is {} dollars.", grouped);
             let extracted = final_number(&text).unwrap();
             prop_assert!(answers_match(&extracted, &plain));
-            prop_assert_eq!(answer_is(&format!("x\nThe answer is {grouped}.")), Some(grouped));
+            let marked = format!("x\nThe answer is {}.", grouped);
+            prop_assert_eq!(answer_is(&marked), Some(grouped));
         }
 
         #[test]

@@ -152,7 +152,8 @@ impl KShotSet {
             if !value.is_object() {
                 return Err(bad(format!("found {}", kind_of(&value))));
             }
-            let mut item: KShotItem = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+            let mut item: KShotItem =
+                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
             if item.question.trim().is_empty() {
                 return Err(bad("\"question\" is empty".into()));
             }
@@ -307,10 +308,9 @@ mod tests {
 
     #[test]
     fn gsm8k_answers_become_rationale_and_number() {
-        let set = parse(
-            r#"{"question":"q","answer":"She has 3 * 2 = <<3*2=6>>6 eggs.\n#### 1,006"}"#,
-        )
-        .unwrap();
+        let set =
+            parse(r#"{"question":"q","answer":"She has 3 * 2 = <<3*2=6>>6 eggs.\n#### 1,006"}"#)
+                .unwrap();
         assert_eq!(set.items[0].answer, "1,006");
         assert_eq!(
             set.items[0].rationale.as_deref(),
@@ -325,7 +325,10 @@ mod tests {
         assert!(matches!(parse("\n  \n"), Err(KshotError::EmptySet { .. })));
         assert!(parse("[1]").unwrap_err().to_string().contains("an array"));
         let one_choice = parse(r#"{"question":"q","answer":"a","choices":["a"]}"#).unwrap_err();
-        assert!(one_choice.to_string().contains("at least 2"), "{one_choice}");
+        assert!(
+            one_choice.to_string().contains("at least 2"),
+            "{one_choice}"
+        );
         assert!(matches!(
             KShotSet::new("x", vec![]),
             Err(KshotError::EmptySet { .. })

@@ -32,7 +32,10 @@ pub fn argmax(values: &[f64]) -> Option<usize> {
 
 /// Multiple-choice predictions `(acc pick, acc_norm pick)` from per-choice log-likelihoods and
 /// choice texts.
-pub fn choice_predictions(loglikelihoods: &[f64], choices: &[String]) -> (Option<usize>, Option<usize>) {
+pub fn choice_predictions(
+    loglikelihoods: &[f64],
+    choices: &[String],
+) -> (Option<usize>, Option<usize>) {
     let norm: Vec<f64> = loglikelihoods
         .iter()
         .zip(choices)
@@ -105,7 +108,15 @@ pub fn bootstrap_mean_stderr(values: &[f64], resamples: usize, seed: u64) -> f64
 /// (`better(a, b)` true when `a` ranks ahead of `b`).
 pub fn average_ranks(values: &[f64], descending: bool) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
-    let key = |v: f64| if v.is_nan() { f64::INFINITY } else if descending { -v } else { v };
+    let key = |v: f64| {
+        if v.is_nan() {
+            f64::INFINITY
+        } else if descending {
+            -v
+        } else {
+            v
+        }
+    };
     order.sort_by(|&a, &b| key(values[a]).total_cmp(&key(values[b])));
     let mut ranks = vec![0.0; values.len()];
     let mut i = 0;
@@ -162,7 +173,10 @@ mod tests {
 
     #[test]
     fn ranks_share_ties() {
-        assert_eq!(average_ranks(&[0.5, 0.9, 0.5, 0.1], true), vec![2.5, 1.0, 2.5, 4.0]);
+        assert_eq!(
+            average_ranks(&[0.5, 0.9, 0.5, 0.1], true),
+            vec![2.5, 1.0, 2.5, 4.0]
+        );
         assert_eq!(average_ranks(&[3.0, 1.0, 2.0], false), vec![3.0, 1.0, 2.0]);
     }
 

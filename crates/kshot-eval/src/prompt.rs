@@ -106,7 +106,12 @@ impl PromptFormat {
     }
 
     /// The context text for `item` after `shots` (what generation continues).
-    pub fn context(&self, model: &LanguageModel, shots: &[KShotItem], item: &KShotItem) -> Result<String> {
+    pub fn context(
+        &self,
+        model: &LanguageModel,
+        shots: &[KShotItem],
+        item: &KShotItem,
+    ) -> Result<String> {
         match self {
             Self::Chat { system } => {
                 let messages = chat_messages(system.as_deref(), shots, item);
@@ -116,7 +121,13 @@ impl PromptFormat {
                 doc_to_text,
                 target_delimiter,
                 fewshot_delimiter,
-            } => Ok(plain_context(doc_to_text, target_delimiter, fewshot_delimiter, shots, item)),
+            } => Ok(plain_context(
+                doc_to_text,
+                target_delimiter,
+                fewshot_delimiter,
+                shots,
+                item,
+            )),
         }
     }
 
@@ -159,7 +170,12 @@ impl PromptFormat {
     /// The scoring request for `(context, continuation)`: plain moves the context's trailing
     /// whitespace to the continuation (lm-eval); both encode the joined text once and split it
     /// at the context's token count.
-    pub fn encode_pair(&self, model: &LanguageModel, context: &str, continuation: &str) -> Result<ScoreRequest> {
+    pub fn encode_pair(
+        &self,
+        model: &LanguageModel,
+        context: &str,
+        continuation: &str,
+    ) -> Result<ScoreRequest> {
         let (context, continuation) = if self.is_chat() {
             (context.to_string(), continuation.to_string())
         } else {
@@ -176,7 +192,11 @@ impl PromptFormat {
 }
 
 /// The chat turns: optional system, then each shot as user + assistant, then the question.
-pub fn chat_messages(system: Option<&str>, shots: &[KShotItem], item: &KShotItem) -> Vec<ChatMessage> {
+pub fn chat_messages(
+    system: Option<&str>,
+    shots: &[KShotItem],
+    item: &KShotItem,
+) -> Vec<ChatMessage> {
     let mut m = Vec::with_capacity(2 * shots.len() + 2);
     if let Some(s) = system {
         m.push(ChatMessage::system(s));
@@ -236,7 +256,13 @@ mod tests {
         else {
             unreachable!()
         };
-        let c = plain_context(&doc_to_text, &target_delimiter, &fewshot_delimiter, &shots(), &q);
+        let c = plain_context(
+            &doc_to_text,
+            &target_delimiter,
+            &fewshot_delimiter,
+            &shots(),
+            &q,
+        );
         assert_eq!(
             c,
             "Question: What is 2 + 3?\nAnswer: 2 + 3 = 5.\nThe answer is 5.\n\nQuestion: What is 4 + 4?\nAnswer: The answer is 8.\n\nQuestion: What is 6 + 1?\nAnswer:"
@@ -248,7 +274,10 @@ mod tests {
         let q = KShotItem::new("Q", "1");
         let m = chat_messages(Some("sys"), &shots(), &q);
         let roles: Vec<&str> = m.iter().map(|x| x.role.as_str()).collect();
-        assert_eq!(roles, ["system", "user", "assistant", "user", "assistant", "user"]);
+        assert_eq!(
+            roles,
+            ["system", "user", "assistant", "user", "assistant", "user"]
+        );
         assert_eq!(m[2].content, "2 + 3 = 5.\nThe answer is 5.");
     }
 
@@ -259,7 +288,10 @@ mod tests {
         let f = PromptFormat::plain();
         let q = KShotItem::new("2+2?", "4");
         let (ctx, cont) = f.pair(&model, &[], &q, "4").unwrap();
-        assert_eq!((ctx.as_str(), cont.as_str()), ("Question: 2+2?\nAnswer:", " 4"));
+        assert_eq!(
+            (ctx.as_str(), cont.as_str()),
+            ("Question: 2+2?\nAnswer:", " 4")
+        );
         let r = f.encode_pair(&model, "Answer: ", "4").unwrap();
         // The space moved to the target: context "Answer:" (7 bytes), target " 4".
         assert_eq!(r.prompt.len(), 7);

@@ -141,23 +141,42 @@ pub fn rank_bank(
     config: &RankConfig,
 ) -> Result<RankReport> {
     if items.is_empty() {
-        return Err(KshotError::EmptySet { what: "the K-shot set".into() });
+        return Err(KshotError::EmptySet {
+            what: "the K-shot set".into(),
+        });
     }
     let auto = Metrics::auto(items);
     let mut ppl_signal = config.ppl_signal;
     if !auto.reasoning_ppl && ppl_signal != PplSignal::AnswerMean {
-        tracing::warn!("some K-shot items have no rationale: ranking by answer perplexity instead of reasoning perplexity");
+        tracing::warn!(
+            "some K-shot items have no rationale: ranking by answer perplexity instead of reasoning perplexity"
+        );
         ppl_signal = PplSignal::AnswerMean;
     }
     let metrics = Metrics {
         exact_match: config.accuracy_signal == AccuracySignal::ExactMatch,
         reasoning_ppl: auto.reasoning_ppl,
         answer_ppl: true,
-        multiple_choice: config.accuracy_signal == AccuracySignal::MultipleChoice || auto.multiple_choice,
+        multiple_choice: config.accuracy_signal == AccuracySignal::MultipleChoice
+            || auto.multiple_choice,
     };
-    let names: Vec<String> = names.map(<[String]>::to_vec).unwrap_or_else(|| bank.names());
-    let eval: BankEvaluation = evaluate_bank(model, bank, Some(&names), config.include_base, shots, items, metrics, &config.eval)?;
-    let loaded = names.iter().map(|n| bank.load(n)).collect::<lora_zoo::Result<Vec<_>>>()?;
+    let names: Vec<String> = names
+        .map(<[String]>::to_vec)
+        .unwrap_or_else(|| bank.names());
+    let eval: BankEvaluation = evaluate_bank(
+        model,
+        bank,
+        Some(&names),
+        config.include_base,
+        shots,
+        items,
+        metrics,
+        &config.eval,
+    )?;
+    let loaded = names
+        .iter()
+        .map(|n| bank.load(n))
+        .collect::<lora_zoo::Result<Vec<_>>>()?;
     let refs: Vec<&LoraAdapter> = loaded.iter().map(|a| a.as_ref()).collect();
     let sim = similarity_matrix(&refs, config.similarity);
     let inputs = names
@@ -191,14 +210,21 @@ pub fn rank_bank(
 
 /// The selection input of one evaluation.
 pub fn adapter_input(e: &Evaluation, acc: AccuracySignal, ppl: PplSignal) -> Result<AdapterInput> {
-    let missing = |what: &str| KshotError::InvalidConfig(format!("evaluation {} has no {what}", e.name));
+    let missing =
+        |what: &str| KshotError::InvalidConfig(format!("evaluation {} has no {what}", e.name));
     let (accuracy, per_item_correct) = match acc {
         AccuracySignal::ExactMatch => {
-            let r = e.exact_match.as_ref().ok_or_else(|| missing("exact match"))?;
+            let r = e
+                .exact_match
+                .as_ref()
+                .ok_or_else(|| missing("exact match"))?;
             (r.accuracy, r.per_item.iter().map(|p| p.correct).collect())
         }
         AccuracySignal::MultipleChoice => {
-            let r = e.multiple_choice.as_ref().ok_or_else(|| missing("multiple-choice scores"))?;
+            let r = e
+                .multiple_choice
+                .as_ref()
+                .ok_or_else(|| missing("multiple-choice scores"))?;
             (r.acc, r.per_item.iter().map(|c| c.pred == c.gold).collect())
         }
     };
@@ -207,7 +233,11 @@ pub fn adapter_input(e: &Evaluation, acc: AccuracySignal, ppl: PplSignal) -> Res
         PplSignal::AnswerMean => e.answer_ppl.as_ref(),
     }
     .ok_or_else(|| missing("perplexity"))?;
-    let value = if ppl == PplSignal::ReasoningPooled { report.pooled_ppl } else { report.mean_ppl };
+    let value = if ppl == PplSignal::ReasoningPooled {
+        report.pooled_ppl
+    } else {
+        report.mean_ppl
+    };
     Ok(AdapterInput {
         name: e.name.clone(),
         accuracy,

@@ -26,7 +26,10 @@ pub fn evaluations_markdown(evals: &[Evaluation]) -> String {
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             e.name,
-            em.map_or("–".into(), |r| format!("{:.3} ({}/{})", r.accuracy, r.correct, r.total)),
+            em.map_or("–".into(), |r| format!(
+                "{:.3} ({}/{})",
+                r.accuracy, r.correct, r.total
+            )),
             opt(em.map(|r| r.stderr), 3),
             em.map_or("–".into(), |r| r.unextracted.to_string()),
             opt(e.multiple_choice.as_ref().map(|r| r.acc), 3),
@@ -56,7 +59,11 @@ pub fn rank_markdown(r: &RankReport) -> String {
         r.selection.tuples_scored,
         r.eval_seconds
     );
-    let _ = writeln!(s, "**Selected experts:** {}\n", r.selection.selected.join(", "));
+    let _ = writeln!(
+        s,
+        "**Selected experts:** {}\n",
+        r.selection.selected.join(", ")
+    );
     s.push_str("| # | adapter | accuracy | ± se | reasoning PPL (mean) | reasoning PPL (pooled) | answer PPL | rank acc | rank PPL | shortlisted | selected | blind guesser | lucky items |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|:---:|:---:|:---:|---:|\n");
     let signal = |name: &str| r.signals.iter().find(|x| x.name == name);
     if let Some(b) = signal(crate::bank::BASE_NAME) {
@@ -107,7 +114,10 @@ pub fn rank_markdown(r: &RankReport) -> String {
 
 /// Writes `bytes` to `path` atomically (temporary sibling, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| KshotError::io(dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp{}",

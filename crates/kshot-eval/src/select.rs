@@ -152,10 +152,16 @@ pub struct Selection {
 
 /// Selects experts from per-adapter signals and their pairwise `similarity` (`[n, n]`, in the
 /// order of `inputs`, as lora-zoo's `similarity_matrix`).
-pub fn select_experts(inputs: &[AdapterInput], similarity: &Array2<f64>, config: &SelectionConfig) -> Result<Selection> {
+pub fn select_experts(
+    inputs: &[AdapterInput],
+    similarity: &Array2<f64>,
+    config: &SelectionConfig,
+) -> Result<Selection> {
     let n = inputs.len();
     if n == 0 {
-        return Err(KshotError::EmptySet { what: "the bank to select from".into() });
+        return Err(KshotError::EmptySet {
+            what: "the bank to select from".into(),
+        });
     }
     if similarity.dim() != (n, n) {
         return Err(KshotError::InvalidConfig(format!(
@@ -181,13 +187,23 @@ pub fn select_experts(inputs: &[AdapterInput], similarity: &Array2<f64>, config:
     let ppl: Vec<f64> = inputs.iter().map(|a| a.ppl).collect();
     let r_acc = average_ranks(&acc, true);
     let r_ppl = average_ranks(&ppl, false);
-    let ppl_key = |i: usize| if ppl[i].is_nan() { f64::INFINITY } else { ppl[i] };
+    let ppl_key = |i: usize| {
+        if ppl[i].is_nan() {
+            f64::INFINITY
+        } else {
+            ppl[i]
+        }
+    };
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| {
-        let lex = acc[b].total_cmp(&acc[a]).then(ppl_key(a).total_cmp(&ppl_key(b)));
+        let lex = acc[b]
+            .total_cmp(&acc[a])
+            .then(ppl_key(a).total_cmp(&ppl_key(b)));
         match config.shortlist_rule {
             ShortlistRule::Lexicographic => lex,
-            ShortlistRule::RankSum => (r_acc[a] + r_ppl[a]).total_cmp(&(r_acc[b] + r_ppl[b])).then(lex),
+            ShortlistRule::RankSum => (r_acc[a] + r_ppl[a])
+                .total_cmp(&(r_acc[b] + r_ppl[b]))
+                .then(lex),
         }
         .then(a.cmp(&b))
     });
@@ -209,7 +225,11 @@ pub fn select_experts(inputs: &[AdapterInput], similarity: &Array2<f64>, config:
             let ma: Vec<f64> = tuples.iter().map(|t| t.1.mean_accuracy).collect();
             let mp: Vec<f64> = tuples.iter().map(|t| t.1.mean_ppl).collect();
             let gd: Vec<f64> = tuples.iter().map(|t| t.1.group_diversity).collect();
-            let (ra, rp, rg) = (average_ranks(&ma, true), average_ranks(&mp, false), average_ranks(&gd, true));
+            let (ra, rp, rg) = (
+                average_ranks(&ma, true),
+                average_ranks(&mp, false),
+                average_ranks(&gd, true),
+            );
             for (k, t) in tuples.iter_mut().enumerate() {
                 t.1.combined_rank = ra[k] + rp[k] + rg[k];
             }
@@ -227,9 +247,18 @@ pub fn select_experts(inputs: &[AdapterInput], similarity: &Array2<f64>, config:
     let finite_ppl: Vec<f64> = ppl.iter().copied().filter(|p| p.is_finite()).collect();
     let ppl_cut = quantile(&finite_ppl, config.blind_quantile);
     let acc_median = quantile(&acc, 0.5);
-    let n_items = inputs.iter().map(|a| a.per_item_ppl.len()).min().unwrap_or(0);
+    let n_items = inputs
+        .iter()
+        .map(|a| a.per_item_ppl.len())
+        .min()
+        .unwrap_or(0);
     let item_medians: Vec<f64> = (0..n_items)
-        .map(|k| quantile(&inputs.iter().map(|a| a.per_item_ppl[k]).collect::<Vec<_>>(), 0.5))
+        .map(|k| {
+            quantile(
+                &inputs.iter().map(|a| a.per_item_ppl[k]).collect::<Vec<_>>(),
+                0.5,
+            )
+        })
         .collect();
 
     let position: Vec<usize> = {
@@ -256,7 +285,12 @@ pub fn select_experts(inputs: &[AdapterInput], similarity: &Array2<f64>, config:
                 position: position[i],
                 shortlisted: shortlist.contains(&i),
                 selected: best.contains(&i),
-                blind_guesser: n > 1 && a.accuracy > 0.0 && a.accuracy >= acc_median && a.ppl.is_finite() && a.ppl >= ppl_cut && ppl_cut > quantile(&finite_ppl, 0.5),
+                blind_guesser: n > 1
+                    && a.accuracy > 0.0
+                    && a.accuracy >= acc_median
+                    && a.ppl.is_finite()
+                    && a.ppl >= ppl_cut
+                    && ppl_cut > quantile(&finite_ppl, 0.5),
                 lucky_items,
             }
         })
@@ -266,7 +300,11 @@ pub fn select_experts(inputs: &[AdapterInput], similarity: &Array2<f64>, config:
     Ok(Selection {
         selected: selected.iter().map(|&i| inputs[i].name.clone()).collect(),
         adapters,
-        tuples: tuples.into_iter().take(config.top_tuples.max(1)).map(|t| t.1).collect(),
+        tuples: tuples
+            .into_iter()
+            .take(config.top_tuples.max(1))
+            .map(|t| t.1)
+            .collect(),
         tuples_scored,
         shortlist: m,
         config: config.clone(),
@@ -286,8 +324,17 @@ fn tuple_score(inputs: &[AdapterInput], sim: &Array2<f64>, members: &[usize]) ->
     TupleScore {
         members: members.iter().map(|&i| inputs[i].name.clone()).collect(),
         group_similarity: group,
-        group_diversity: if normalised.is_empty() { 1.0 } else { 1.0 - mean(&normalised) },
-        mean_accuracy: mean(&members.iter().map(|&i| inputs[i].accuracy).collect::<Vec<_>>()),
+        group_diversity: if normalised.is_empty() {
+            1.0
+        } else {
+            1.0 - mean(&normalised)
+        },
+        mean_accuracy: mean(
+            &members
+                .iter()
+                .map(|&i| inputs[i].accuracy)
+                .collect::<Vec<_>>(),
+        ),
         mean_ppl: mean(&members.iter().map(|&i| inputs[i].ppl).collect::<Vec<_>>()),
         combined_rank: 0.0,
     }
@@ -384,7 +431,12 @@ mod tests {
     #[test]
     fn shortlist_rules_and_diverse_tuple() {
         // a, b near-duplicates; c different; d weak.
-        let inputs = vec![input("a", 0.9, 2.0), input("b", 0.9, 2.1), input("c", 0.8, 1.5), input("d", 0.1, 9.0)];
+        let inputs = vec![
+            input("a", 0.9, 2.0),
+            input("b", 0.9, 2.1),
+            input("c", 0.8, 1.5),
+            input("d", 0.1, 9.0),
+        ];
         let mut sim = Array2::<f64>::zeros((4, 4));
         for i in 0..4 {
             sim[[i, i]] = 10.0;
@@ -399,7 +451,11 @@ mod tests {
         set(0, 3, 0.5);
         set(1, 3, 0.5);
         set(2, 3, 0.5);
-        let cfg = SelectionConfig { shortlist: 3, experts: 2, ..Default::default() };
+        let cfg = SelectionConfig {
+            shortlist: 3,
+            experts: 2,
+            ..Default::default()
+        };
         let s = select_experts(&inputs, &sim, &cfg).unwrap();
         let names: Vec<&str> = s.adapters.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["a", "b", "c", "d"]);
@@ -407,10 +463,28 @@ mod tests {
         assert_eq!(s.tuples_scored, 3);
         assert!((s.tuples[0].group_diversity - 0.9).abs() < 1e-12);
         assert!(!s.adapters[3].shortlisted);
-        // Rank-sum puts c (best ppl, 3rd accuracy) first.
-        let rs = select_experts(&inputs, &sim, &SelectionConfig { shortlist_rule: ShortlistRule::RankSum, ..cfg.clone() }).unwrap();
-        assert_eq!(rs.adapters[0].name, "c");
-        let cr = select_experts(&inputs, &sim, &SelectionConfig { tuple_rule: TupleRule::CombinedRank, ..cfg }).unwrap();
+        // Rank sums: a 1.5 + 2 = 3.5, b 1.5 + 3 = 4.5, c 3 + 1 = 4, d 8: c moves ahead of b.
+        let rs = select_experts(
+            &inputs,
+            &sim,
+            &SelectionConfig {
+                shortlist_rule: ShortlistRule::RankSum,
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        let order: Vec<&str> = rs.adapters.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(order, ["a", "c", "b", "d"]);
+        assert_eq!(rs.adapters[1].rank_sum, 4.0);
+        let cr = select_experts(
+            &inputs,
+            &sim,
+            &SelectionConfig {
+                tuple_rule: TupleRule::CombinedRank,
+                ..cfg
+            },
+        )
+        .unwrap();
         assert!(cr.tuples[0].combined_rank > 0.0);
     }
 
@@ -424,8 +498,23 @@ mod tests {
             input("mid", 0.6, 4.0),
         ];
         let sim = Array2::<f64>::eye(5);
-        let s = select_experts(&inputs, &sim, &SelectionConfig { shortlist: 4, experts: 2, ..Default::default() }).unwrap();
-        let flag = |n: &str| s.adapters.iter().find(|a| a.name == n).unwrap().blind_guesser;
+        let s = select_experts(
+            &inputs,
+            &sim,
+            &SelectionConfig {
+                shortlist: 4,
+                experts: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let flag = |n: &str| {
+            s.adapters
+                .iter()
+                .find(|a| a.name == n)
+                .unwrap()
+                .blind_guesser
+        };
         assert!(flag("guesses"));
         assert!(!flag("explains"));
         assert!(!flag("weak"));
@@ -435,10 +524,38 @@ mod tests {
     fn bad_settings_are_errors() {
         let inputs = vec![input("a", 1.0, 1.0)];
         let sim = Array2::<f64>::eye(1);
-        assert!(select_experts(&inputs, &sim, &SelectionConfig { experts: 2, ..Default::default() }).is_err());
-        assert!(select_experts(&inputs, &Array2::eye(2), &SelectionConfig { experts: 1, ..Default::default() }).is_err());
+        assert!(
+            select_experts(
+                &inputs,
+                &sim,
+                &SelectionConfig {
+                    experts: 2,
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            select_experts(
+                &inputs,
+                &Array2::eye(2),
+                &SelectionConfig {
+                    experts: 1,
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
         assert!(select_experts(&[], &Array2::eye(0), &SelectionConfig::default()).is_err());
-        let one = select_experts(&inputs, &sim, &SelectionConfig { experts: 1, ..Default::default() }).unwrap();
+        let one = select_experts(
+            &inputs,
+            &sim,
+            &SelectionConfig {
+                experts: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(one.selected, ["a"]);
     }
 

@@ -25,8 +25,10 @@ fn model() -> LanguageModel {
 
 #[test]
 fn short_gsm8k_generations_match_transformers() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gsm8k_smollm2_transformers.json");
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gsm8k_smollm2_transformers.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
     let mut items: Vec<&serde_json::Value> = reference["items"]
         .as_array()
         .unwrap()
@@ -34,7 +36,12 @@ fn short_gsm8k_generations_match_transformers() {
         .filter(|i| i["finish_reason"] == "eos")
         .collect();
     // The three shortest answers keep the test short; include a correct one when there is one.
-    items.sort_by_key(|i| (!i["correct"].as_bool().unwrap(), i["generated_tokens"].as_u64().unwrap()));
+    items.sort_by_key(|i| {
+        (
+            !i["correct"].as_bool().unwrap(),
+            i["generated_tokens"].as_u64().unwrap(),
+        )
+    });
     let mut picked: Vec<&serde_json::Value> = items.iter().take(1).copied().collect();
     let mut rest: Vec<&serde_json::Value> = items[1..].to_vec();
     rest.sort_by_key(|i| i["generated_tokens"].as_u64().unwrap());
@@ -51,8 +58,23 @@ fn short_gsm8k_generations_match_transformers() {
     let m = model();
     let ours = exact_match(&m, &ExpertMix::Base, &[], &kshot, &config).unwrap();
     for (o, t) in ours.per_item.iter().zip(&picked) {
-        assert_eq!(o.prediction, t["text"].as_str().unwrap(), "item {}", t["index"]);
-        assert_eq!(o.extracted.as_deref(), t["extracted"].as_str(), "item {}", t["index"]);
-        assert_eq!(o.correct, t["correct"].as_bool().unwrap(), "item {}", t["index"]);
+        assert_eq!(
+            o.prediction,
+            t["text"].as_str().unwrap(),
+            "item {}",
+            t["index"]
+        );
+        assert_eq!(
+            o.extracted.as_deref(),
+            t["extracted"].as_str(),
+            "item {}",
+            t["index"]
+        );
+        assert_eq!(
+            o.correct,
+            t["correct"].as_bool().unwrap(),
+            "item {}",
+            t["index"]
+        );
     }
 }

@@ -4,7 +4,9 @@
 
 use kshot_eval::eval::{EvalConfig, Experts, Metrics, evaluate};
 use kshot_eval::extract::{AnswerExtractor, Extractor};
-use kshot_eval::{KShotItem, KshotError, PromptFormat, evaluate_adapters, exact_match, multiple_choice};
+use kshot_eval::{
+    KShotItem, KshotError, PromptFormat, evaluate_adapters, exact_match, multiple_choice,
+};
 use lm_core::model::random::tiny_language_model;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lora_zoo::adapter::{LoraAdapter, LoraModule};
@@ -58,7 +60,11 @@ fn random_adapter(seed: u64, m: &LanguageModel) -> LoraAdapter {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut modules = std::collections::BTreeMap::new();
     for layer in 0..m.config().num_layers {
-        for (name, d_out) in [("self_attn.q_proj", 32), ("self_attn.v_proj", 16), ("mlp.down_proj", 32)] {
+        for (name, d_out) in [
+            ("self_attn.q_proj", 32),
+            ("self_attn.v_proj", 16),
+            ("mlp.down_proj", 32),
+        ] {
             let d_in = if name == "mlp.down_proj" { 64 } else { 32 };
             let a = Array2::from_shape_fn((4, d_in), |_| rng.random::<f32>() - 0.5);
             let b = Array2::from_shape_fn((d_out, 4), |_| rng.random::<f32>() - 0.5);
@@ -85,20 +91,47 @@ fn results_do_not_depend_on_batch_size() {
     let runs: Vec<_> = [1, 2, 16]
         .iter()
         .map(|&b| {
-            evaluate(&m, Experts::Shared(&ExpertMix::Base), &["base".into()], &[], &items, all_metrics(), &config(b))
-                .unwrap()
-                .remove(0)
+            evaluate(
+                &m,
+                Experts::Shared(&ExpertMix::Base),
+                &["base".into()],
+                &[],
+                &items,
+                all_metrics(),
+                &config(b),
+            )
+            .unwrap()
+            .remove(0)
         })
         .collect();
     for r in &runs[1..] {
-        let (a, b) = (runs[0].exact_match.as_ref().unwrap(), r.exact_match.as_ref().unwrap());
-        let texts = |x: &kshot_eval::ExactMatchReport| x.per_item.iter().map(|p| p.prediction.clone()).collect::<Vec<_>>();
+        let (a, b) = (
+            runs[0].exact_match.as_ref().unwrap(),
+            r.exact_match.as_ref().unwrap(),
+        );
+        let texts = |x: &kshot_eval::ExactMatchReport| {
+            x.per_item
+                .iter()
+                .map(|p| p.prediction.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(texts(a), texts(b));
         assert_eq!(a.accuracy, b.accuracy);
-        let (p, q) = (runs[0].reasoning_ppl.as_ref().unwrap(), r.reasoning_ppl.as_ref().unwrap());
-        assert!(close(p.mean_ppl, q.mean_ppl), "{} vs {}", p.mean_ppl, q.mean_ppl);
+        let (p, q) = (
+            runs[0].reasoning_ppl.as_ref().unwrap(),
+            r.reasoning_ppl.as_ref().unwrap(),
+        );
+        assert!(
+            close(p.mean_ppl, q.mean_ppl),
+            "{} vs {}",
+            p.mean_ppl,
+            q.mean_ppl
+        );
         assert!(close(p.pooled_ppl, q.pooled_ppl));
-        let (c, d) = (runs[0].multiple_choice.as_ref().unwrap(), r.multiple_choice.as_ref().unwrap());
+        let (c, d) = (
+            runs[0].multiple_choice.as_ref().unwrap(),
+            r.multiple_choice.as_ref().unwrap(),
+        );
         assert_eq!((c.acc, c.acc_norm), (d.acc, d.acc_norm));
     }
     // A random model is not fluent: perplexities are large but finite, mean >= pooled is not
@@ -115,7 +148,17 @@ fn packed_bank_rows_equal_separate_evaluations() {
     let adapters: Vec<LoraAdapter> = (0..3).map(|s| random_adapter(s, &m)).collect();
     let refs: Vec<&LoraAdapter> = adapters.iter().collect();
     let names: Vec<String> = (0..3).map(|i| format!("a{i}")).collect();
-    let packed = evaluate_adapters(&mut m, &names, &refs, true, &[], &items, all_metrics(), &config(4)).unwrap();
+    let packed = evaluate_adapters(
+        &mut m,
+        &names,
+        &refs,
+        true,
+        &[],
+        &items,
+        all_metrics(),
+        &config(4),
+    )
+    .unwrap();
     assert_eq!(packed.evaluations.len(), 4);
     assert_eq!(packed.evaluations[0].name, "base");
     let mut differs_from_base = false;
@@ -128,12 +171,35 @@ fn packed_bank_rows_equal_separate_evaluations() {
                 ExpertMix::Static(c)
             }
         };
-        let alone = evaluate(&m, Experts::Shared(&mix), &[e.name.clone()], &[], &items, all_metrics(), &config(2))
-            .unwrap()
-            .remove(0);
-        let em = |x: &kshot_eval::Evaluation| x.exact_match.as_ref().unwrap().per_item.iter().map(|p| p.prediction.clone()).collect::<Vec<_>>();
+        let alone = evaluate(
+            &m,
+            Experts::Shared(&mix),
+            &[e.name.clone()],
+            &[],
+            &items,
+            all_metrics(),
+            &config(2),
+        )
+        .unwrap()
+        .remove(0);
+        let em = |x: &kshot_eval::Evaluation| {
+            x.exact_match
+                .as_ref()
+                .unwrap()
+                .per_item
+                .iter()
+                .map(|p| p.prediction.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(em(e), em(&alone), "arm {arm}");
-        for (p, q) in e.reasoning_ppl.as_ref().unwrap().per_item.iter().zip(&alone.reasoning_ppl.as_ref().unwrap().per_item) {
+        for (p, q) in e
+            .reasoning_ppl
+            .as_ref()
+            .unwrap()
+            .per_item
+            .iter()
+            .zip(&alone.reasoning_ppl.as_ref().unwrap().per_item)
+        {
             assert!(close(p.ppl, q.ppl), "arm {arm}: {} vs {}", p.ppl, q.ppl);
         }
         if arm > 0 && em(e) != em(&packed.evaluations[0]) {
@@ -147,18 +213,51 @@ fn packed_bank_rows_equal_separate_evaluations() {
 fn bad_input_is_refused_before_model_work() {
     let m = model();
     let cfg = config(4);
-    let no_rationale = vec![KShotItem::new("q", "1"), KShotItem::new("r", "2").with_rationale("x")];
-    let metrics = Metrics { exact_match: false, reasoning_ppl: true, answer_ppl: false, multiple_choice: false };
-    let e = evaluate(&m, Experts::Shared(&ExpertMix::Base), &["b".into()], &[], &no_rationale, metrics, &cfg).unwrap_err();
-    assert!(matches!(e, KshotError::MissingRationale { missing: 1, total: 2, .. }), "{e}");
+    let no_rationale = vec![
+        KShotItem::new("q", "1"),
+        KShotItem::new("r", "2").with_rationale("x"),
+    ];
+    let metrics = Metrics {
+        exact_match: false,
+        reasoning_ppl: true,
+        answer_ppl: false,
+        multiple_choice: false,
+    };
+    let e = evaluate(
+        &m,
+        Experts::Shared(&ExpertMix::Base),
+        &["b".into()],
+        &[],
+        &no_rationale,
+        metrics,
+        &cfg,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            KshotError::MissingRationale {
+                missing: 1,
+                total: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = multiple_choice(&m, &ExpertMix::Base, &[], &no_rationale, &cfg).unwrap_err();
-    assert!(matches!(e, KshotError::MissingChoices { found: 0, .. }), "{e}");
+    assert!(
+        matches!(e, KshotError::MissingChoices { found: 0, .. }),
+        "{e}"
+    );
     let bad_gold = vec![KShotItem::new("q", "z").with_choices(vec!["a".into(), "b".into()])];
     assert!(matches!(
         multiple_choice(&m, &ExpertMix::Base, &[], &bad_gold, &cfg),
         Err(KshotError::AnswerNotAChoice { .. })
     ));
-    assert!(matches!(exact_match(&m, &ExpertMix::Base, &[], &[], &cfg), Err(KshotError::EmptySet { .. })));
+    assert!(matches!(
+        exact_match(&m, &ExpertMix::Base, &[], &[], &cfg),
+        Err(KshotError::EmptySet { .. })
+    ));
     let per_row = ExpertMix::PerRow(vec![None]);
     assert!(exact_match(&m, &per_row, &[], &no_rationale, &cfg).is_err());
 }
@@ -169,17 +268,31 @@ fn unextractable_answers_count_as_wrong_and_matches_count_as_right() {
     let items = items();
     // A regex that never matches: every item unextracted, accuracy 0, no error.
     let mut cfg = config(8);
-    cfg.extractor = AnswerExtractor::new(vec![Extractor::Regex { pattern: "NEVER-THERE".into(), group: 0, last: true }]).unwrap();
+    cfg.extractor = AnswerExtractor::new(vec![Extractor::Regex {
+        pattern: "NEVER-THERE".into(),
+        group: 0,
+        last: true,
+    }])
+    .unwrap();
     let r = exact_match(&m, &ExpertMix::Base, &[], &items, &cfg).unwrap();
     assert_eq!((r.correct, r.unextracted, r.total), (0, 5, 5));
-    assert!(r.per_item.iter().all(|p| p.extracted.is_none() && !p.correct));
+    assert!(
+        r.per_item
+            .iter()
+            .all(|p| p.extracted.is_none() && !p.correct)
+    );
     // Gold answers set to what the model says (last line): every item correct.
     let cfg = config(8);
     let first = exact_match(&m, &ExpertMix::Base, &[], &items, &cfg).unwrap();
     let echoed: Vec<KShotItem> = items
         .iter()
         .zip(&first.per_item)
-        .filter_map(|(it, p)| p.extracted.clone().map(|a| KShotItem { answer: a, ..it.clone() }))
+        .filter_map(|(it, p)| {
+            p.extracted.clone().map(|a| KShotItem {
+                answer: a,
+                ..it.clone()
+            })
+        })
         .collect();
     assert!(!echoed.is_empty());
     let again = exact_match(&m, &ExpertMix::Base, &[], &echoed, &cfg).unwrap();
@@ -199,12 +312,18 @@ fn multiple_choice_picks_the_most_likely_choice() {
         // Recompute each choice's log-likelihood on its own.
         for (k, choice) in choices.iter().enumerate() {
             let ctx = cfg.format.context(&m, &[], it).unwrap();
-            let req = cfg.format.encode_pair(&m, &ctx, &format!(" {choice}")).unwrap();
-            let s = lm_core::score::score(&m, &[req], &Default::default(), &ExpertMix::Base).unwrap();
+            let req = cfg
+                .format
+                .encode_pair(&m, &ctx, &format!(" {choice}"))
+                .unwrap();
+            let s =
+                lm_core::score::score(&m, &[req], &Default::default(), &ExpertMix::Base).unwrap();
             assert!(close(s[0].logprob, c.loglikelihoods[k]));
         }
         assert_eq!(c.gold, 0);
-        let best = (0..choices.len()).max_by(|&a, &b| c.loglikelihoods[a].total_cmp(&c.loglikelihoods[b])).unwrap();
+        let best = (0..choices.len())
+            .max_by(|&a, &b| c.loglikelihoods[a].total_cmp(&c.loglikelihoods[b]))
+            .unwrap();
         assert_eq!(c.pred, best);
     }
     let acc = r.per_item.iter().filter(|c| c.pred == c.gold).count() as f64 / 5.0;
