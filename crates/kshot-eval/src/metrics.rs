@@ -104,8 +104,8 @@ pub fn bootstrap_mean_stderr(values: &[f64], resamples: usize, seed: u64) -> f64
     })
 }
 
-/// Ranks with ties sharing the average rank (1 = first), for `values` sorted by `better`
-/// (`better(a, b)` true when `a` ranks ahead of `b`).
+/// Ranks with ties sharing the average rank (1 = first): largest first when `descending`, else
+/// smallest first; NaN ranks last.
 pub fn average_ranks(values: &[f64], descending: bool) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
     let key = |v: f64| {
