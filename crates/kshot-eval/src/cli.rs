@@ -335,3 +335,88 @@ pub fn run_rank_bank(args: RankBankArgs, device: &str) -> Result<()> {
     eprint!("{}", rank_markdown(&report));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Top {
+        #[command(subcommand)]
+        command: Sub,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        Eval(EvalArgs),
+        RankBank(RankBankArgs),
+    }
+
+    #[test]
+    fn command_lines_parse() {
+        Top::command().debug_assert();
+        let t = Top::try_parse_from([
+            "x",
+            "eval",
+            "--task",
+            "t.jsonl",
+            "--shots",
+            "3",
+            "--adapter",
+            "a/",
+            "--adapter",
+            "b/",
+            "--metrics",
+            "em,rppl",
+            "--format",
+            "plain",
+            "--output",
+            "r.json",
+        ])
+        .unwrap();
+        let Sub::Eval(e) = t.command else {
+            panic!("expected eval")
+        };
+        assert_eq!((e.common.shots, e.adapters.len()), (3, 2));
+        assert_eq!(e.common.markdown_path(&e.output), PathBuf::from("r.md"));
+        let t = Top::try_parse_from([
+            "x",
+            "rank-bank",
+            "--bank",
+            "bank/",
+            "--kshot",
+            "k.jsonl",
+            "--experts",
+            "2",
+            "--shortlist",
+            "5",
+            "--shortlist-rule",
+            "rank-sum",
+            "--tuple-rule",
+            "combined-rank",
+            "--similarity",
+            "delta",
+            "--output",
+            "r.json",
+        ])
+        .unwrap();
+        let Sub::RankBank(r) = t.command else {
+            panic!("expected rank-bank")
+        };
+        assert_eq!((r.experts, r.shortlist), (2, 5));
+        assert_eq!(r.tuple_rule, TupleRule::CombinedRank);
+        assert!(Top::try_parse_from(["x", "eval", "--output", "r.json"]).is_err());
+    }
+
+    #[test]
+    fn metric_specs() {
+        let items = vec![crate::KShotItem::new("q", "1")];
+        let auto = parse_metrics("auto", &items).unwrap();
+        assert!(auto.exact_match && !auto.reasoning_ppl && !auto.multiple_choice);
+        let m = parse_metrics("em, mc", &items).unwrap();
+        assert!(m.exact_match && m.multiple_choice && !m.answer_ppl);
+        assert!(parse_metrics("bleu", &items).is_err());
+        assert!(parse_metrics(",", &items).is_err());
+    }
+}
