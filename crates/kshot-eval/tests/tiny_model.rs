@@ -74,10 +74,8 @@ fn random_adapter(seed: u64, m: &LanguageModel) -> LoraAdapter {
             );
         }
     }
-    LoraAdapter {
-        config: AdapterConfig::default(),
-        modules,
-    }
+    let config = lora_zoo::writer::config_for_modules(&modules, &AdapterConfig::default());
+    LoraAdapter { config, modules }
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -346,4 +344,55 @@ fn chat_targets_end_with_the_end_of_turn() {
     let (c2, cont) = f.pair(&m, &[shot], &q, "The answer is 4.").unwrap();
     assert_eq!(c2, ctx);
     assert_eq!(cont, "The answer is 4.<|im_end|>");
+}
+
+#[test]
+fn rank_bank_ranks_a_bank_on_disk() {
+    use kshot_eval::rank::{RankConfig, rank_bank};
+    use kshot_eval::select::SelectionConfig;
+    let mut m = model();
+    let dir = tempfile::tempdir().unwrap();
+    for s in 0..4 {
+        random_adapter(s, &m)
+            .save(&dir.path().join(format!("ad{s}")))
+            .unwrap();
+    }
+    let bank = lora_zoo::LoraBank::scan(dir.path()).unwrap();
+    assert_eq!(bank.names().len(), 4);
+    let config = RankConfig {
+        eval: config(8),
+        selection: SelectionConfig {
+            shortlist: 3,
+            experts: 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let r = rank_bank(&mut m, &bank, None, &[], &items(), &config).unwrap();
+    assert_eq!(r.signals.len(), 5, "base + 4 adapters");
+    assert_eq!(r.signals[0].name, "base");
+    assert_eq!(r.selection.adapters.len(), 4);
+    assert_eq!(
+        r.selection
+            .adapters
+            .iter()
+            .filter(|a| a.shortlisted)
+            .count(),
+        3
+    );
+    assert_eq!(r.selection.selected.len(), 2);
+    assert_eq!(r.selection.tuples_scored, 3);
+    // The ranking follows the rule: accuracy descending, then reasoning perplexity ascending.
+    for w in r.selection.adapters.windows(2) {
+        assert!(
+            w[0].accuracy > w[1].accuracy
+                || (w[0].accuracy == w[1].accuracy && w[0].ppl <= w[1].ppl)
+        );
+    }
+    // Similarity is the lora-zoo Rocket criterion: self-similarity = number of stored tensors.
+    assert!((r.similarity[0][0] - 12.0).abs() < 1e-9);
+    let md = kshot_eval::report::rank_markdown(&r);
+    assert!(md.contains("Selected experts"), "{md}");
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains("blind_guesser"));
 }
