@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Protocol (the same as the script): 0-shot chat (the question as the only user turn, the
-//! model's template with its generation prompt), greedy, at most 256 new tokens, stop at the end
+//! model's template with its generation prompt), greedy, the reference's `max_new_tokens`, stop at the end
 //! of turn, extractor `[AnswerIs, Auto]` (= the last number for GSM8K's numeric answers).
 //! Writes `crates/kshot-eval/tests/fixtures/gsm8k_smollm2_openexpert.json` and prints the
 //! agreement.
@@ -28,8 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = lm_core::device::device_from_name("cpu")?;
     let model = LanguageModel::load("smollm2-135m-instruct", &device)?;
     let set = KShotSet::gsm8k_test()?.take(n);
+    // The reference's own budget (the committed result predates this line and ran with 256).
+    let max_new_tokens = reference["max_new_tokens"]
+        .as_u64()
+        .ok_or("reference has no max_new_tokens")? as usize;
     let config = EvalConfig {
-        max_new_tokens: 256,
+        max_new_tokens,
         batch_size: batch,
         show_progress: true,
         ..Default::default()
@@ -41,9 +45,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .as_array()
         .ok_or("reference has no items")?;
     let (mut same_text, mut same_extracted, mut same_verdict, mut compared) = (0, 0, 0, 0);
+    let mut extends = 0;
     for (ours, t) in report.per_item.iter().zip(theirs) {
         compared += 1;
         same_text += usize::from(ours.prediction == t["text"].as_str().unwrap_or_default());
+        extends += usize::from(
+            ours.prediction
+                .starts_with(t["text"].as_str().unwrap_or_default()),
+        );
         same_extracted += usize::from(ours.extracted.as_deref() == t["extracted"].as_str());
         same_verdict += usize::from(ours.correct == t["correct"].as_bool().unwrap_or(false));
     }
@@ -67,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "transformers_correct": theirs_correct,
             "ours_correct": report.correct,
             "identical_text": same_text,
+            "ours_starts_with_reference_text": extends,
             "identical_extracted": same_extracted,
             "identical_verdict": same_verdict,
         },
