@@ -172,7 +172,7 @@ fn packed_bank_rows_equal_separate_evaluations() {
         let alone = evaluate(
             &m,
             Experts::Shared(&mix),
-            &[e.name.clone()],
+            std::slice::from_ref(&e.name),
             &[],
             &items,
             all_metrics(),
