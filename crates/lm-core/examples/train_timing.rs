@@ -21,7 +21,11 @@ fn main() -> lm_core::Result<()> {
                 .collect();
             let mut target = vec![true; 128];
             target[0] = false;
-            TokenizedExample { index: b, ids, target }
+            TokenizedExample {
+                index: b,
+                ids,
+                target,
+            }
         })
         .collect();
     let batch = make_batches(&examples, 4, 128, false, 0, None).remove(0);

@@ -10,11 +10,14 @@
 //! - [`data_select`]: instruction pools, k-center, K-shot retrieval and dedup, baselines;
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
 //! - [`pipelines`]: the selection loops that train models (DiverseEvol);
-//! - `kshot-eval`, `tapir-curriculum`, `moe-router`: K-shot evaluation, curriculum distillation
-//!   and mixtures of LoRA experts (filled in by their own issues).
+//! - [`kshot_eval`]: K-shot sets, lm-eval-style prompts, exact match / multiple choice /
+//!   reasoning perplexity, packed bank evaluation and Rocket expert selection;
+//! - `tapir-curriculum`, `moe-router`: curriculum distillation and mixtures of LoRA experts
+//!   (filled in by their own issues).
 #![warn(missing_docs)]
 
 pub use data_select;
+pub use kshot_eval;
 pub use lm_core;
 pub use lora_zoo;
 

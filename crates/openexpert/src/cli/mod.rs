@@ -54,6 +54,11 @@ pub enum Command {
     },
     /// Fine-tune a LoRA adapter on a JSONL file (written as a PEFT adapter).
     Train(Box<train::TrainArgs>),
+    /// Evaluate a model (and adapters) on a task JSONL: exact match, multiple choice,
+    /// reasoning and answer perplexity.
+    Eval(kshot_eval::cli::EvalArgs),
+    /// Rank a LoRA bank on a K-shot set and choose diverse experts (Rocket).
+    RankBank(kshot_eval::cli::RankBankArgs),
     /// LoRA adapters: inspect, combine, similarity.
     Lora {
         /// The adapter operation.
@@ -83,6 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Train(a) => train::run(*a, &cli.device),
         Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
+        Command::Eval(a) => Ok(kshot_eval::cli::run_eval(a, &cli.device)?),
+        Command::RankBank(a) => Ok(kshot_eval::cli::run_rank_bank(a, &cli.device)?),
     }
 }
 

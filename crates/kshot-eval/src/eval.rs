@@ -1,0 +1,688 @@
+//! Evaluating one model (base, one adapter, a weighted mix) or many experts packed into shared
+//! batches: exact match by generation, multiple-choice log-likelihood, reasoning perplexity and
+//! vanilla answer perplexity.
+//!
+//! Every metric runs on *rows* `(expert, item)`. With [`Experts::Shared`] all rows use one
+//! [`ExpertMix`]; with [`Experts::PerRow`] each row names its expert and rows of different
+//! experts share batches (lm-core's per-row expert index): the bank is evaluated in
+//! `ceil(experts · items / batch_size)` batched passes instead of one pass per expert.
+//!
+//! Results do not depend on the batch size: rows are sorted by length before batching, padding
+//! never changes a row's tokens or scores (lm-core), and sampling is greedy.
+
+use lm_core::generate::{FinishReason, Generation, GenerationConfig, generate};
+use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::score::{ScoreOptions, ScoreRequest, TokenScores, score, score_per_row_experts};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{KshotError, Result};
+use crate::extract::{AnswerExtractor, answers_match};
+use crate::kshot::KShotItem;
+use crate::metrics::{
+    bootstrap_mean_stderr, bootstrap_stderr, choice_predictions, mean, perplexity,
+    pooled_perplexity,
+};
+use crate::prompt::PromptFormat;
+
+/// Settings shared by every metric.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalConfig {
+    /// How prompts are built (default: the model's chat template).
+    pub format: PromptFormat,
+    /// How answers are found in generations (default `[AnswerIs, Auto]`).
+    pub extractor: AnswerExtractor,
+    /// Most new tokens per generation (default 256).
+    pub max_new_tokens: usize,
+    /// Stop strings; `None` uses the format's defaults.
+    pub stop: Option<Vec<String>>,
+    /// Rows per batch, for generation and scoring (default 16).
+    pub batch_size: usize,
+    /// Bootstrap resamples for standard errors (default 1000).
+    pub bootstrap_resamples: usize,
+    /// Seed of the bootstrap (default 1234).
+    pub seed: u64,
+    /// Show progress bars on stderr (default false; the CLI turns them on).
+    pub show_progress: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            format: PromptFormat::default(),
+            extractor: AnswerExtractor::default(),
+            max_new_tokens: 256,
+            stop: None,
+            batch_size: 16,
+            bootstrap_resamples: 1000,
+            seed: 1234,
+            show_progress: false,
+        }
+    }
+}
+
+/// Which experts the rows use.
+#[derive(Debug, Clone, Copy)]
+pub enum Experts<'a> {
+    /// Every row uses this mix (base, one adapter, a weighted combination).
+    Shared(&'a ExpertMix),
+    /// One evaluation per entry, rows packed across entries: `Some(e)` = attached expert `e`,
+    /// `None` = the base model.
+    PerRow(&'a [Option<usize>]),
+}
+
+impl Experts<'_> {
+    fn arms(&self) -> usize {
+        match self {
+            Experts::Shared(_) => 1,
+            Experts::PerRow(e) => e.len(),
+        }
+    }
+}
+
+/// Which metrics to compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Generate, extract, compare (exact match).
+    pub exact_match: bool,
+    /// Perplexity of `"{rationale}\nThe answer is {answer}."` (needs rationales).
+    pub reasoning_ppl: bool,
+    /// Perplexity of the bare answer (Rocket's "vanilla perplexity").
+    pub answer_ppl: bool,
+    /// Log-likelihood of each choice: `acc` and `acc_norm` (needs choices).
+    pub multiple_choice: bool,
+}
+
+impl Metrics {
+    /// Exact match, plus reasoning perplexity when every item has a rationale, answer perplexity,
+    /// and multiple choice when every item has choices.
+    pub fn auto(items: &[KShotItem]) -> Self {
+        Self {
+            exact_match: true,
+            reasoning_ppl: !items.is_empty() && items.iter().all(|i| i.rationale_text().is_some()),
+            answer_ppl: true,
+            multiple_choice: !items.is_empty()
+                && items
+                    .iter()
+                    .all(|i| i.choices.as_ref().is_some_and(|c| c.len() >= 2)),
+        }
+    }
+}
+
+/// One item's generation and verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemPrediction {
+    /// Item id (or `#index`).
+    pub id: String,
+    /// Gold answer.
+    pub gold: String,
+    /// Generated text.
+    pub prediction: String,
+    /// Extracted answer; `None` when no extractor step found one (counted as wrong).
+    pub extracted: Option<String>,
+    /// Whether the extracted answer matches the gold one.
+    pub correct: bool,
+    /// Why generation stopped: `eos`, `stop` or `length`.
+    pub finish_reason: String,
+}
+
+/// Exact-match accuracy of a generative evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExactMatchReport {
+    /// `correct / total`.
+    pub accuracy: f64,
+    /// Items answered correctly.
+    pub correct: usize,
+    /// Items evaluated.
+    pub total: usize,
+    /// Bootstrap standard error of the accuracy.
+    pub stderr: f64,
+    /// Items where no answer could be extracted (counted as wrong).
+    pub unextracted: usize,
+    /// Per item, in input order.
+    pub per_item: Vec<ItemPrediction>,
+}
+
+/// One item's perplexity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemPerplexity {
+    /// Item id.
+    pub id: String,
+    /// Summed log-probability of the target tokens.
+    pub logprob: f64,
+    /// Number of target tokens.
+    pub n_tokens: usize,
+    /// `exp(-logprob / n_tokens)`.
+    pub ppl: f64,
+}
+
+/// Perplexity of a target over a set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerplexityReport {
+    /// Which target: `reasoning` or `answer`.
+    pub target: String,
+    /// Mean of per-item perplexities (Rocket's definition).
+    pub mean_ppl: f64,
+    /// Token-pooled perplexity `exp(-Σ ll / Σ T)`.
+    pub pooled_ppl: f64,
+    /// Bootstrap standard error of `mean_ppl`.
+    pub stderr: f64,
+    /// Target tokens in total.
+    pub total_tokens: usize,
+    /// Per item, in input order.
+    pub per_item: Vec<ItemPerplexity>,
+}
+
+/// One multiple-choice item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChoiceItem {
+    /// Item id.
+    pub id: String,
+    /// Index of the gold choice.
+    pub gold: usize,
+    /// Log-likelihood of each choice.
+    pub loglikelihoods: Vec<f64>,
+    /// `argmax ll`.
+    pub pred: usize,
+    /// `argmax ll / len_chars`.
+    pub pred_norm: usize,
+}
+
+/// Multiple-choice accuracy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultipleChoiceReport {
+    /// Share of items whose most likely choice is the gold one.
+    pub acc: f64,
+    /// The same with log-likelihoods divided by the choice's length in characters.
+    pub acc_norm: f64,
+    /// Bootstrap standard error of `acc`.
+    pub acc_stderr: f64,
+    /// Bootstrap standard error of `acc_norm`.
+    pub acc_norm_stderr: f64,
+    /// Items evaluated.
+    pub total: usize,
+    /// Per item.
+    pub per_item: Vec<ChoiceItem>,
+}
+
+/// All requested metrics for one expert (or the shared mix).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// A name for reports (adapter name, `base`, ...).
+    pub name: String,
+    /// The attached expert index (`None` = base or a shared mix).
+    pub expert: Option<usize>,
+    /// Exact match, if asked.
+    pub exact_match: Option<ExactMatchReport>,
+    /// Reasoning perplexity, if asked.
+    pub reasoning_ppl: Option<PerplexityReport>,
+    /// Answer perplexity, if asked.
+    pub answer_ppl: Option<PerplexityReport>,
+    /// Multiple choice, if asked.
+    pub multiple_choice: Option<MultipleChoiceReport>,
+}
+
+/// Exact-match accuracy of `model` with `mix` on `items`, with `shots` as in-context examples.
+pub fn exact_match(
+    model: &LanguageModel,
+    mix: &ExpertMix,
+    shots: &[KShotItem],
+    items: &[KShotItem],
+    config: &EvalConfig,
+) -> Result<ExactMatchReport> {
+    let metrics = Metrics {
+        exact_match: true,
+        reasoning_ppl: false,
+        answer_ppl: false,
+        multiple_choice: false,
+    };
+    let mut e = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
+    Ok(e.remove(0).exact_match.expect("asked for"))
+}
+
+/// Reasoning perplexity (`reasoning = true`, needs rationales) or vanilla answer perplexity.
+pub fn perplexity_report(
+    model: &LanguageModel,
+    mix: &ExpertMix,
+    shots: &[KShotItem],
+    items: &[KShotItem],
+    reasoning: bool,
+    config: &EvalConfig,
+) -> Result<PerplexityReport> {
+    let metrics = Metrics {
+        exact_match: false,
+        reasoning_ppl: reasoning,
+        answer_ppl: !reasoning,
+        multiple_choice: false,
+    };
+    let mut e = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
+    let e = e.remove(0);
+    Ok(if reasoning {
+        e.reasoning_ppl
+    } else {
+        e.answer_ppl
+    }
+    .expect("asked for"))
+}
+
+/// Multiple-choice `acc` / `acc_norm` (needs choices on every item).
+pub fn multiple_choice(
+    model: &LanguageModel,
+    mix: &ExpertMix,
+    shots: &[KShotItem],
+    items: &[KShotItem],
+    config: &EvalConfig,
+) -> Result<MultipleChoiceReport> {
+    let metrics = Metrics {
+        exact_match: false,
+        reasoning_ppl: false,
+        answer_ppl: false,
+        multiple_choice: true,
+    };
+    let mut e = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
+    Ok(e.remove(0).multiple_choice.expect("asked for"))
+}
+
+/// Evaluates every arm of `experts` (one [`Evaluation`] per arm, named by `names`) on `items`.
+pub fn evaluate(
+    model: &LanguageModel,
+    experts: Experts<'_>,
+    names: &[String],
+    shots: &[KShotItem],
+    items: &[KShotItem],
+    metrics: Metrics,
+    config: &EvalConfig,
+) -> Result<Vec<Evaluation>> {
+    if items.is_empty() {
+        return Err(KshotError::EmptySet {
+            what: "the evaluation set".into(),
+        });
+    }
+    if names.len() != experts.arms() {
+        return Err(KshotError::InvalidConfig(format!(
+            "expected one name per expert ({}), found {}",
+            experts.arms(),
+            names.len()
+        )));
+    }
+    if let Experts::Shared(ExpertMix::PerRow(_)) = experts {
+        return Err(KshotError::InvalidConfig(
+            "a shared ExpertMix::PerRow is ambiguous; use Experts::PerRow to pack experts".into(),
+        ));
+    }
+    if config.batch_size == 0 {
+        return Err(KshotError::InvalidConfig(
+            "batch_size must be at least 1".into(),
+        ));
+    }
+    check_inputs(items, metrics)?;
+    let mut out: Vec<Evaluation> = names
+        .iter()
+        .enumerate()
+        .map(|(a, name)| Evaluation {
+            name: name.clone(),
+            expert: match experts {
+                Experts::PerRow(e) => e[a],
+                Experts::Shared(_) => None,
+            },
+            exact_match: None,
+            reasoning_ppl: None,
+            answer_ppl: None,
+            multiple_choice: None,
+        })
+        .collect();
+    let ids: Vec<String> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| it.id_or(i))
+        .collect();
+
+    if metrics.exact_match {
+        let prompts = items
+            .iter()
+            .map(|it| {
+                model
+                    .encode(&config.format.context(model, shots, it)?)
+                    .map_err(Into::into)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let gens = generate_rows(model, &prompts, experts, config)?;
+        for (a, ev) in out.iter_mut().enumerate() {
+            let per_item: Vec<ItemPrediction> = items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    let g = &gens[a * items.len() + i];
+                    let ex = config.extractor.extract(&g.text, &it.answer);
+                    let correct = ex
+                        .answer
+                        .as_deref()
+                        .is_some_and(|p| answers_match(p, &it.answer));
+                    ItemPrediction {
+                        id: ids[i].clone(),
+                        gold: it.answer.clone(),
+                        prediction: g.text.clone(),
+                        extracted: ex.answer,
+                        correct,
+                        finish_reason: finish_name(g.finish_reason).into(),
+                    }
+                })
+                .collect();
+            ev.exact_match = Some(exact_match_report(per_item, config));
+        }
+    }
+
+    for (reasoning, wanted) in [(true, metrics.reasoning_ppl), (false, metrics.answer_ppl)] {
+        if !wanted {
+            continue;
+        }
+        let requests = items
+            .iter()
+            .map(|it| {
+                let target = if reasoning {
+                    it.response()
+                } else {
+                    it.answer.trim().to_string()
+                };
+                let (ctx, cont) = config.format.pair(model, shots, it, &target)?;
+                config.format.encode_pair(model, &ctx, &cont)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let scores = score_rows(model, &requests, experts, config)?;
+        for (a, ev) in out.iter_mut().enumerate() {
+            let per_item: Vec<ItemPerplexity> = (0..items.len())
+                .map(|i| {
+                    let s = &scores[a * items.len() + i];
+                    ItemPerplexity {
+                        id: ids[i].clone(),
+                        logprob: s.logprob,
+                        n_tokens: s.n_tokens,
+                        ppl: perplexity(s.logprob, s.n_tokens),
+                    }
+                })
+                .collect();
+            let report = perplexity_summary(
+                if reasoning { "reasoning" } else { "answer" },
+                per_item,
+                config,
+            );
+            if reasoning {
+                ev.reasoning_ppl = Some(report);
+            } else {
+                ev.answer_ppl = Some(report);
+            }
+        }
+    }
+
+    if metrics.multiple_choice {
+        let mut requests = Vec::new();
+        let mut golds = Vec::with_capacity(items.len());
+        for (i, it) in items.iter().enumerate() {
+            let choices = it.choices.as_deref().unwrap_or_default();
+            golds.push(gold_choice(it, &ids[i])?);
+            let context = config.format.context(model, shots, it)?;
+            for c in choices {
+                let cont = match &config.format {
+                    PromptFormat::Plain {
+                        target_delimiter, ..
+                    } => format!("{target_delimiter}{c}"),
+                    PromptFormat::Chat { .. } => c.clone(),
+                };
+                requests.push(config.format.encode_pair(model, &context, &cont)?);
+            }
+        }
+        let scores = score_rows(model, &requests, experts, config)?;
+        let per_arm = requests.len();
+        for (a, ev) in out.iter_mut().enumerate() {
+            let mut offset = a * per_arm;
+            let mut per_item = Vec::with_capacity(items.len());
+            for (i, it) in items.iter().enumerate() {
+                let choices = it.choices.as_deref().unwrap_or_default();
+                let lls: Vec<f64> = scores[offset..offset + choices.len()]
+                    .iter()
+                    .map(|s| s.logprob)
+                    .collect();
+                offset += choices.len();
+                let (pred, pred_norm) = choice_predictions(&lls, choices);
+                per_item.push(ChoiceItem {
+                    id: ids[i].clone(),
+                    gold: golds[i],
+                    loglikelihoods: lls,
+                    pred: pred.unwrap_or(usize::MAX),
+                    pred_norm: pred_norm.unwrap_or(usize::MAX),
+                });
+            }
+            ev.multiple_choice = Some(choice_summary(per_item, config));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses inputs a metric cannot use, before any model work.
+fn check_inputs(items: &[KShotItem], metrics: Metrics) -> Result<()> {
+    if metrics.reasoning_ppl {
+        let missing: Vec<usize> = items
+            .iter()
+            .enumerate()
+            .filter(|(_, it)| it.rationale_text().is_none())
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(&first) = missing.first() {
+            return Err(KshotError::MissingRationale {
+                missing: missing.len(),
+                total: items.len(),
+                first_id: items[first].id_or(first),
+            });
+        }
+    }
+    if metrics.multiple_choice {
+        for (i, it) in items.iter().enumerate() {
+            let n = it.choices.as_ref().map_or(0, Vec::len);
+            if n < 2 {
+                return Err(KshotError::MissingChoices {
+                    id: it.id_or(i),
+                    found: n,
+                });
+            }
+            gold_choice(it, &it.id_or(i))?;
+        }
+    }
+    Ok(())
+}
+
+/// The gold choice index: the answer as a choice text, else an option letter, else an index.
+pub fn gold_choice(item: &KShotItem, id: &str) -> Result<usize> {
+    let choices = item.choices.as_deref().unwrap_or_default();
+    let a = item.answer.trim();
+    if let Some(i) = choices.iter().position(|c| c.trim() == a) {
+        return Ok(i);
+    }
+    if let Some(i) = choices
+        .iter()
+        .position(|c| crate::extract::normalise(c) == crate::extract::normalise(a))
+    {
+        return Ok(i);
+    }
+    let letter = a.trim_start_matches('(').trim_end_matches([')', '.']);
+    if letter.len() == 1 {
+        let c = letter.as_bytes()[0].to_ascii_uppercase();
+        if c.is_ascii_uppercase() && usize::from(c - b'A') < choices.len() {
+            return Ok(usize::from(c - b'A'));
+        }
+    }
+    if let Ok(i) = a.parse::<usize>()
+        && i < choices.len()
+    {
+        return Ok(i);
+    }
+    Err(KshotError::AnswerNotAChoice {
+        id: id.to_string(),
+        answer: item.answer.clone(),
+        choices: choices.to_vec(),
+    })
+}
+
+fn finish_name(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Eos => "eos",
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    }
+}
+
+fn exact_match_report(per_item: Vec<ItemPrediction>, config: &EvalConfig) -> ExactMatchReport {
+    let values: Vec<f64> = per_item
+        .iter()
+        .map(|p| f64::from(u8::from(p.correct)))
+        .collect();
+    let correct = per_item.iter().filter(|p| p.correct).count();
+    ExactMatchReport {
+        accuracy: mean(&values),
+        correct,
+        total: per_item.len(),
+        stderr: bootstrap_mean_stderr(&values, config.bootstrap_resamples, config.seed),
+        unextracted: per_item.iter().filter(|p| p.extracted.is_none()).count(),
+        per_item,
+    }
+}
+
+fn perplexity_summary(
+    target: &str,
+    per_item: Vec<ItemPerplexity>,
+    config: &EvalConfig,
+) -> PerplexityReport {
+    let ppls: Vec<f64> = per_item.iter().map(|p| p.ppl).collect();
+    let pairs: Vec<(f64, usize)> = per_item.iter().map(|p| (p.logprob, p.n_tokens)).collect();
+    PerplexityReport {
+        target: target.into(),
+        mean_ppl: mean(&ppls),
+        pooled_ppl: pooled_perplexity(&pairs),
+        stderr: bootstrap_mean_stderr(&ppls, config.bootstrap_resamples, config.seed),
+        total_tokens: pairs.iter().map(|p| p.1).sum(),
+        per_item,
+    }
+}
+
+fn choice_summary(per_item: Vec<ChoiceItem>, config: &EvalConfig) -> MultipleChoiceReport {
+    let acc: Vec<f64> = per_item
+        .iter()
+        .map(|c| f64::from(u8::from(c.pred == c.gold)))
+        .collect();
+    let norm: Vec<f64> = per_item
+        .iter()
+        .map(|c| f64::from(u8::from(c.pred_norm == c.gold)))
+        .collect();
+    MultipleChoiceReport {
+        acc: mean(&acc),
+        acc_norm: mean(&norm),
+        acc_stderr: bootstrap_stderr(acc.len(), config.bootstrap_resamples, config.seed, |idx| {
+            idx.iter().map(|&i| acc[i]).sum::<f64>() / idx.len() as f64
+        }),
+        acc_norm_stderr: bootstrap_mean_stderr(&norm, config.bootstrap_resamples, config.seed),
+        total: per_item.len(),
+        per_item,
+    }
+}
+
+fn progress_bar(config: &EvalConfig, len: usize, what: &str) -> indicatif::ProgressBar {
+    if !config.show_progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rows, eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Generates for every `(arm, prompt)` row, arm-major (`out[arm · n + i]`), rows sorted by prompt
+/// length and packed into batches.
+pub(crate) fn generate_rows(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    experts: Experts<'_>,
+    config: &EvalConfig,
+) -> Result<Vec<Generation>> {
+    let n = prompts.len();
+    let rows = experts.arms() * n;
+    let gen_config = GenerationConfig {
+        max_new_tokens: config.max_new_tokens,
+        stop: config
+            .stop
+            .clone()
+            .unwrap_or_else(|| config.format.default_stops()),
+        ..Default::default()
+    };
+    let mut order: Vec<usize> = (0..rows).collect();
+    // Longest prompts first; ties keep arm-major order so equal prompts of different experts share batches.
+    order.sort_by_key(|&r| std::cmp::Reverse(prompts[r % n].len()));
+    let bar = progress_bar(config, rows, "generating");
+    let mut out: Vec<Option<Generation>> = vec![None; rows];
+    for chunk in order.chunks(config.batch_size) {
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&r| prompts[r % n].clone()).collect();
+        let mix = match experts {
+            Experts::Shared(m) => m.clone(),
+            Experts::PerRow(e) => ExpertMix::PerRow(chunk.iter().map(|&r| e[r / n]).collect()),
+        };
+        let gens = generate(model, &batch, &gen_config, &mix)?;
+        for (&r, g) in chunk.iter().zip(gens) {
+            out[r] = Some(g);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out
+        .into_iter()
+        .map(|g| g.expect("every row generated"))
+        .collect())
+}
+
+/// Scores every `(arm, request)` row, arm-major.
+pub(crate) fn score_rows(
+    model: &LanguageModel,
+    requests: &[ScoreRequest],
+    experts: Experts<'_>,
+    config: &EvalConfig,
+) -> Result<Vec<TokenScores>> {
+    let options = ScoreOptions {
+        batch_size: config.batch_size,
+        keep_last_logits: false,
+    };
+    Ok(match experts {
+        Experts::Shared(mix) => score(model, requests, &options, mix)?,
+        Experts::PerRow(e) => {
+            let n = requests.len();
+            let all: Vec<ScoreRequest> = (0..e.len())
+                .flat_map(|_| requests.iter().cloned())
+                .collect();
+            let idx: Vec<Option<usize>> = (0..e.len() * n).map(|r| e[r / n]).collect();
+            score_per_row_experts(model, &all, &idx, &options)?
+        }
+    })
+}
