@@ -370,7 +370,9 @@ fn main() -> anyhow::Result<()> {
         .collect();
     entries.sort();
     for dir in &entries {
-        let mut card = read_json(&dir.join("card.json"))?.expect("filtered on existence");
+        let Some(mut card) = read_json(&dir.join("card.json"))? else {
+            continue; // removed while this run was going on
+        };
         let task = card["task"].as_str().unwrap_or_default().to_string();
         if !wanted(&task) || (!card["eval"].is_null() && !opts.force) {
             continue;
