@@ -11,12 +11,12 @@ use data_select::Metric;
 use data_select::evolve::{EvolveConfig, EvolveStrategy, run_evolve};
 use lm_core::device::device_from_name;
 use lm_core::model::LanguageModel;
-use lm_core::train::{LoraTrainConfig, PromptFormat, TrainConfig, TrainExample};
+use lm_core::train::{TrainConfig, TrainExample};
 use openexpert::pipelines::diverse_evol::LoraEvolveModel;
 use openexpert::training_data::{example_from_value, read_training_jsonl};
 
 use super::jsonl::{read_objects, write_atomic};
-use super::train::FormatArg;
+use super::train::TrainerFlags;
 
 /// `select` subcommands.
 #[derive(Debug, Subcommand)]
@@ -68,68 +68,15 @@ pub struct EvolveArgs {
     /// Held-out JSONL whose loss every round reports.
     #[arg(long)]
     pub eval: Option<PathBuf>,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
-    pub lora_r: usize,
-    /// LoRA alpha.
-    #[arg(long, default_value_t = 16.0)]
-    pub lora_alpha: f64,
-    /// LoRA dropout.
-    #[arg(long, default_value_t = 0.05)]
-    pub lora_dropout: f64,
-    /// Target module suffixes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
-    pub targets: Vec<String>,
-    /// Passes over the labelled items per round.
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
-    /// Stop each round after this many optimiser steps instead.
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f64,
-    /// Examples per micro-batch.
-    #[arg(long, default_value_t = 4)]
-    pub batch_size: usize,
-    /// Micro-batches per optimiser step.
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Warm-up fraction of the steps.
-    #[arg(long, default_value_t = 0.1)]
-    pub warmup_ratio: f64,
-    /// Longest sequence in tokens (training and embedding; longer items are truncated).
-    #[arg(long, default_value_t = 512)]
-    pub max_len: usize,
-    /// Seed of LoRA initialisation, shuffling and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Checkpoint every N steps within a round (and at its end).
-    #[arg(long, default_value_t = 50)]
-    pub checkpoint_every: usize,
-    /// How examples become text.
-    #[arg(long, value_enum, default_value_t = FormatArg::Chat)]
-    pub format: FormatArg,
+    /// LoRA and per-round training settings (`--max-len` also bounds the embedded sequences).
+    #[command(flatten)]
+    pub trainer: TrainerFlags,
 }
 
 impl EvolveArgs {
     /// The per-round trainer config these flags describe.
     pub fn train_config(&self) -> TrainConfig {
-        let lora = LoraTrainConfig::new()
-            .with_r(self.lora_r)
-            .with_alpha(self.lora_alpha)
-            .with_dropout(self.lora_dropout)
-            .with_target_modules(self.targets.clone());
-        TrainConfig::new(lora)
-            .with_epochs(self.epochs)
-            .with_max_steps(self.max_steps)
-            .with_lr(self.lr)
-            .with_batch_size(self.batch_size)
-            .with_grad_accum_steps(self.grad_accum)
-            .with_warmup_ratio(self.warmup_ratio)
-            .with_max_len(self.max_len)
-            .with_seed(self.seed)
-            .with_checkpoint_every(self.checkpoint_every)
+        self.trainer.config()
     }
 
     /// The loop's settings these flags describe.
@@ -175,10 +122,7 @@ pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
     };
     let device = device_from_name(device)?;
     let model = LanguageModel::load(&args.model, &device)?;
-    let format = match args.format {
-        FormatArg::Chat => PromptFormat::ChatTemplate,
-        FormatArg::Raw => PromptFormat::Raw,
-    };
+    let format = args.trainer.prompt_format();
     let mut evolve =
         LoraEvolveModel::new(model, &args.model, examples, args.train_config(), format)?
             .with_eval(eval)

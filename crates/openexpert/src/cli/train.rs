@@ -51,6 +51,14 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in OUTPUT/checkpoints.
     #[arg(long)]
     pub resume: bool,
+    /// LoRA and optimisation settings.
+    #[command(flatten)]
+    pub trainer: TrainerFlags,
+}
+
+/// The trainer's flags, shared by `train` and `select evolve`.
+#[derive(Debug, Args)]
+pub struct TrainerFlags {
     /// LoRA rank.
     #[arg(long, default_value_t = 8)]
     pub lora_r: usize,
@@ -116,7 +124,7 @@ pub struct TrainArgs {
     pub format: FormatArg,
 }
 
-impl TrainArgs {
+impl TrainerFlags {
     /// The trainer config these flags describe.
     pub fn config(&self) -> TrainConfig {
         let lora = LoraTrainConfig::new()
@@ -145,6 +153,14 @@ impl TrainArgs {
             .with_eval_every(self.eval_every)
             .with_checkpoint_every(self.checkpoint_every)
     }
+
+    /// How examples become text.
+    pub fn prompt_format(&self) -> PromptFormat {
+        match self.format {
+            FormatArg::Chat => PromptFormat::ChatTemplate,
+            FormatArg::Raw => PromptFormat::Raw,
+        }
+    }
 }
 
 /// Runs `train`.
@@ -163,11 +179,8 @@ pub fn run(args: TrainArgs, device: &str) -> anyhow::Result<()> {
     };
     let device = device_from_name(device)?;
     let model = LanguageModel::load(&args.model, &device)?;
-    let config = args.config();
-    let format = match args.format {
-        FormatArg::Chat => PromptFormat::ChatTemplate,
-        FormatArg::Raw => PromptFormat::Raw,
-    };
+    let config = args.trainer.config();
+    let format = args.trainer.prompt_format();
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let outcome = LoraTrainer::new(&model, config.clone())
