@@ -221,6 +221,27 @@ pub struct Evaluation {
     pub multiple_choice: Option<MultipleChoiceReport>,
 }
 
+/// One shared-mix arm of [`evaluate`]: the metrics asked for, for `model` with `mix`.
+fn evaluate_one(
+    model: &LanguageModel,
+    mix: &ExpertMix,
+    shots: &[KShotItem],
+    items: &[KShotItem],
+    metrics: Metrics,
+    config: &EvalConfig,
+) -> Result<Evaluation> {
+    let mut all = evaluate(
+        model,
+        Experts::Shared(mix),
+        &["model".into()],
+        shots,
+        items,
+        metrics,
+        config,
+    )?;
+    Ok(all.remove(0))
+}
+
 /// Exact-match accuracy of `model` with `mix` on `items`, with `shots` as in-context examples.
 pub fn exact_match(
     model: &LanguageModel,
@@ -235,16 +256,8 @@ pub fn exact_match(
         answer_ppl: false,
         multiple_choice: false,
     };
-    let mut e = evaluate(
-        model,
-        Experts::Shared(mix),
-        &["model".into()],
-        shots,
-        items,
-        metrics,
-        config,
-    )?;
-    Ok(e.remove(0).exact_match.expect("asked for"))
+    let e = evaluate_one(model, mix, shots, items, metrics, config)?;
+    Ok(e.exact_match.expect("asked for"))
 }
 
 /// Reasoning perplexity (`reasoning = true`, needs rationales) or vanilla answer perplexity.
@@ -262,16 +275,7 @@ pub fn perplexity_report(
         answer_ppl: !reasoning,
         multiple_choice: false,
     };
-    let mut e = evaluate(
-        model,
-        Experts::Shared(mix),
-        &["model".into()],
-        shots,
-        items,
-        metrics,
-        config,
-    )?;
-    let e = e.remove(0);
+    let e = evaluate_one(model, mix, shots, items, metrics, config)?;
     Ok(if reasoning {
         e.reasoning_ppl
     } else {
@@ -294,16 +298,8 @@ pub fn multiple_choice(
         answer_ppl: false,
         multiple_choice: true,
     };
-    let mut e = evaluate(
-        model,
-        Experts::Shared(mix),
-        &["model".into()],
-        shots,
-        items,
-        metrics,
-        config,
-    )?;
-    Ok(e.remove(0).multiple_choice.expect("asked for"))
+    let e = evaluate_one(model, mix, shots, items, metrics, config)?;
+    Ok(e.multiple_choice.expect("asked for"))
 }
 
 /// Evaluates every arm of `experts` (one [`Evaluation`] per arm, named by `names`) on `items`.
