@@ -34,6 +34,7 @@ fn runtime(c: &mut Criterion) {
     let options = ScoreOptions {
         batch_size: rows,
         keep_last_logits: false,
+        ..Default::default()
     };
     group.throughput(Throughput::Elements((rows * len) as u64));
     group.bench_function("score 8x128", |b| {
@@ -49,6 +50,12 @@ fn runtime(c: &mut Criterion) {
     group.throughput(Throughput::Elements(16));
     group.bench_function("greedy decode 16 tokens", |b| {
         b.iter(|| generate(&m, &prompt, &config, &ExpertMix::Base).unwrap())
+    });
+    // A batch of rows decoding together: exercises the in-place KV cache and the batched head.
+    let prompts: Vec<Vec<u32>> = (0..16).map(|r| ids(32 + r % 4, vocab, 200 + r)).collect();
+    group.throughput(Throughput::Elements(16 * 16));
+    group.bench_function("greedy decode 16 rows x 16 tokens", |b| {
+        b.iter(|| generate(&m, &prompts, &config, &ExpertMix::Base).unwrap())
     });
     group.finish();
 }

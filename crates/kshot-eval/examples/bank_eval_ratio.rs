@@ -1,7 +1,7 @@
 //! Cost of evaluating 16 adapters packed into shared batches, against one base evaluation.
 //!
 //! ```text
-//! cargo run --release -p kshot-eval --example bank_eval_ratio -- [ITEMS=8] [MAX_NEW_TOKENS=64]
+//! cargo run --release -p kshot-eval --example bank_eval_ratio -- [ITEMS=8] [MAX_NEW_TOKENS=64] [METRICS=both|em|rppl] [ROUNDS=3]
 //! ```
 //!
 //! The 4 PEFT fixture adapters of lora-zoo (`crates/lora-zoo/tests/fixtures/adapters`, trained
@@ -9,7 +9,7 @@
 //! GSM8K test items (rationales from their solutions). One evaluation = exact match by greedy
 //! generation + reasoning perplexity, chat format. Timed: the base alone (all items in one
 //! batch), one adapter alone (the naive way costs 16 of these), and the 16 adapters packed
-//! (all rows in one batch of 16 x ITEMS).
+//! (all rows in one batch of 16 x ITEMS), ROUNDS times back to back; medians are reported.
 
 use std::path::Path;
 use std::time::Instant;
@@ -23,12 +23,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let k: usize = args.get(1).map_or(Ok(8), |s| s.parse())?;
     let max_new_tokens: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;
+    let rounds: usize = args.get(4).map_or(Ok(3), |s| s.parse())?;
     let device = lm_core::device::device_from_name("cpu")?;
     let mut model = LanguageModel::load("smollm2-135m-instruct", &device)?;
     let items = KShotSet::gsm8k_test()?.take(k).items;
+    let which = args.get(3).map_or("both", String::as_str);
     let metrics = Metrics {
-        exact_match: true,
-        reasoning_ppl: true,
+        exact_match: which != "rppl",
+        reasoning_ppl: which != "em",
         answer_ppl: false,
         multiple_choice: false,
     };
@@ -58,48 +60,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics,
         &base_cfg,
     )?;
-    let t = Instant::now();
-    let base = evaluate(
-        &model,
-        Experts::Shared(&ExpertMix::Base),
-        &["base".into()],
-        &[],
-        &items,
-        metrics,
-        &base_cfg,
-    )?;
-    let base_s = t.elapsed().as_secs_f64();
-
-    lora_zoo::apply::attach_adapters(&mut model.decoder, &[adapters[0]])?;
-    let t = Instant::now();
-    evaluate(
-        &model,
-        Experts::Shared(&ExpertMix::Static(vec![1.0])),
-        &["one".into()],
-        &[],
-        &items,
-        metrics,
-        &base_cfg,
-    )?;
-    let one_s = t.elapsed().as_secs_f64();
-
     let packed_cfg = EvalConfig {
         max_new_tokens,
         batch_size: 16 * k,
         ..Default::default()
     };
-    let t = Instant::now();
-    let bank = evaluate_adapters(
-        &mut model,
-        &names,
-        &adapters,
-        false,
-        &[],
-        &items,
-        metrics,
-        &packed_cfg,
-    )?;
-    let packed_s = t.elapsed().as_secs_f64();
+    // Rounds of (base, one adapter, 16 packed) back to back; medians reported.
+    let (mut base_t, mut one_t, mut packed_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut base = Vec::new();
+    let mut bank = None;
+    for round in 0..rounds {
+        let t = Instant::now();
+        base = evaluate(
+            &model,
+            Experts::Shared(&ExpertMix::Base),
+            &["base".into()],
+            &[],
+            &items,
+            metrics,
+            &base_cfg,
+        )?;
+        base_t.push(t.elapsed().as_secs_f64());
+
+        lora_zoo::apply::attach_adapters(&mut model.decoder, &[adapters[0]])?;
+        let t = Instant::now();
+        evaluate(
+            &model,
+            Experts::Shared(&ExpertMix::Static(vec![1.0])),
+            &["one".into()],
+            &[],
+            &items,
+            metrics,
+            &base_cfg,
+        )?;
+        one_t.push(t.elapsed().as_secs_f64());
+
+        let t = Instant::now();
+        bank = Some(evaluate_adapters(
+            &mut model,
+            &names,
+            &adapters,
+            false,
+            &[],
+            &items,
+            metrics,
+            &packed_cfg,
+        )?);
+        packed_t.push(t.elapsed().as_secs_f64());
+        eprintln!(
+            "round {round}: base {:.1} s, one adapter {:.1} s, 16 packed {:.1} s",
+            base_t[round], one_t[round], packed_t[round]
+        );
+    }
+    let bank = bank.ok_or("expected at least one round")?;
+    let (base_s, one_s, packed_s) = (median(&base_t), median(&one_t), median(&packed_t));
 
     // Replicas of the same adapter must agree exactly with each other.
     for i in 4..16 {
@@ -116,6 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let summary = serde_json::json!({
         "items": k,
+        "metrics": which,
         "max_new_tokens": max_new_tokens,
         "base_seconds": base_s,
         "one_adapter_seconds": one_s,
@@ -124,10 +139,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ratio_packed_over_base": packed_s / base_s,
         "ratio_naive_over_base": 16.0 * one_s / base_s,
         "base_accuracy": base[0].exact_match.as_ref().map(|r| r.accuracy),
+        "rounds": rounds,
+        "base_seconds_all": base_t,
+        "one_adapter_seconds_all": one_t,
+        "packed_16_seconds_all": packed_t,
         "threads": rayon_threads(),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 fn rayon_threads() -> usize {

@@ -669,6 +669,7 @@ pub(crate) fn score_rows(
     let options = ScoreOptions {
         batch_size: config.batch_size,
         keep_last_logits: false,
+        ..Default::default()
     };
     Ok(match experts {
         Experts::Shared(mix) => score(model, requests, &options, mix)?,

@@ -29,6 +29,10 @@ pub struct GenerationConfig {
     pub stop_at_eos: bool,
     /// Seed of the sampler; row `i` uses `seed + i` (default 0).
     pub seed: u64,
+    /// Most padded prompt tokens (`rows x longest prompt`) per prefill pass (default 1024): a
+    /// larger batch is prefilled in several passes, then decoded as one. Results do not change;
+    /// on CPU, activations of more tokens than this outgrow the caches and cost more per token.
+    pub max_prefill_tokens: usize,
 }
 
 impl Default for GenerationConfig {
@@ -40,6 +44,7 @@ impl Default for GenerationConfig {
             stop: Vec::new(),
             stop_at_eos: true,
             seed: 0,
+            max_prefill_tokens: 1024,
         }
     }
 }
@@ -99,31 +104,52 @@ pub fn generate(
     let b = prompts.len();
     let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
-    let padded = pads.iter().any(|&p| p > 0);
-
-    // Prefill.
-    let mut tokens = vec![0i64; b * longest];
-    let mut positions = vec![0i64; b * longest];
-    for (i, p) in prompts.iter().enumerate() {
-        for (j, &t) in p.iter().enumerate() {
-            tokens[i * longest + pads[i] + j] = t as i64;
-            positions[i * longest + pads[i] + j] = j as i64;
-        }
+    if let ExpertMix::PerRow(experts) = mix
+        && experts.len() != b
+    {
+        return Err(LmError::InvalidInput(format!(
+            "ExpertMix::PerRow needs one expert per prompt: expected {b}, found {}",
+            experts.len()
+        )));
     }
-    let mask = if padded {
-        AttentionMask::Explicit(Box::new(prefill_mask(&pads, longest, device)))
-    } else {
-        AttentionMask::Causal
-    };
-    let mut cache = KvCache::new(model.decoder.layers.len());
-    let hidden = model.decoder.forward_hidden(
-        Tensor::from_data(TensorData::new(tokens, [b, longest]), device),
-        Tensor::from_data(TensorData::new(positions, [b, longest]), device),
-        &mask,
-        Some(&mut cache),
-        mix,
-    );
-    let mut last = last_logits(model, hidden)?;
+
+    // Prefill, in passes of at most `max_prefill_tokens` padded tokens.
+    let rows_per_pass = (config.max_prefill_tokens / longest).clamp(1, b);
+    let mut caches = Vec::new();
+    let mut last = Vec::new();
+    for first in (0..b).step_by(rows_per_pass) {
+        let rows = first..(first + rows_per_pass).min(b);
+        let n = rows.len();
+        let mut tokens = vec![0i64; n * longest];
+        let mut positions = vec![0i64; n * longest];
+        for (r, i) in rows.clone().enumerate() {
+            for (j, &t) in prompts[i].iter().enumerate() {
+                tokens[r * longest + pads[i] + j] = t as i64;
+                positions[r * longest + pads[i] + j] = j as i64;
+            }
+        }
+        let mask = if pads[rows.clone()].iter().any(|&p| p > 0) {
+            AttentionMask::Explicit(Box::new(prefill_mask(&pads[rows.clone()], longest, device)))
+        } else {
+            AttentionMask::Causal
+        };
+        let pass_mix = match mix {
+            ExpertMix::PerRow(experts) => ExpertMix::PerRow(experts[rows.clone()].to_vec()),
+            other => other.clone(),
+        };
+        let mut cache =
+            KvCache::with_capacity(model.decoder.layers.len(), longest + config.max_new_tokens);
+        let hidden = model.decoder.forward_hidden(
+            Tensor::from_data(TensorData::new(tokens, [n, longest]), device),
+            Tensor::from_data(TensorData::new(positions, [n, longest]), device),
+            &mask,
+            Some(&mut cache),
+            &pass_mix,
+        );
+        last.extend(last_logits(model, hidden)?);
+        caches.push(cache);
+    }
+    let mut cache = KvCache::concat_rows(caches);
 
     let mut rngs: Vec<StdRng> = (0..b)
         .map(|i| StdRng::seed_from_u64(config.seed.wrapping_add(i as u64)))
@@ -131,12 +157,15 @@ pub fn generate(
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut finished: Vec<Option<FinishReason>> = vec![None; b];
     let vocab = model.decoder.config.vocab_size;
+    // The prompt row behind each row of the running batch: finished rows are dropped from the
+    // batch (and the cache) once they are an eighth of it.
+    let mut active: Vec<usize> = (0..b).collect();
+    let mut step_mix = mix.clone();
     for step in 0..config.max_new_tokens {
-        let mut next = vec![0i64; b];
-        for i in 0..b {
-            let row = &last[i * vocab..(i + 1) * vocab];
-            let tok = sample(row, config, &mut rngs[i]);
-            next[i] = tok as i64;
+        let mut next = Vec::with_capacity(active.len());
+        for (j, &i) in active.iter().enumerate() {
+            let tok = sample(&last[j * vocab..(j + 1) * vocab], config, &mut rngs[i]);
+            next.push(tok as i64);
             if finished[i].is_some() {
                 continue;
             }
@@ -155,19 +184,35 @@ pub fn generate(
         if finished.iter().all(Option::is_some) || step + 1 == config.max_new_tokens {
             break;
         }
-        let positions: Vec<i64> = (0..b).map(|i| (prompts[i].len() + step) as i64).collect();
-        let mask = if padded {
+        let keep: Vec<usize> = (0..active.len())
+            .filter(|&j| finished[active[j]].is_none())
+            .collect();
+        if (active.len() - keep.len()) * 8 >= active.len() {
+            cache.retain_rows(&keep);
+            next = keep.iter().map(|&j| next[j]).collect();
+            active = keep.iter().map(|&j| active[j]).collect();
+            if let ExpertMix::PerRow(experts) = mix {
+                step_mix = ExpertMix::PerRow(active.iter().map(|&i| experts[i]).collect());
+            }
+        }
+        let rows = active.len();
+        let positions: Vec<i64> = active
+            .iter()
+            .map(|&i| (prompts[i].len() + step) as i64)
+            .collect();
+        let row_pads: Vec<usize> = active.iter().map(|&i| pads[i]).collect();
+        let mask = if row_pads.iter().any(|&p| p > 0) {
             let k_len = longest + step + 1;
-            AttentionMask::Explicit(Box::new(decode_mask(&pads, k_len, device)))
+            AttentionMask::Explicit(Box::new(decode_mask(&row_pads, k_len, device)))
         } else {
             AttentionMask::Causal
         };
         let hidden = model.decoder.forward_hidden(
-            Tensor::from_data(TensorData::new(next, [b, 1]), device),
-            Tensor::from_data(TensorData::new(positions, [b, 1]), device),
+            Tensor::from_data(TensorData::new(next, [rows, 1]), device),
+            Tensor::from_data(TensorData::new(positions, [rows, 1]), device),
             &mask,
             Some(&mut cache),
-            mix,
+            &step_mix,
         );
         last = last_logits(model, hidden)?;
     }

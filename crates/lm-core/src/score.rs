@@ -11,7 +11,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::error::{LmError, Result};
-use crate::model::{ExpertMix, LanguageModel};
+use crate::model::{AttentionMask, ExpertMix, LanguageModel};
 
 /// One sequence to score: `prompt ++ target`, log-probs taken over the target tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +73,10 @@ pub struct ScoreOptions {
     pub batch_size: usize,
     /// Also return the last-position logits of every row (default false).
     pub keep_last_logits: bool,
+    /// Most padded tokens (`rows x longest row`) in one forward pass (default 1024): a batch
+    /// beyond it is split into several passes. Results do not change; on CPU, activations of
+    /// more tokens than this outgrow the caches and cost more per token, not less.
+    pub max_batch_tokens: usize,
 }
 
 impl Default for ScoreOptions {
@@ -80,6 +84,7 @@ impl Default for ScoreOptions {
         Self {
             batch_size: 8,
             keep_last_logits: false,
+            max_batch_tokens: 1024,
         }
     }
 }
@@ -128,7 +133,7 @@ pub fn score_with_progress(
     let mut done = 0;
     for chunk in order.chunks(options.batch_size.max(1)) {
         let rows: Vec<&ScoreRequest> = chunk.iter().map(|&i| &requests[i]).collect();
-        let scores = score_batch(model, &rows, options.keep_last_logits, mix)?;
+        let scores = score_split(model, &rows, options, mix)?;
         for (&i, s) in chunk.iter().zip(scores) {
             out[i] = Some(s);
         }
@@ -162,7 +167,7 @@ pub fn score_per_row_experts(
     for chunk in order.chunks(options.batch_size.max(1)) {
         let rows: Vec<&ScoreRequest> = chunk.iter().map(|&i| &requests[i]).collect();
         let mix = ExpertMix::PerRow(chunk.iter().map(|&i| experts[i]).collect());
-        let scores = score_batch(model, &rows, options.keep_last_logits, &mix)?;
+        let scores = score_split(model, &rows, options, &mix)?;
         for (&i, s) in chunk.iter().zip(scores) {
             out[i] = Some(s);
         }
@@ -171,6 +176,38 @@ pub fn score_per_row_experts(
         .into_iter()
         .map(|s| s.expect("every row scored"))
         .collect())
+}
+
+/// Scores `rows` (sorted longest first) in as few forward passes as
+/// [`ScoreOptions::max_batch_tokens`] allows.
+fn score_split(
+    model: &LanguageModel,
+    rows: &[&ScoreRequest],
+    options: &ScoreOptions,
+    mix: &ExpertMix,
+) -> Result<Vec<TokenScores>> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut start = 0;
+    while start < rows.len() {
+        let longest = rows[start..]
+            .iter()
+            .map(|r| r.total_len())
+            .max()
+            .unwrap_or(1);
+        let n = (options.max_batch_tokens / longest.max(1)).clamp(1, rows.len() - start);
+        let sub_mix = match mix {
+            ExpertMix::PerRow(experts) => ExpertMix::PerRow(experts[start..start + n].to_vec()),
+            other => other.clone(),
+        };
+        out.extend(score_batch(
+            model,
+            &rows[start..start + n],
+            options.keep_last_logits,
+            &sub_mix,
+        )?);
+        start += n;
+    }
+    Ok(out)
 }
 
 /// One right-padded forward pass over `rows`.
@@ -191,12 +228,18 @@ fn score_batch(
         }
     }
     let tokens_t = Tensor::<2, Int>::from_data(TensorData::new(tokens, [b, s]), device);
-    let logits = model.decoder.forward(tokens_t, mix); // [b, s, V]
-    let vocab = logits.dims()[2];
-    // log_softmax is computed here on the host, only at the positions that are scored: one
-    // pass for the max and one for the sum of exponentials per row, in parallel over rows.
-    // burn's log_softmax materialises a second [b, s, V] tensor and is ~5x slower on CPU.
-    let logits = read_f32(logits.into_data())?;
+    let positions = crate::model::Decoder::default_positions(b, s, 0, device);
+    let hidden =
+        model
+            .decoder
+            .forward_hidden(tokens_t, positions, &AttentionMask::Causal, None, mix); // [b, s, d]
+    let d = hidden.dims()[2];
+    let hidden = hidden.reshape([b * s, d]);
+    // The output head runs only at the positions whose prediction is scored (and the last
+    // positions when asked for), a chunk of positions at a time, so a large batch never holds
+    // `[b, s, vocab]` logits. log_softmax is computed on the host, one pass for the max and one
+    // for the sum of exponentials per position, in parallel (burn's log_softmax materialises a
+    // second logits tensor and is ~5x slower on CPU).
     let wanted: Vec<(usize, usize, u32)> = rows
         .iter()
         .enumerate()
@@ -205,32 +248,62 @@ fn score_batch(
             (r.first_scored()..r.total_len()).map(move |t| (i, i * s + t - 1, seq[t]))
         })
         .collect();
-    let logp: Vec<f32> = wanted
-        .par_iter()
-        .map(|&(_, pos, token)| {
-            let row = &logits[pos * vocab..(pos + 1) * vocab];
+    let mut logp: Vec<f32> = Vec::with_capacity(wanted.len());
+    for chunk in wanted.chunks(HEAD_CHUNK) {
+        let logits = head_logits(model, &hidden, chunk.iter().map(|w| w.1))?;
+        let vocab = logits.len() / chunk.len();
+        logp.par_extend(chunk.par_iter().enumerate().map(|(j, &(_, _, token))| {
+            let row = &logits[j * vocab..(j + 1) * vocab];
             row[token as usize] - log_sum_exp(row)
-        })
-        .collect();
+        }));
+    }
+    let last_logits: Vec<Option<Vec<f32>>> = if keep_last_logits {
+        let logits = head_logits(
+            model,
+            &hidden,
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| i * s + r.total_len() - 1),
+        )?;
+        let vocab = logits.len() / b;
+        logits.chunks(vocab).map(|row| Some(row.to_vec())).collect()
+    } else {
+        vec![None; b]
+    };
     let mut per_row: Vec<Vec<f32>> = vec![Vec::new(); b];
     for (&(i, _, _), lp) in wanted.iter().zip(logp) {
         per_row[i].push(lp);
     }
-    Ok(rows
-        .iter()
-        .zip(per_row)
-        .enumerate()
-        .map(|(i, (r, token_logprobs))| {
-            let last = i * s + r.total_len() - 1;
-            TokenScores {
-                logprob: token_logprobs.iter().map(|&x| x as f64).sum(),
-                n_tokens: token_logprobs.len(),
-                token_logprobs,
-                last_logits: keep_last_logits
-                    .then(|| logits[last * vocab..(last + 1) * vocab].to_vec()),
-            }
+    Ok(per_row
+        .into_iter()
+        .zip(last_logits)
+        .map(|(token_logprobs, last_logits)| TokenScores {
+            logprob: token_logprobs.iter().map(|&x| x as f64).sum(),
+            n_tokens: token_logprobs.len(),
+            token_logprobs,
+            last_logits,
         })
         .collect())
+}
+
+/// Positions whose logits are computed at once (bounds the `[positions, vocab]` buffer:
+/// 256 x 49152 f32 = 50 MB for SmolLM2).
+const HEAD_CHUNK: usize = 256;
+
+/// Output-head logits at the given rows of `hidden`, flattened `[positions · vocab]`.
+///
+/// # Shapes
+/// - `hidden`: `[batch · seq, d_model]`
+fn head_logits(
+    model: &LanguageModel,
+    hidden: &Tensor<2>,
+    positions: impl Iterator<Item = usize>,
+) -> Result<Vec<f32>> {
+    let idx: Vec<i64> = positions.map(|p| p as i64).collect();
+    let n = idx.len();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &hidden.device());
+    let picked = hidden.clone().select(0, idx).unsqueeze_dim::<3>(0); // [1, n, d]
+    read_f32(model.decoder.logits(picked).into_data())
 }
 
 /// `log Σ exp(x)` of one row of logits, stable (max subtracted), summed in f64.

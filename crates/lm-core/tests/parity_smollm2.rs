@@ -79,6 +79,7 @@ fn token_logprobs_and_last_logits_match_within_1e3() {
     let options = ScoreOptions {
         batch_size: requests.len(),
         keep_last_logits: true,
+        ..Default::default()
     };
     let scores = score(m, &requests, &options, &ExpertMix::Base).unwrap();
     let logits = SafetensorsWeights::open_file(fixture("smollm2/last_logits.safetensors")).unwrap();
@@ -114,10 +115,12 @@ fn batching_does_not_change_scores() {
     let alone = ScoreOptions {
         batch_size: 1,
         keep_last_logits: false,
+        ..Default::default()
     };
     let together = ScoreOptions {
         batch_size: 4,
         keep_last_logits: false,
+        max_batch_tokens: usize::MAX,
     };
     let a = score(m, &requests, &alone, &ExpertMix::Base).unwrap();
     let b = score(m, &requests, &together, &ExpertMix::Base).unwrap();

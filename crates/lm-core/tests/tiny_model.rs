@@ -70,9 +70,53 @@ fn left_padded_batch_generates_like_single_rows() {
         ..Default::default()
     };
     let batched = generate(&m, &prompts, &config, &ExpertMix::Base).unwrap();
+    // Prefilled one row per pass, then decoded as one batch.
+    let passes = GenerationConfig {
+        max_prefill_tokens: 1,
+        ..config.clone()
+    };
+    let multi_pass = generate(&m, &prompts, &passes, &ExpertMix::Base).unwrap();
+    assert_eq!(multi_pass, batched);
     for (p, b) in prompts.iter().zip(&batched) {
         let single = generate(&m, std::slice::from_ref(p), &config, &ExpertMix::Base).unwrap();
         assert_eq!(b.token_ids, single[0].token_ids);
+    }
+}
+
+#[test]
+fn rows_that_stop_early_leave_the_batch_without_changing_the_others() {
+    let m = tiny_language_model(3, &test_device());
+    let prompts: Vec<Vec<u32>> = (0..8).map(|i| ids(3 + i % 4, 20 + i as u64)).collect();
+    let free = GenerationConfig {
+        max_new_tokens: 16,
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let texts: Vec<String> = generate(&m, &prompts, &free, &ExpertMix::Base)
+        .unwrap()
+        .into_iter()
+        .map(|g| g.text)
+        .collect();
+    // Stop strings taken from early in two rows' own output: those rows (and any other that
+    // happens to produce them) finish early, so the batch shrinks while the rest go on.
+    let stop: Vec<String> = [0, 5]
+        .iter()
+        .map(|&r| texts[r].chars().skip(2).take(3).collect())
+        .collect();
+    let config = GenerationConfig { stop, ..free };
+    let batched = generate(&m, &prompts, &config, &ExpertMix::Base).unwrap();
+    let reasons: Vec<_> = batched.iter().map(|g| g.finish_reason).collect();
+    assert!(
+        reasons.contains(&lm_core::generate::FinishReason::Stop),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&lm_core::generate::FinishReason::Length),
+        "{reasons:?}"
+    );
+    for (p, b) in prompts.iter().zip(&batched) {
+        let single = generate(&m, std::slice::from_ref(p), &config, &ExpertMix::Base).unwrap();
+        assert_eq!(b, &single[0]);
     }
 }
 
@@ -135,6 +179,7 @@ fn scores_do_not_depend_on_batching() {
             &ScoreOptions {
                 batch_size: bs,
                 keep_last_logits: true,
+                max_batch_tokens: usize::MAX,
             },
             &ExpertMix::Base,
         )

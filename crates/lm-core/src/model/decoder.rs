@@ -4,13 +4,12 @@
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::adapted_linear::{AdaptedLinear, ExpertMix};
 use super::config::DecoderConfig;
-use super::layers::{RmsNorm, Rope, repeat_kv};
+use super::kv_cache::KvCache;
+use super::layers::{RmsNorm, Rope, grouped_attention};
 
 /// The linear layers of one block that adapters may target, by their HF names.
 pub const DECODER_TARGETS: [&str; 7] = [
@@ -87,37 +86,6 @@ pub struct Decoder {
     pub config: DecoderConfig,
 }
 
-/// One layer's cached keys and values, `[batch, kv_heads, cached, head_dim]` each.
-pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
-
-/// Cached keys and values of every layer.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<LayerCache>,
-}
-
-impl KvCache {
-    /// An empty cache for `num_layers` layers.
-    pub fn new(num_layers: usize) -> Self {
-        Self {
-            layers: vec![None; num_layers],
-        }
-    }
-
-    /// Number of cached positions (0 when empty).
-    pub fn len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|l| l.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
-    }
-
-    /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// Which keys each query may see, beyond causality.
 #[derive(Debug, Clone)]
 pub enum AttentionMask {
@@ -137,7 +105,7 @@ impl Attention {
         positions: &Tensor<2, Int>,
         rope: &Rope,
         mask: &AttentionMask,
-        cache: Option<&mut LayerCache>,
+        cache: Option<(&mut KvCache, usize)>,
         mix: &ExpertMix,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
@@ -160,34 +128,21 @@ impl Attention {
         let q = rope.apply(q, positions);
         let k = rope.apply(k, positions);
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-                    None => (k, v),
-                };
-                *slot = Some((k.clone(), v.clone()));
+            // Written into the cache; a first call (prefill) attends to its own keys only,
+            // later calls to the whole buffer, whose unwritten tail the mask hides.
+            Some((cache, layer)) if cache.is_empty() => {
+                cache.append(layer, k.clone(), v.clone());
                 (k, v)
             }
+            Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let k = repeat_kv(k, h / kvh);
-        let v = repeat_kv(v, h / kvh);
         let kl = k.dims()[2];
         let (mask, is_causal) = match mask {
             AttentionMask::Causal => (None, s > 1),
             AttentionMask::Explicit(m) => (Some((**m).clone().expand([b, h, s, kl])), false),
         };
-        let out = attention(
-            q,
-            k,
-            v,
-            mask,
-            None,
-            AttentionModuleOptions {
-                is_causal,
-                ..Default::default()
-            },
-        );
+        let out = grouped_attention(q, k, v, mask, is_causal);
         let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
         self.o_proj.forward(out, mix)
     }
@@ -207,7 +162,9 @@ impl Decoder {
     /// Final hidden states (after the last norm).
     ///
     /// `positions` are the RoPE positions of the tokens (for left-padded rows they start at 0
-    /// at the first real token). With a cache, the new keys/values are appended to it.
+    /// at the first real token). With a cache, the new keys/values are appended to it, and
+    /// when it already holds `past` positions the mask is `Causal` (every row sees all of them)
+    /// or `Explicit` of shape `[batch, 1, seq, past + seq]`.
     ///
     /// # Shapes
     /// - `tokens`: `[batch, seq]`, `positions`: `[batch, seq]`
@@ -220,15 +177,39 @@ impl Decoder {
         mut cache: Option<&mut KvCache>,
         mix: &ExpertMix,
     ) -> Tensor<3> {
+        let s = tokens.dims()[1];
+        let extended;
+        let mask = match cache.as_deref_mut() {
+            Some(c) => {
+                let past = c.len();
+                c.reserve(past + s);
+                if past == 0 {
+                    mask
+                } else {
+                    extended = AttentionMask::Explicit(Box::new(cache_mask(
+                        mask,
+                        s,
+                        past,
+                        c.capacity(),
+                        &tokens.device(),
+                    )));
+                    &extended
+                }
+            }
+            None => mask,
+        };
         let mut x = self.embed_tokens.forward(tokens);
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| (c, i));
             let attn_in = layer.input_layernorm.forward(x.clone());
             x = x + layer
                 .self_attn
                 .forward(attn_in, &positions, &self.rope, mask, slot, mix);
             let mlp_in = layer.post_attention_layernorm.forward(x.clone());
             x = x + layer.mlp.forward(mlp_in, mix);
+        }
+        if let Some(c) = cache {
+            c.advance(s);
         }
         self.norm.forward(x)
     }
@@ -309,6 +290,49 @@ impl Decoder {
 }
 
 /// Builds an embedding module from `[vocab, d]` values.
+/// The mask of a call on a cache holding `past` positions, widened to the cache's `capacity`:
+/// the caller's mask over the `past + seq` written positions, then hidden columns for the
+/// buffer's unwritten tail.
+///
+/// # Shapes
+/// - `mask`: `Causal`, or `Explicit` `[batch, 1, seq, past + seq]`
+/// - returns `[batch or 1, 1, seq, capacity]` (`true` = hidden)
+fn cache_mask(
+    mask: &AttentionMask,
+    seq: usize,
+    past: usize,
+    capacity: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let written = past + seq;
+    let tail = capacity - written;
+    match mask {
+        AttentionMask::Causal => {
+            let hidden: Vec<bool> = (0..seq)
+                .flat_map(|q| (0..capacity).map(move |k| k > past + q))
+                .collect();
+            Tensor::from_data(TensorData::new(hidden, [1, 1, seq, capacity]), device)
+        }
+        AttentionMask::Explicit(m) => {
+            let dims = m.dims();
+            assert_eq!(
+                (dims[2], dims[3]),
+                (seq, written),
+                "expected a mask over the {written} cached + new positions for {seq} queries"
+            );
+            if tail == 0 {
+                return (**m).clone();
+            }
+            let rows = dims[0];
+            let hidden = Tensor::<4, Bool>::from_data(
+                TensorData::new(vec![true; rows * seq * tail], [rows, 1, seq, tail]),
+                device,
+            );
+            Tensor::cat(vec![(**m).clone(), hidden], 3)
+        }
+    }
+}
+
 pub(crate) fn embedding_from(
     values: Vec<f32>,
     vocab: usize,

@@ -1,7 +1,10 @@
-//! Small building blocks shared by the models: RMSNorm, LayerNorm, rotary tables, GQA repeat.
+//! Small building blocks shared by the models: RMSNorm, LayerNorm, rotary tables, grouped-query
+//! attention.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// Root-mean-square normalisation: `x / sqrt(mean(x²) + ε) · γ` (computed in f32, as HF).
 #[derive(Module, Debug)]
@@ -147,4 +150,53 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
     x.unsqueeze_dim::<5>(2)
         .expand([b, h, groups, s, d])
         .reshape([b, h * groups, s, d])
+}
+
+/// Scaled dot-product attention with fewer key/value heads than query heads (GQA).
+///
+/// Backends whose attention kernel shares each key/value head among its query heads (burn's
+/// CPU backend `flex`, outside autodiff) get the keys and values as they are; the others get
+/// them repeated to one per query head ([`repeat_kv`]), which copies them.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq_q, d]`; `k`, `v`: `[batch, kv_heads, seq_k, d]`
+/// - `mask`: `[batch, heads, seq_q, seq_k]`, `true` = hidden
+/// - returns `[batch, heads, seq_q, d]`
+pub fn grouped_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Option<Tensor<4, Bool>>,
+    is_causal: bool,
+) -> Tensor<4> {
+    let groups = q.dims()[1] / k.dims()[1];
+    let (k, v) = if groups > 1 && !shares_kv_heads(&q.device()) {
+        (repeat_kv(k, groups), repeat_kv(v, groups))
+    } else {
+        (k, v)
+    };
+    attention(
+        q,
+        k,
+        v,
+        mask,
+        None,
+        AttentionModuleOptions {
+            is_causal,
+            ..Default::default()
+        },
+    )
+}
+
+/// Whether the device's attention kernel accepts fewer key/value heads than query heads.
+fn shares_kv_heads(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        !device.is_autodiff() && *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
 }

@@ -6,6 +6,7 @@ pub mod adapted_linear;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod kv_cache;
 pub mod language_model;
 pub mod layers;
 pub mod loader;
@@ -14,7 +15,8 @@ pub mod sentence_encoder;
 
 pub use adapted_linear::{AdaptedLinear, ExpertMix, ExpertSet, LoraDropout};
 pub use config::{DecoderArch, DecoderConfig, EncoderConfig};
-pub use decoder::{AttentionMask, Decoder, KvCache};
+pub use decoder::{AttentionMask, Decoder};
 pub use encoder::Encoder;
+pub use kv_cache::KvCache;
 pub use language_model::LanguageModel;
 pub use sentence_encoder::SentenceEncoder;

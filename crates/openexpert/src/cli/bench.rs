@@ -85,6 +85,7 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     let options = ScoreOptions {
         batch_size: score_rows,
         keep_last_logits: false,
+        ..Default::default()
     };
     score(&model, &requests, &options, &ExpertMix::Base)?; // warm-up
     let mut score_times = Vec::new();

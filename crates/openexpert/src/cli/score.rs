@@ -55,6 +55,7 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
     let options = ScoreOptions {
         batch_size: args.batch_size,
         keep_last_logits: args.dump_logits.is_some(),
+        ..Default::default()
     };
     let bar = super::progress_bar(requests.len() as u64, "scoring");
     let scores = score_with_progress(&model, &requests, &options, &mix, &mut |done, _| {
