@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Resumable: an adapter whose `card.json` already has its `eval` is skipped (unless `--force`);
-//! training checkpoints live in `$OPENEXPERT_HOME/bank-checkpoints/<task>/`, so a crash resumes the
+//! training checkpoints live in `$OPENEXPERT_HOME/bank-checkpoints/<task>-<steps>steps/`, so a crash resumes the
 //! run it interrupted. The held-out evaluation follows `assets/datasets/README.md`: greedy
 //! decoding of the chat-templated question (at most 96 new tokens); the prediction is the text
 //! after the last `The answer is ` (fallback when the phrase is missing: the last number for
@@ -299,9 +299,11 @@ fn main() -> anyhow::Result<()> {
             .with_max_len(256)
             .with_seed(0)
             .with_checkpoint_every(10);
+        // One checkpoint directory per (task, steps): a re-run with other --steps starts fresh
+        // instead of hitting the trainer's config check, and an interrupted run resumes.
         let checkpoints = openexpert::lm_core::assets::openexpert_home()
             .join("bank-checkpoints")
-            .join(task);
+            .join(format!("{task}-{}steps", opts.steps));
         let outcome = LoraTrainer::new(&model, config.clone())
             .with_checkpoints(&checkpoints, true)
             .with_progress(true)

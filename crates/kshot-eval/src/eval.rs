@@ -10,7 +10,7 @@
 //! Results do not depend on the batch size: rows are sorted by length before batching, padding
 //! never changes a row's tokens or scores (lm-core), and sampling is greedy.
 
-use lm_core::generate::{FinishReason, Generation, GenerationConfig, generate};
+use lm_core::generate::{FinishReason, Generation, GenerationConfig, generate, generate_and_score};
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::score::{ScoreOptions, ScoreRequest, TokenScores, score, score_per_row_experts};
 use serde::{Deserialize, Serialize};
@@ -356,6 +356,14 @@ pub fn evaluate(
         .map(|(i, it)| it.id_or(i))
         .collect();
 
+    // Reasoning-perplexity requests, built first: when their prompts are exactly the generation
+    // prompts, one prefill serves both metrics.
+    let reasoning_requests = if metrics.reasoning_ppl {
+        Some(ppl_requests(model, shots, items, config, true)?)
+    } else {
+        None
+    };
+    let mut reasoning_scores = None;
     if metrics.exact_match {
         let prompts = items
             .iter()
@@ -365,7 +373,22 @@ pub fn evaluate(
                     .map_err(Into::into)
             })
             .collect::<Result<Vec<_>>>()?;
-        let gens = generate_rows(model, &prompts, experts, config)?;
+        let shared = reasoning_requests.as_ref().filter(|requests| {
+            requests
+                .iter()
+                .zip(&prompts)
+                .all(|(r, p)| &r.prompt == p && !r.target.is_empty())
+        });
+        let gens = match shared {
+            Some(requests) => {
+                let targets: Vec<Vec<u32>> = requests.iter().map(|r| r.target.clone()).collect();
+                let (gens, scores) =
+                    generate_and_score_rows(model, &prompts, &targets, experts, config)?;
+                reasoning_scores = Some(scores);
+                gens
+            }
+            None => generate_rows(model, &prompts, experts, config)?,
+        };
         for (a, ev) in out.iter_mut().enumerate() {
             let per_item: Vec<ItemPrediction> = items
                 .iter()
@@ -395,19 +418,21 @@ pub fn evaluate(
         if !wanted {
             continue;
         }
-        let requests = items
-            .iter()
-            .map(|it| {
-                let target = if reasoning {
-                    it.response()
-                } else {
-                    it.answer.trim().to_string()
-                };
-                let (ctx, cont) = config.format.pair(model, shots, it, &target)?;
-                config.format.encode_pair(model, &ctx, &cont)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let scores = score_rows(model, &requests, experts, config)?;
+        let scores = match (reasoning, reasoning_scores.take()) {
+            (true, Some(scores)) => scores,
+            (true, None) => score_rows(
+                model,
+                reasoning_requests.as_deref().unwrap_or_default(),
+                experts,
+                config,
+            )?,
+            (false, _) => score_rows(
+                model,
+                &ppl_requests(model, shots, items, config, false)?,
+                experts,
+                config,
+            )?,
+        };
         for (a, ev) in out.iter_mut().enumerate() {
             let per_item: Vec<ItemPerplexity> = (0..items.len())
                 .map(|i| {
@@ -475,6 +500,29 @@ pub fn evaluate(
         }
     }
     Ok(out)
+}
+
+/// The scoring requests of reasoning perplexity (`"{rationale}\nThe answer is {answer}."`) or
+/// answer perplexity (the bare answer) after each item's prompt.
+fn ppl_requests(
+    model: &LanguageModel,
+    shots: &[KShotItem],
+    items: &[KShotItem],
+    config: &EvalConfig,
+    reasoning: bool,
+) -> Result<Vec<ScoreRequest>> {
+    items
+        .iter()
+        .map(|it| {
+            let target = if reasoning {
+                it.response()
+            } else {
+                it.answer.trim().to_string()
+            };
+            let (ctx, cont) = config.format.pair(model, shots, it, &target)?;
+            config.format.encode_pair(model, &ctx, &cont)
+        })
+        .collect()
 }
 
 /// Refuses inputs a metric cannot use, before any model work.
@@ -627,14 +675,7 @@ pub(crate) fn generate_rows(
 ) -> Result<Vec<Generation>> {
     let n = prompts.len();
     let rows = experts.arms() * n;
-    let gen_config = GenerationConfig {
-        max_new_tokens: config.max_new_tokens,
-        stop: config
-            .stop
-            .clone()
-            .unwrap_or_else(|| config.format.default_stops()),
-        ..Default::default()
-    };
+    let gen_config = generation_config(config);
     let mut order: Vec<usize> = (0..rows).collect();
     // Longest prompts first; ties keep arm-major order so equal prompts of different experts share batches.
     order.sort_by_key(|&r| std::cmp::Reverse(prompts[r % n].len()));
@@ -657,6 +698,61 @@ pub(crate) fn generate_rows(
         .into_iter()
         .map(|g| g.expect("every row generated"))
         .collect())
+}
+
+/// [`generate_rows`] plus the scores of `targets[i]` after `prompts[i]` for every row, from one
+/// shared prefill per batch (`lm_core::generate::generate_and_score`).
+pub(crate) fn generate_and_score_rows(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    targets: &[Vec<u32>],
+    experts: Experts<'_>,
+    config: &EvalConfig,
+) -> Result<(Vec<Generation>, Vec<TokenScores>)> {
+    let n = prompts.len();
+    let rows = experts.arms() * n;
+    let gen_config = generation_config(config);
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(prompts[r % n].len()));
+    let bar = progress_bar(config, rows, "generating + scoring");
+    let mut gens: Vec<Option<Generation>> = vec![None; rows];
+    let mut scores: Vec<Option<TokenScores>> = vec![None; rows];
+    for chunk in order.chunks(config.batch_size) {
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&r| prompts[r % n].clone()).collect();
+        let conts: Vec<Vec<u32>> = chunk.iter().map(|&r| targets[r % n].clone()).collect();
+        let mix = match experts {
+            Experts::Shared(m) => m.clone(),
+            Experts::PerRow(e) => ExpertMix::PerRow(chunk.iter().map(|&r| e[r / n]).collect()),
+        };
+        let (g, s) = generate_and_score(model, &batch, &conts, &gen_config, &mix)?;
+        for ((&r, g), s) in chunk.iter().zip(g).zip(s) {
+            gens[r] = Some(g);
+            scores[r] = Some(s);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok((
+        gens.into_iter()
+            .map(|g| g.expect("every row generated"))
+            .collect(),
+        scores
+            .into_iter()
+            .map(|s| s.expect("every row scored"))
+            .collect(),
+    ))
+}
+
+/// The generation settings of an evaluation.
+fn generation_config(config: &EvalConfig) -> GenerationConfig {
+    GenerationConfig {
+        max_new_tokens: config.max_new_tokens,
+        stop: config
+            .stop
+            .clone()
+            .unwrap_or_else(|| config.format.default_stops()),
+        ..Default::default()
+    }
 }
 
 /// Scores every `(arm, request)` row, arm-major.

@@ -132,6 +132,32 @@ fn results_do_not_depend_on_batch_size() {
         );
         assert_eq!((c.acc, c.acc_norm), (d.acc, d.acc_norm));
     }
+    // With exact match, reasoning perplexity is scored on the generation's prefill; alone, by
+    // a separate scoring pass: the two agree.
+    let alone = evaluate(
+        &m,
+        Experts::Shared(&ExpertMix::Base),
+        &["base".into()],
+        &[],
+        &items,
+        Metrics {
+            exact_match: false,
+            reasoning_ppl: true,
+            answer_ppl: false,
+            multiple_choice: false,
+        },
+        &config(2),
+    )
+    .unwrap()
+    .remove(0);
+    let (p, q) = (
+        runs[0].reasoning_ppl.as_ref().unwrap(),
+        alone.reasoning_ppl.as_ref().unwrap(),
+    );
+    for (x, y) in p.per_item.iter().zip(&q.per_item) {
+        assert_eq!(x.n_tokens, y.n_tokens);
+        assert!(close(x.ppl, y.ppl), "{} vs {}", x.ppl, y.ppl);
+    }
     // A random model is not fluent: perplexities are large but finite, mean >= pooled is not
     // guaranteed, both are > 1.
     let p = runs[0].reasoning_ppl.as_ref().unwrap();

@@ -11,7 +11,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::{LmError, Result};
 use crate::model::{AttentionMask, ExpertMix, KvCache, LanguageModel};
-use crate::score::read_f32;
+use rayon::prelude::*;
+
+use crate::score::{TokenScores, read_f32};
 
 /// How to generate.
 #[derive(Debug, Clone)]
@@ -81,6 +83,71 @@ pub fn generate(
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
+    let prefilled = prefill(model, prompts, config, mix)?;
+    decode(model, prompts, prefilled, config, mix)
+}
+
+/// [`generate`] for every prompt, plus the teacher-forced scores of `continuations[i]` after
+/// `prompts[i]` (as [`crate::score::score`] of `prompt ++ continuation` would give), from one
+/// shared prefill of the prompts: the prompt is computed once for both.
+pub fn generate_and_score(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    continuations: &[Vec<u32>],
+    config: &GenerationConfig,
+    mix: &ExpertMix,
+) -> Result<(Vec<Generation>, Vec<TokenScores>)> {
+    if continuations.len() != prompts.len() {
+        return Err(LmError::InvalidInput(format!(
+            "expected one continuation per prompt ({}), found {}",
+            prompts.len(),
+            continuations.len()
+        )));
+    }
+    if prompts.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let max = model.max_context();
+    for (i, (p, c)) in prompts.iter().zip(continuations).enumerate() {
+        if p.len() + c.len() > max {
+            return Err(LmError::ContextOverflow {
+                tokens: p.len() + c.len(),
+                extra: 0,
+                max,
+            });
+        }
+        if c.is_empty() {
+            return Err(LmError::InvalidInput(format!(
+                "continuation {i} has no tokens to score"
+            )));
+        }
+    }
+    let prefilled = prefill(model, prompts, config, mix)?;
+    let scores = score_continuations(model, prompts, continuations, &prefilled, config, mix)?;
+    let generations = decode(model, prompts, prefilled, config, mix)?;
+    Ok((generations, scores))
+}
+
+/// The prompts, left-padded and run through the model once.
+struct Prefilled {
+    /// Keys and values of the padded prompts, `longest` positions.
+    cache: KvCache,
+    /// Logits at each prompt's last token, flattened `[rows · vocab]`.
+    last: Vec<f32>,
+    /// Padded prompt length.
+    longest: usize,
+    /// Left padding of each row.
+    pads: Vec<usize>,
+}
+
+/// Validates the request and prefills the left-padded prompts, in passes of at most
+/// `max_prefill_tokens` padded tokens.
+fn prefill(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    mix: &ExpertMix,
+) -> Result<Prefilled> {
     if !(config.top_p > 0.0 && config.top_p <= 1.0) || config.temperature < 0.0 {
         return Err(LmError::InvalidInput(format!(
             "expected temperature >= 0 and top_p in (0, 1], found {} and {}",
@@ -112,8 +179,6 @@ pub fn generate(
             experts.len()
         )));
     }
-
-    // Prefill, in passes of at most `max_prefill_tokens` padded tokens.
     let rows_per_pass = (config.max_prefill_tokens / longest).clamp(1, b);
     let mut caches = Vec::new();
     let mut last = Vec::new();
@@ -133,10 +198,6 @@ pub fn generate(
         } else {
             AttentionMask::Causal
         };
-        let pass_mix = match mix {
-            ExpertMix::PerRow(experts) => ExpertMix::PerRow(experts[rows.clone()].to_vec()),
-            other => other.clone(),
-        };
         let mut cache =
             KvCache::with_capacity(model.decoder.layers.len(), longest + config.max_new_tokens);
         let hidden = model.decoder.forward_hidden(
@@ -144,13 +205,147 @@ pub fn generate(
             Tensor::from_data(TensorData::new(positions, [n, longest]), device),
             &mask,
             Some(&mut cache),
-            &pass_mix,
+            &rows_mix(mix, rows.clone()),
         );
         last.extend(last_logits(model, hidden)?);
         caches.push(cache);
     }
-    let mut cache = KvCache::concat_rows(caches);
+    Ok(Prefilled {
+        cache: KvCache::concat_rows(caches),
+        last,
+        longest,
+        pads,
+    })
+}
 
+/// The part of `mix` that applies to batch rows `rows`.
+fn rows_mix(mix: &ExpertMix, rows: std::ops::Range<usize>) -> ExpertMix {
+    match mix {
+        ExpertMix::PerRow(experts) => ExpertMix::PerRow(experts[rows].to_vec()),
+        other => other.clone(),
+    }
+}
+
+/// Scores each continuation after its prefilled prompt: the first token from the prompt's last
+/// logits, the others from one forward pass over the right-padded continuations on a copy of
+/// the prompt cache, in passes of at most `max_prefill_tokens` continuation tokens.
+fn score_continuations(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    continuations: &[Vec<u32>],
+    prefilled: &Prefilled,
+    config: &GenerationConfig,
+    mix: &ExpertMix,
+) -> Result<Vec<TokenScores>> {
+    let device = &model.device;
+    let vocab = model.decoder.config.vocab_size;
+    let b = prompts.len();
+    let longest = prefilled.longest;
+    let mut out: Vec<TokenScores> = Vec::with_capacity(b);
+    let c_max = continuations.iter().map(Vec::len).max().unwrap_or(1);
+    let rows_per_pass = (config.max_prefill_tokens / c_max).clamp(1, b);
+    for first in (0..b).step_by(rows_per_pass) {
+        let rows = first..(first + rows_per_pass).min(b);
+        let n = rows.len();
+        // Only the rows with more than one token need a forward pass; it is run for all rows of
+        // the pass for simplicity (the others' outputs are ignored).
+        let width = rows
+            .clone()
+            .map(|i| continuations[i].len() - 1)
+            .max()
+            .unwrap_or(0);
+        let hidden = if width > 0 {
+            let mut cache = prefilled.cache.clone();
+            if n < b {
+                cache.retain_rows(&rows.clone().collect::<Vec<_>>());
+            }
+            let mut tokens = vec![0i64; n * width];
+            let mut positions = vec![0i64; n * width];
+            let k_len = longest + width;
+            let mut hidden_mask = vec![false; n * width * k_len];
+            for (r, i) in rows.clone().enumerate() {
+                for j in 0..width {
+                    tokens[r * width + j] = i64::from(*continuations[i].get(j).unwrap_or(&0));
+                    positions[r * width + j] = (prompts[i].len() + j) as i64;
+                    let m = &mut hidden_mask[(r * width + j) * k_len..(r * width + j + 1) * k_len];
+                    m[..prefilled.pads[i]].fill(true);
+                    m[longest + j + 1..].fill(true);
+                }
+            }
+            let mask = AttentionMask::Explicit(Box::new(Tensor::from_data(
+                TensorData::new(hidden_mask, [n, 1, width, k_len]),
+                device,
+            )));
+            let h = model.decoder.forward_hidden(
+                Tensor::from_data(TensorData::new(tokens, [n, width]), device),
+                Tensor::from_data(TensorData::new(positions, [n, width]), device),
+                &mask,
+                Some(&mut cache),
+                &rows_mix(mix, rows.clone()),
+            );
+            let d = h.dims()[2];
+            Some(h.reshape([n * width, d]))
+        } else {
+            None
+        };
+        // (row in pass, flat position in `hidden`, token) for every token after the first.
+        let wanted: Vec<(usize, usize, u32)> = rows
+            .clone()
+            .enumerate()
+            .flat_map(|(r, i)| {
+                continuations[i][1..]
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, &t)| (r, r * width + j, t))
+            })
+            .collect();
+        let mut logp: Vec<f32> = Vec::with_capacity(wanted.len());
+        if let Some(hidden) = &hidden {
+            for chunk in wanted.chunks(crate::score::HEAD_CHUNK) {
+                let logits = crate::score::head_logits(model, hidden, chunk.iter().map(|w| w.1))?;
+                logp.par_extend(chunk.par_iter().enumerate().map(|(j, &(_, _, token))| {
+                    let row = &logits[j * vocab..(j + 1) * vocab];
+                    row[token as usize] - crate::score::log_sum_exp(row)
+                }));
+            }
+        }
+        let mut per_row: Vec<Vec<f32>> = rows
+            .clone()
+            .map(|i| {
+                let row = &prefilled.last[i * vocab..(i + 1) * vocab];
+                let first = continuations[i][0] as usize;
+                vec![row[first] - crate::score::log_sum_exp(row)]
+            })
+            .collect();
+        for (&(r, _, _), lp) in wanted.iter().zip(logp) {
+            per_row[r].push(lp);
+        }
+        out.extend(per_row.into_iter().map(|token_logprobs| TokenScores {
+            logprob: token_logprobs.iter().map(|&x| x as f64).sum(),
+            n_tokens: token_logprobs.len(),
+            token_logprobs,
+            last_logits: None,
+        }));
+    }
+    Ok(out)
+}
+
+/// Decodes from the prefilled prompts until every row stops.
+fn decode(
+    model: &LanguageModel,
+    prompts: &[Vec<u32>],
+    prefilled: Prefilled,
+    config: &GenerationConfig,
+    mix: &ExpertMix,
+) -> Result<Vec<Generation>> {
+    let device = &model.device;
+    let b = prompts.len();
+    let Prefilled {
+        mut cache,
+        mut last,
+        longest,
+        pads,
+    } = prefilled;
     let mut rngs: Vec<StdRng> = (0..b)
         .map(|i| StdRng::seed_from_u64(config.seed.wrapping_add(i as u64)))
         .collect();

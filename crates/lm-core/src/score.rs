@@ -288,13 +288,13 @@ fn score_batch(
 
 /// Positions whose logits are computed at once (bounds the `[positions, vocab]` buffer:
 /// 256 x 49152 f32 = 50 MB for SmolLM2).
-const HEAD_CHUNK: usize = 256;
+pub(crate) const HEAD_CHUNK: usize = 256;
 
 /// Output-head logits at the given rows of `hidden`, flattened `[positions · vocab]`.
 ///
 /// # Shapes
 /// - `hidden`: `[batch · seq, d_model]`
-fn head_logits(
+pub(crate) fn head_logits(
     model: &LanguageModel,
     hidden: &Tensor<2>,
     positions: impl Iterator<Item = usize>,
@@ -307,7 +307,7 @@ fn head_logits(
 }
 
 /// `log Σ exp(x)` of one row of logits, stable (max subtracted), summed in f64.
-fn log_sum_exp(row: &[f32]) -> f32 {
+pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = row.iter().map(|&x| ((x - max).exp()) as f64).sum();
     max + sum.ln() as f32

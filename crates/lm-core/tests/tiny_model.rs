@@ -7,7 +7,7 @@ use burn::module::Param;
 use burn::tensor::{Int, Tensor, TensorData};
 use common::{max_abs_diff, test_device};
 use lm_core::LmError;
-use lm_core::generate::{GenerationConfig, generate};
+use lm_core::generate::{GenerationConfig, generate, generate_and_score};
 use lm_core::model::adapted_linear::{AdaptedLinear, ExpertSet, linear_from_torch};
 use lm_core::model::random::tiny_language_model;
 use lm_core::model::{ExpertMix, LanguageModel};
@@ -118,6 +118,60 @@ fn rows_that_stop_early_leave_the_batch_without_changing_the_others() {
         let single = generate(&m, std::slice::from_ref(p), &config, &ExpertMix::Base).unwrap();
         assert_eq!(b, &single[0]);
     }
+}
+
+#[test]
+fn generate_and_score_equals_generate_plus_score() {
+    let m = tiny_language_model(3, &test_device());
+    let prompts: Vec<Vec<u32>> = (0..5).map(|i| ids(2 + 3 * i, 40 + i as u64)).collect();
+    let continuations: Vec<Vec<u32>> = (0..5)
+        .map(|i| ids(1 + (i * 2) % 7, 60 + i as u64))
+        .collect();
+    let requests: Vec<ScoreRequest> = prompts
+        .iter()
+        .zip(&continuations)
+        .map(|(p, c)| ScoreRequest {
+            prompt: p.clone(),
+            target: c.clone(),
+        })
+        .collect();
+    let scored = score(&m, &requests, &ScoreOptions::default(), &ExpertMix::Base).unwrap();
+    for max_prefill_tokens in [1024, 1, 20] {
+        let config = GenerationConfig {
+            max_new_tokens: 6,
+            stop_at_eos: false,
+            max_prefill_tokens,
+            ..Default::default()
+        };
+        let generated = generate(&m, &prompts, &config, &ExpertMix::Base).unwrap();
+        let (gens, scores) =
+            generate_and_score(&m, &prompts, &continuations, &config, &ExpertMix::Base).unwrap();
+        assert_eq!(gens, generated, "passes of {max_prefill_tokens} tokens");
+        for (a, b) in scores.iter().zip(&scored) {
+            assert_eq!(a.n_tokens, b.n_tokens);
+            assert!(
+                (a.logprob - b.logprob).abs() < 1e-4,
+                "{} vs {}",
+                a.logprob,
+                b.logprob
+            );
+            for (x, y) in a.token_logprobs.iter().zip(&b.token_logprobs) {
+                assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+            }
+        }
+    }
+    let err = generate_and_score(
+        &m,
+        &prompts,
+        &continuations[..2],
+        &GenerationConfig::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("one continuation per prompt"),
+        "{err}"
+    );
 }
 
 #[test]
