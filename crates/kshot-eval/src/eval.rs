@@ -356,14 +356,20 @@ pub fn evaluate(
         .map(|(i, it)| it.id_or(i))
         .collect();
 
-    // Reasoning-perplexity requests, built first: when their prompts are exactly the generation
-    // prompts, one prefill serves both metrics.
+    // Perplexity requests, built first: those whose prompts are exactly the generation prompts
+    // are scored from the generation's prefill (one prompt pass for all three metrics).
     let reasoning_requests = if metrics.reasoning_ppl {
         Some(ppl_requests(model, shots, items, config, true)?)
     } else {
         None
     };
+    let answer_requests = if metrics.answer_ppl {
+        Some(ppl_requests(model, shots, items, config, false)?)
+    } else {
+        None
+    };
     let mut reasoning_scores = None;
+    let mut answer_scores = None;
     if metrics.exact_match {
         let prompts = items
             .iter()
@@ -373,21 +379,44 @@ pub fn evaluate(
                     .map_err(Into::into)
             })
             .collect::<Result<Vec<_>>>()?;
-        let shared = reasoning_requests.as_ref().filter(|requests| {
-            requests
-                .iter()
-                .zip(&prompts)
-                .all(|(r, p)| &r.prompt == p && !r.target.is_empty())
-        });
-        let gens = match shared {
-            Some(requests) => {
-                let targets: Vec<Vec<u32>> = requests.iter().map(|r| r.target.clone()).collect();
-                let (gens, scores) =
-                    generate_and_score_rows(model, &prompts, &targets, experts, config)?;
-                reasoning_scores = Some(scores);
-                gens
+        let shares_prompts = |requests: &Option<Vec<ScoreRequest>>| {
+            requests.as_ref().is_some_and(|requests| {
+                requests
+                    .iter()
+                    .zip(&prompts)
+                    .all(|(r, p)| &r.prompt == p && !r.target.is_empty())
+            })
+        };
+        let (share_reasoning, share_answer) = (
+            shares_prompts(&reasoning_requests),
+            shares_prompts(&answer_requests),
+        );
+        let mut sets = Vec::new();
+        for (share, requests) in [
+            (share_reasoning, &reasoning_requests),
+            (share_answer, &answer_requests),
+        ] {
+            if share && let Some(requests) = requests {
+                sets.push(
+                    requests
+                        .iter()
+                        .map(|r| r.target.clone())
+                        .collect::<Vec<_>>(),
+                );
             }
-            None => generate_rows(model, &prompts, experts, config)?,
+        }
+        let gens = if sets.is_empty() {
+            generate_rows(model, &prompts, experts, config)?
+        } else {
+            let (gens, mut scores) =
+                generate_and_score_rows(model, &prompts, &sets, experts, config)?;
+            if share_answer {
+                answer_scores = scores.pop();
+            }
+            if share_reasoning {
+                reasoning_scores = scores.pop();
+            }
+            gens
         };
         for (a, ev) in out.iter_mut().enumerate() {
             let per_item: Vec<ItemPrediction> = items
@@ -418,17 +447,16 @@ pub fn evaluate(
         if !wanted {
             continue;
         }
-        let scores = match (reasoning, reasoning_scores.take()) {
-            (true, Some(scores)) => scores,
-            (true, None) => score_rows(
+        let (done, requests) = if reasoning {
+            (reasoning_scores.take(), &reasoning_requests)
+        } else {
+            (answer_scores.take(), &answer_requests)
+        };
+        let scores = match done {
+            Some(scores) => scores,
+            None => score_rows(
                 model,
-                reasoning_requests.as_deref().unwrap_or_default(),
-                experts,
-                config,
-            )?,
-            (false, _) => score_rows(
-                model,
-                &ppl_requests(model, shots, items, config, false)?,
+                requests.as_deref().unwrap_or_default(),
                 experts,
                 config,
             )?,
@@ -700,15 +728,16 @@ pub(crate) fn generate_rows(
         .collect())
 }
 
-/// [`generate_rows`] plus the scores of `targets[i]` after `prompts[i]` for every row, from one
-/// shared prefill per batch (`lm_core::generate::generate_and_score`).
+/// [`generate_rows`] plus, for every row, the scores of `target_sets[k][i]` after `prompts[i]`
+/// (arm-major like the generations), from one shared prefill per batch
+/// (`lm_core::generate::generate_and_score`).
 pub(crate) fn generate_and_score_rows(
     model: &LanguageModel,
     prompts: &[Vec<u32>],
-    targets: &[Vec<u32>],
+    target_sets: &[Vec<Vec<u32>>],
     experts: Experts<'_>,
     config: &EvalConfig,
-) -> Result<(Vec<Generation>, Vec<TokenScores>)> {
+) -> Result<(Vec<Generation>, Vec<Vec<TokenScores>>)> {
     let n = prompts.len();
     let rows = experts.arms() * n;
     let gen_config = generation_config(config);
@@ -716,18 +745,25 @@ pub(crate) fn generate_and_score_rows(
     order.sort_by_key(|&r| std::cmp::Reverse(prompts[r % n].len()));
     let bar = progress_bar(config, rows, "generating + scoring");
     let mut gens: Vec<Option<Generation>> = vec![None; rows];
-    let mut scores: Vec<Option<TokenScores>> = vec![None; rows];
+    let mut scores: Vec<Vec<Option<TokenScores>>> = vec![vec![None; rows]; target_sets.len()];
     for chunk in order.chunks(config.batch_size) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&r| prompts[r % n].clone()).collect();
-        let conts: Vec<Vec<u32>> = chunk.iter().map(|&r| targets[r % n].clone()).collect();
+        let conts: Vec<Vec<Vec<u32>>> = target_sets
+            .iter()
+            .map(|set| chunk.iter().map(|&r| set[r % n].clone()).collect())
+            .collect();
         let mix = match experts {
             Experts::Shared(m) => m.clone(),
             Experts::PerRow(e) => ExpertMix::PerRow(chunk.iter().map(|&r| e[r / n]).collect()),
         };
         let (g, s) = generate_and_score(model, &batch, &conts, &gen_config, &mix)?;
-        for ((&r, g), s) in chunk.iter().zip(g).zip(s) {
+        for (&r, g) in chunk.iter().zip(g) {
             gens[r] = Some(g);
-            scores[r] = Some(s);
+        }
+        for (set, set_scores) in scores.iter_mut().zip(s) {
+            for (&r, s) in chunk.iter().zip(set_scores) {
+                set[r] = Some(s);
+            }
         }
         bar.inc(chunk.len() as u64);
     }
@@ -738,7 +774,11 @@ pub(crate) fn generate_and_score_rows(
             .collect(),
         scores
             .into_iter()
-            .map(|s| s.expect("every row scored"))
+            .map(|set| {
+                set.into_iter()
+                    .map(|s| s.expect("every row scored"))
+                    .collect()
+            })
             .collect(),
     ))
 }

@@ -132,8 +132,8 @@ fn results_do_not_depend_on_batch_size() {
         );
         assert_eq!((c.acc, c.acc_norm), (d.acc, d.acc_norm));
     }
-    // With exact match, reasoning perplexity is scored on the generation's prefill; alone, by
-    // a separate scoring pass: the two agree.
+    // With exact match, reasoning and answer perplexity are scored on the generation's prefill;
+    // alone, by separate scoring passes: the two agree.
     let alone = evaluate(
         &m,
         Experts::Shared(&ExpertMix::Base),
@@ -143,20 +143,22 @@ fn results_do_not_depend_on_batch_size() {
         Metrics {
             exact_match: false,
             reasoning_ppl: true,
-            answer_ppl: false,
+            answer_ppl: true,
             multiple_choice: false,
         },
         &config(2),
     )
     .unwrap()
     .remove(0);
-    let (p, q) = (
-        runs[0].reasoning_ppl.as_ref().unwrap(),
-        alone.reasoning_ppl.as_ref().unwrap(),
-    );
-    for (x, y) in p.per_item.iter().zip(&q.per_item) {
-        assert_eq!(x.n_tokens, y.n_tokens);
-        assert!(close(x.ppl, y.ppl), "{} vs {}", x.ppl, y.ppl);
+    for (p, q) in [
+        (&runs[0].reasoning_ppl, &alone.reasoning_ppl),
+        (&runs[0].answer_ppl, &alone.answer_ppl),
+    ] {
+        let (p, q) = (p.as_ref().unwrap(), q.as_ref().unwrap());
+        for (x, y) in p.per_item.iter().zip(&q.per_item) {
+            assert_eq!(x.n_tokens, y.n_tokens);
+            assert!(close(x.ppl, y.ppl), "{} vs {}", x.ppl, y.ppl);
+        }
     }
     // A random model is not fluent: perplexities are large but finite, mean >= pooled is not
     // guaranteed, both are > 1.

@@ -87,43 +87,51 @@ pub fn generate(
     decode(model, prompts, prefilled, config, mix)
 }
 
-/// [`generate`] for every prompt, plus the teacher-forced scores of `continuations[i]` after
-/// `prompts[i]` (as [`crate::score::score`] of `prompt ++ continuation` would give), from one
-/// shared prefill of the prompts: the prompt is computed once for both.
+/// [`generate`] for every prompt, plus teacher-forced scores of given continuations of the
+/// prompts, from one shared prefill: the prompts are computed once for all of it.
+///
+/// `continuation_sets[k][i]` is the `k`-th continuation of `prompts[i]` (e.g. a rationale and a
+/// bare answer); its scores are `scores[k][i]`, as [`crate::score::score`] of
+/// `prompt ++ continuation` would give them.
 pub fn generate_and_score(
     model: &LanguageModel,
     prompts: &[Vec<u32>],
-    continuations: &[Vec<u32>],
+    continuation_sets: &[Vec<Vec<u32>>],
     config: &GenerationConfig,
     mix: &ExpertMix,
-) -> Result<(Vec<Generation>, Vec<TokenScores>)> {
-    if continuations.len() != prompts.len() {
-        return Err(LmError::InvalidInput(format!(
-            "expected one continuation per prompt ({}), found {}",
-            prompts.len(),
-            continuations.len()
-        )));
-    }
-    if prompts.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
+) -> Result<(Vec<Generation>, Vec<Vec<TokenScores>>)> {
     let max = model.max_context();
-    for (i, (p, c)) in prompts.iter().zip(continuations).enumerate() {
-        if p.len() + c.len() > max {
-            return Err(LmError::ContextOverflow {
-                tokens: p.len() + c.len(),
-                extra: 0,
-                max,
-            });
-        }
-        if c.is_empty() {
+    for (k, set) in continuation_sets.iter().enumerate() {
+        if set.len() != prompts.len() {
             return Err(LmError::InvalidInput(format!(
-                "continuation {i} has no tokens to score"
+                "continuation set {k}: expected one continuation per prompt ({}), found {}",
+                prompts.len(),
+                set.len()
             )));
         }
+        for (i, (p, c)) in prompts.iter().zip(set).enumerate() {
+            if p.len() + c.len() > max {
+                return Err(LmError::ContextOverflow {
+                    tokens: p.len() + c.len(),
+                    extra: 0,
+                    max,
+                });
+            }
+            if c.is_empty() {
+                return Err(LmError::InvalidInput(format!(
+                    "continuation set {k}, row {i}: no tokens to score"
+                )));
+            }
+        }
+    }
+    if prompts.is_empty() {
+        return Ok((Vec::new(), vec![Vec::new(); continuation_sets.len()]));
     }
     let prefilled = prefill(model, prompts, config, mix)?;
-    let scores = score_continuations(model, prompts, continuations, &prefilled, config, mix)?;
+    let scores = continuation_sets
+        .iter()
+        .map(|set| score_continuations(model, prompts, set, &prefilled, config, mix))
+        .collect::<Result<Vec<_>>>()?;
     let generations = decode(model, prompts, prefilled, config, mix)?;
     Ok((generations, scores))
 }

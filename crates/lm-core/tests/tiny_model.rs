@@ -136,6 +136,20 @@ fn generate_and_score_equals_generate_plus_score() {
         })
         .collect();
     let scored = score(&m, &requests, &ScoreOptions::default(), &ExpertMix::Base).unwrap();
+    let same_continuation: Vec<ScoreRequest> = prompts
+        .iter()
+        .map(|p| ScoreRequest {
+            prompt: p.clone(),
+            target: continuations[0].clone(),
+        })
+        .collect();
+    let scored_same = score(
+        &m,
+        &same_continuation,
+        &ScoreOptions::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap();
     for max_prefill_tokens in [1024, 1, 20] {
         let config = GenerationConfig {
             max_new_tokens: 6,
@@ -144,10 +158,19 @@ fn generate_and_score_equals_generate_plus_score() {
             ..Default::default()
         };
         let generated = generate(&m, &prompts, &config, &ExpertMix::Base).unwrap();
+        let sets = vec![
+            continuations.clone(),
+            vec![continuations[0].clone(); prompts.len()],
+        ];
         let (gens, scores) =
-            generate_and_score(&m, &prompts, &continuations, &config, &ExpertMix::Base).unwrap();
+            generate_and_score(&m, &prompts, &sets, &config, &ExpertMix::Base).unwrap();
         assert_eq!(gens, generated, "passes of {max_prefill_tokens} tokens");
-        for (a, b) in scores.iter().zip(&scored) {
+        assert_eq!(scores.len(), 2);
+        for (a, b) in scores[0]
+            .iter()
+            .zip(&scored)
+            .chain(scores[1].iter().zip(&scored_same))
+        {
             assert_eq!(a.n_tokens, b.n_tokens);
             assert!(
                 (a.logprob - b.logprob).abs() < 1e-4,
@@ -163,7 +186,7 @@ fn generate_and_score_equals_generate_plus_score() {
     let err = generate_and_score(
         &m,
         &prompts,
-        &continuations[..2],
+        &[continuations[..2].to_vec()],
         &GenerationConfig::default(),
         &ExpertMix::Base,
     )
