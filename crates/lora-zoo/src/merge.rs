@@ -16,8 +16,9 @@
 //!   with coefficients `λ·w_i` (independent of the combine code);
 //! - any method with `--rank`: the adapter [`combine`] returns;
 //! - pruning methods without a rank (full TIES / DARE merges, not low rank): each module's dense
-//!   `ΔW` attached as an expert of rank `min(d_in, d_out)` (identity on one side), which checks the
-//!   export path (names, layout, q/k permutation, tying, dtype) rather than the TIES arithmetic.
+//!   `ΔW` added to the in-memory base weights one module at a time (so the check costs one model
+//!   plus one `ΔW`, not every dense update at once), which checks the export path (names, layout,
+//!   q/k permutation, tying, dtype) rather than the TIES arithmetic.
 //!
 //! The two models are held one after the other, never together. The result, per-module statistics
 //! and timings go to `merge_report.json` in the output directory.
@@ -36,10 +37,9 @@ use lm_core::io::hf_export::{
     ExportBase, ExportDtype, StagedDir, export_decoder, load_exported, write_atomic,
 };
 use lm_core::model::{ExpertMix, LanguageModel};
-use ndarray::Array2;
 use serde::Serialize;
 
-use crate::adapter::{LoraAdapter, LoraModule};
+use crate::adapter::LoraAdapter;
 use crate::apply::attach_adapters;
 use crate::combine::{CombineMethod, CombineOptions, combine, combined_delta, validate_request};
 use crate::error::{LoraError, Result};
@@ -338,27 +338,44 @@ fn progress_bar(len: u64, show: bool) -> ProgressBar {
     bar
 }
 
-/// The dense update of every module as rank-`min(d_in, d_out)` experts (identity on one side).
-fn dense_adapter(adapters: &[&LoraAdapter], opts: &CombineOptions) -> Result<LoraAdapter> {
+/// Adds every module's combined update `ΔW` to the decoder's own base weights, one module at a
+/// time (a merge in memory, independent of the export code).
+fn add_dense_updates(
+    decoder: &mut lm_core::model::Decoder,
+    adapters: &[&LoraAdapter],
+    opts: &CombineOptions,
+) -> Result<()> {
     let names: std::collections::BTreeSet<&String> =
         adapters.iter().flat_map(|a| a.modules.keys()).collect();
-    let mut modules = std::collections::BTreeMap::new();
+    let base = format!("{:?} decoder", decoder.config.arch);
     for name in names {
-        let Some(d) = combined_delta(adapters, opts, name)? else {
+        let Some(delta) = combined_delta(adapters, opts, name)? else {
             continue;
         };
-        let (d_out, d_in) = d.dim();
-        let m = if d_out <= d_in {
-            LoraModule::new(d, Array2::eye(d_out), d_out as f64, 1.0)?
-        } else {
-            LoraModule::new(Array2::eye(d_in), d, d_in as f64, 1.0)?
-        };
-        modules.insert(name.clone(), m);
+        let layer =
+            decoder
+                .adapted_linear_mut(name)
+                .ok_or_else(|| LoraError::UnknownTargetModule {
+                    module: name.clone(),
+                    base: base.clone(),
+                })?;
+        let (d_out, d_in) = delta.dim();
+        if (layer.d_in(), layer.d_out()) != (d_in, d_out) {
+            return Err(LoraError::ShapeMismatch {
+                what: format!("merged update of {name}"),
+                expected: format!("[{}, {}] (the base layer)", layer.d_out(), layer.d_in()),
+                found: vec![d_out, d_in],
+            });
+        }
+        // burn stores the weight as [d_in, d_out]: add ΔWᵀ.
+        let delta_t: Vec<f32> = delta.t().iter().copied().collect();
+        let weight = layer.base.weight.val();
+        let delta_t =
+            Tensor::<2>::from_data(TensorData::new(delta_t, [d_in, d_out]), &weight.device());
+        layer.base.weight =
+            lm_core::burn::module::Param::from_tensor(weight + delta_t).set_require_grad(false);
     }
-    Ok(LoraAdapter {
-        config: adapters[0].config.clone(),
-        modules,
-    })
+    Ok(())
 }
 
 /// Logits `[seq, vocab]` of one sequence, flattened.
@@ -404,11 +421,10 @@ fn verify(
             logits(&base, &ids, &ExpertMix::Static(vec![1.0]))?,
         )
     } else {
-        let dense = dense_adapter(adapters, opts)?;
-        attach_adapters(&mut base.decoder, &[&dense])?;
+        add_dense_updates(&mut base.decoder, adapters, opts)?;
         (
-            "dense merged update attached unmerged (identity-factor experts)".to_string(),
-            logits(&base, &ids, &ExpertMix::Static(vec![1.0]))?,
+            "dense merged update added to the base weights in memory, module by module".to_string(),
+            logits(&base, &ids, &ExpertMix::Base)?,
         )
     };
     let continuation = base.encode_continuation(&v.prompt)?;
@@ -465,7 +481,10 @@ pub fn plain_merge_options(n: usize) -> CombineOptions {
 
 #[cfg(test)]
 mod tests {
+    use ndarray::Array2;
+
     use super::*;
+    use crate::adapter::LoraModule;
 
     fn module(d_in: usize, d_out: usize, r: usize, seed: u64) -> LoraModule {
         let a = Array2::from_shape_fn((r, d_in), |(i, j)| {
@@ -478,25 +497,52 @@ mod tests {
     }
 
     #[test]
-    fn dense_experts_reproduce_the_update() {
-        let cfg = crate::config::AdapterConfig::default();
+    fn dense_updates_are_added_to_the_base_weights() {
+        let device = lm_core::device::device_from_name("cpu").unwrap();
+        let mut model = lm_core::model::random::tiny_language_model(3, &device);
+        let name = "model.layers.0.self_attn.q_proj".to_string();
+        let (d_in, d_out) = {
+            let l = model.decoder.adapted_linear_mut(&name).unwrap();
+            (l.d_in(), l.d_out())
+        };
+        let weight = |m: &mut LanguageModel| -> Vec<f32> {
+            let l = m.decoder.adapted_linear_mut(&name).unwrap();
+            l.base
+                .weight
+                .val()
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let before = weight(&mut model);
         let mut mods = std::collections::BTreeMap::new();
-        mods.insert("m.wide".to_string(), module(6, 3, 2, 1));
-        mods.insert("m.tall".to_string(), module(3, 5, 2, 2));
+        mods.insert(name.clone(), module(d_in, d_out, 2, 1));
         let a = LoraAdapter {
-            config: cfg,
+            config: crate::config::AdapterConfig::default(),
             modules: mods,
         };
         let mut o = CombineOptions::new(CombineMethod::Ties, vec![0.8]);
         o.density = 0.6;
-        let dense = dense_adapter(&[&a], &o).unwrap();
-        for name in ["m.wide", "m.tall"] {
-            let want = combined_delta(&[&a], &o, name).unwrap().unwrap();
-            let got = dense.modules[name].delta();
-            assert_eq!(got.dim(), want.dim());
-            let d = (&got - &want).iter().fold(0f32, |m, x| m.max(x.abs()));
-            assert!(d < 1e-6, "{name}: {d}");
-            assert!(dense.modules[name].rank() <= 3);
+        add_dense_updates(&mut model.decoder, &[&a], &o).unwrap();
+        let after = weight(&mut model);
+        let delta = combined_delta(&[&a], &o, &name).unwrap().unwrap();
+        for i in 0..d_in {
+            for j in 0..d_out {
+                let got = after[i * d_out + j] - before[i * d_out + j];
+                assert!((got - delta[[j, i]]).abs() < 1e-6, "[{i}, {j}]");
+            }
         }
+        // An update for a module the base does not have is a named error.
+        let mut other = std::collections::BTreeMap::new();
+        other.insert(
+            "model.layers.0.mlp.nope".to_string(),
+            module(d_in, d_out, 2, 2),
+        );
+        let bad = LoraAdapter {
+            config: crate::config::AdapterConfig::default(),
+            modules: other,
+        };
+        let err = add_dense_updates(&mut model.decoder, &[&bad], &o).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 }
