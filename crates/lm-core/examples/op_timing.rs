@@ -82,5 +82,15 @@ fn main() {
     t("gemv head", &|| {
         burn::tensor::module::linear(x1.clone(), head.clone(), None)
     });
+    // Backward of a frozen linear: dX = dY · Wᵀ (a transposed view) vs a contiguous copy of Wᵀ.
+    let dy = Tensor::<3>::random([4, 128, 1536], Distribution::Default, &dev);
+    let w_t = w.clone().transpose(); // [1536, 576] view of [576, 1536]
+    let w_t_copy = Tensor::<2>::from_data(w_t.clone().into_data(), &dev);
+    t("dY·Wᵀ transposed view 512x1536x576", &|| {
+        dy.clone().matmul(w_t.clone().unsqueeze_dim(0))
+    });
+    t("dY·Wᵀ contiguous 512x1536x576", &|| {
+        dy.clone().matmul(w_t_copy.clone().unsqueeze_dim(0))
+    });
     let _ = TensorData::new(vec![0f32], [1]);
 }
