@@ -10,7 +10,7 @@
 //! Results do not depend on the batch size: rows are sorted by length before batching, padding
 //! never changes a row's tokens or scores (lm-core), and sampling is greedy.
 
-use lm_core::generate::{FinishReason, Generation, GenerationConfig, generate, generate_and_score};
+use lm_core::generate::{FinishReason, Generation, GenerationConfig, generate_and_score};
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::score::{ScoreOptions, ScoreRequest, TokenScores, score, score_per_row_experts};
 use serde::{Deserialize, Serialize};
@@ -405,19 +405,13 @@ pub fn evaluate(
                 );
             }
         }
-        let gens = if sets.is_empty() {
-            generate_rows(model, &prompts, experts, config)?
-        } else {
-            let (gens, mut scores) =
-                generate_and_score_rows(model, &prompts, &sets, experts, config)?;
-            if share_answer {
-                answer_scores = scores.pop();
-            }
-            if share_reasoning {
-                reasoning_scores = scores.pop();
-            }
-            gens
-        };
+        let (gens, mut scores) = generate_rows(model, &prompts, &sets, experts, config)?;
+        if share_answer {
+            answer_scores = scores.pop();
+        }
+        if share_reasoning {
+            reasoning_scores = scores.pop();
+        }
         for (a, ev) in out.iter_mut().enumerate() {
             let per_item: Vec<ItemPrediction> = items
                 .iter()
@@ -694,44 +688,10 @@ fn progress_bar(config: &EvalConfig, len: usize, what: &str) -> indicatif::Progr
 }
 
 /// Generates for every `(arm, prompt)` row, arm-major (`out[arm · n + i]`), rows sorted by prompt
-/// length and packed into batches.
-pub(crate) fn generate_rows(
-    model: &LanguageModel,
-    prompts: &[Vec<u32>],
-    experts: Experts<'_>,
-    config: &EvalConfig,
-) -> Result<Vec<Generation>> {
-    let n = prompts.len();
-    let rows = experts.arms() * n;
-    let gen_config = generation_config(config);
-    let mut order: Vec<usize> = (0..rows).collect();
-    // Longest prompts first; ties keep arm-major order so equal prompts of different experts share batches.
-    order.sort_by_key(|&r| std::cmp::Reverse(prompts[r % n].len()));
-    let bar = progress_bar(config, rows, "generating");
-    let mut out: Vec<Option<Generation>> = vec![None; rows];
-    for chunk in order.chunks(config.batch_size) {
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&r| prompts[r % n].clone()).collect();
-        let mix = match experts {
-            Experts::Shared(m) => m.clone(),
-            Experts::PerRow(e) => ExpertMix::PerRow(chunk.iter().map(|&r| e[r / n]).collect()),
-        };
-        let gens = generate(model, &batch, &gen_config, &mix)?;
-        for (&r, g) in chunk.iter().zip(gens) {
-            out[r] = Some(g);
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out
-        .into_iter()
-        .map(|g| g.expect("every row generated"))
-        .collect())
-}
-
-/// [`generate_rows`] plus, for every row, the scores of `target_sets[k][i]` after `prompts[i]`
-/// (arm-major like the generations), from one shared prefill per batch
+/// length and packed into batches; with `target_sets`, also the scores of `target_sets[k][i]`
+/// after `prompts[i]` for every row (arm-major too), from the same prefill
 /// (`lm_core::generate::generate_and_score`).
-pub(crate) fn generate_and_score_rows(
+pub(crate) fn generate_rows(
     model: &LanguageModel,
     prompts: &[Vec<u32>],
     target_sets: &[Vec<Vec<u32>>],
@@ -742,8 +702,14 @@ pub(crate) fn generate_and_score_rows(
     let rows = experts.arms() * n;
     let gen_config = generation_config(config);
     let mut order: Vec<usize> = (0..rows).collect();
+    // Longest prompts first; ties keep arm-major order so equal prompts of different experts share batches.
     order.sort_by_key(|&r| std::cmp::Reverse(prompts[r % n].len()));
-    let bar = progress_bar(config, rows, "generating + scoring");
+    let what = if target_sets.is_empty() {
+        "generating"
+    } else {
+        "generating + scoring"
+    };
+    let bar = progress_bar(config, rows, what);
     let mut gens: Vec<Option<Generation>> = vec![None; rows];
     let mut scores: Vec<Vec<Option<TokenScores>>> = vec![vec![None; rows]; target_sets.len()];
     for chunk in order.chunks(config.batch_size) {
