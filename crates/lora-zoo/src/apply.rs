@@ -35,6 +35,21 @@ pub struct AttachReport {
     pub ranks: Vec<(String, usize)>,
 }
 
+/// The decoder's linear layer an adapter module `name` targets (HF name, e.g.
+/// `model.layers.3.self_attn.q_proj`), or `UnknownTargetModule` naming the base.
+pub(crate) fn target_layer<'a>(
+    decoder: &'a mut Decoder,
+    name: &str,
+) -> Result<&'a mut lm_core::model::AdaptedLinear> {
+    let base = format!("{:?} decoder", decoder.config.arch);
+    decoder
+        .adapted_linear_mut(name)
+        .ok_or_else(|| LoraError::UnknownTargetModule {
+            module: name.to_string(),
+            base,
+        })
+}
+
 /// Attaches `adapters` as experts `0..E` of every linear they target; experts attached before
 /// (to any layer) are removed first. Fails, changing nothing, when a module is unknown to the decoder or its
 /// factors do not fit the layer.
@@ -47,17 +62,10 @@ pub fn attach_adapters(decoder: &mut Decoder, adapters: &[&LoraAdapter]) -> Resu
     let modules: BTreeSet<&String> = adapters.iter().flat_map(|a| a.modules.keys()).collect();
     let device = decoder.embed_tokens.weight.val().device();
     let e = adapters.len();
-    let base = format!("{:?} decoder", decoder.config.arch);
     // Build every expert set first, so that an error leaves the decoder untouched.
     let mut built = Vec::with_capacity(modules.len());
     for &name in &modules {
-        let layer =
-            decoder
-                .adapted_linear_mut(name)
-                .ok_or_else(|| LoraError::UnknownTargetModule {
-                    module: name.clone(),
-                    base: base.clone(),
-                })?;
+        let layer = target_layer(decoder, name)?;
         let (d_in, d_out) = (layer.d_in(), layer.d_out());
         let rank = adapters
             .iter()

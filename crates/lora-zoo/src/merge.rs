@@ -347,18 +347,11 @@ fn add_dense_updates(
 ) -> Result<()> {
     let names: std::collections::BTreeSet<&String> =
         adapters.iter().flat_map(|a| a.modules.keys()).collect();
-    let base = format!("{:?} decoder", decoder.config.arch);
     for name in names {
         let Some(delta) = combined_delta(adapters, opts, name)? else {
             continue;
         };
-        let layer =
-            decoder
-                .adapted_linear_mut(name)
-                .ok_or_else(|| LoraError::UnknownTargetModule {
-                    module: name.clone(),
-                    base: base.clone(),
-                })?;
+        let layer = crate::apply::target_layer(decoder, name)?;
         let (d_out, d_in) = delta.dim();
         if (layer.d_in(), layer.d_out()) != (d_in, d_out) {
             return Err(LoraError::ShapeMismatch {
