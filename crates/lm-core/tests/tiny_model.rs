@@ -308,6 +308,14 @@ fn too_long_inputs_are_clear_errors() {
     );
     let err = generate(&m, &[vec![]], &config, &ExpertMix::Base).unwrap_err();
     assert!(err.to_string().contains("no tokens"), "{err}");
+    let err = generate(
+        &m,
+        &[ids(3, 1), ids(4, 2)],
+        &config,
+        &ExpertMix::PerRow(vec![None]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("one expert per prompt"), "{err}");
 }
 
 /// A layer with its base weight and per-expert factors, as plain values.
