@@ -11,22 +11,23 @@
 //! Resumable: an adapter whose `card.json` already has its `eval` is skipped (unless `--force`);
 //! training checkpoints live in `$OPENEXPERT_HOME/bank-checkpoints/<task>-<steps>steps/`, so a crash resumes the
 //! run it interrupted. The held-out evaluation follows `assets/datasets/README.md`: greedy
-//! decoding of the chat-templated question (at most 96 new tokens); the prediction is the text
-//! after the last `The answer is ` (fallback when the phrase is missing: the last number for
-//! numeric answers, else the last line), compared with the answer after trimming a final `.`.
+//! decoding of the chat-templated question (at most 96 new tokens), scored by kshot-eval's exact
+//! match: the default [`AnswerExtractor`](openexpert::kshot_eval::AnswerExtractor) (the text
+//! after the last `The answer is `, else the last number for numeric answers, else the last line)
+//! and [`answers_match`](openexpert::kshot_eval::answers_match), as `openexpert eval` does.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use openexpert::kshot_eval::{AnswerExtractor, KShotItem, KShotSet, answers_match};
 use openexpert::lm_core::chat_template::ChatMessage;
 use openexpert::lm_core::generate::{GenerationConfig, generate};
 use openexpert::lm_core::model::{ExpertMix, LanguageModel};
 use openexpert::lm_core::train::{LoraTrainConfig, LoraTrainer, TrainConfig};
 use openexpert::lora_zoo::{LoraAdapter, adapter_from_trained};
 use openexpert::training_data::read_training_jsonl;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Tasks trained by openexpert: (task, family, description). `word_sequence_reversal` is trained
@@ -71,12 +72,6 @@ const BANK_TASKS: &[(&str, &str, &str)] = &[
 
 const BASE_MODEL: &str = "smollm2-135m-instruct";
 const MAX_NEW_TOKENS: usize = 96;
-
-#[derive(Debug, Deserialize)]
-struct Item {
-    question: String,
-    answer: String,
-}
 
 struct Options {
     only: Option<Vec<String>>,
@@ -127,64 +122,24 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn read_items(path: &Path, limit: usize) -> anyhow::Result<Vec<Item>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .take(limit)
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))
-        })
-        .collect()
-}
-
-/// The prediction in a generated answer (see the module docs).
-fn extract(text: &str, answer: &str) -> Option<String> {
-    let clean = |s: &str| s.trim().trim_end_matches('.').trim().to_string();
-    if let Some(pos) = text.rfind("The answer is ") {
-        let rest = &text[pos + "The answer is ".len()..];
-        return Some(clean(rest.lines().next().unwrap_or("")));
-    }
-    if answer.trim().parse::<f64>().is_ok() {
-        let re = regex_lite_last_number(text);
-        return re;
-    }
-    text.lines().rev().find(|l| !l.trim().is_empty()).map(clean)
-}
-
-/// The last (optionally negative) integer or decimal number in a text.
-fn regex_lite_last_number(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut end = bytes.len();
-    while end > 0 && !bytes[end - 1].is_ascii_digit() {
-        end -= 1;
-    }
-    if end == 0 {
-        return None;
-    }
-    let mut start = end;
-    while start > 0 && (bytes[start - 1].is_ascii_digit() || bytes[start - 1] == b'.') {
-        start -= 1;
-    }
-    if start > 0 && bytes[start - 1] == b'-' {
-        start -= 1;
-    }
-    Some(text[start..end].trim_start_matches('.').to_string())
+fn read_items(path: &Path, limit: usize) -> anyhow::Result<Vec<KShotItem>> {
+    let mut set = KShotSet::from_jsonl(path)?;
+    set.items.truncate(limit);
+    Ok(set.items)
 }
 
 /// Exact-match accuracy of greedy answers on `items`.
 fn accuracy(
     model: &LanguageModel,
     mix: &ExpertMix,
-    items: &[Item],
+    items: &[KShotItem],
     what: &str,
 ) -> anyhow::Result<(usize, usize)> {
     let config = GenerationConfig {
         max_new_tokens: MAX_NEW_TOKENS,
         ..Default::default()
     };
+    let extractor = AnswerExtractor::default();
     let mut correct = 0;
     let started = Instant::now();
     for chunk in items.chunks(16) {
@@ -197,7 +152,8 @@ fn accuracy(
             .collect::<Result<Vec<_>, _>>()?;
         let outs = generate(model, &prompts, &config, mix)?;
         for (it, out) in chunk.iter().zip(outs) {
-            if extract(&out.text, &it.answer).as_deref() == Some(it.answer.trim()) {
+            let predicted = extractor.extract(&out.text, &it.answer).answer;
+            if predicted.is_some_and(|p| answers_match(&p, &it.answer)) {
                 correct += 1;
             }
         }
@@ -228,7 +184,7 @@ fn read_json(path: &Path) -> anyhow::Result<Option<Value>> {
 fn base_accuracy(
     model: &mut LanguageModel,
     task: &str,
-    items: &[Item],
+    items: &[KShotItem],
     cache_path: &Path,
 ) -> anyhow::Result<f64> {
     let mut cache: BTreeMap<String, Value> = read_json(cache_path)?
@@ -254,7 +210,7 @@ fn base_accuracy(
 fn evaluate_adapter(
     model: &mut LanguageModel,
     adapter_dir: &Path,
-    items: &[Item],
+    items: &[KShotItem],
 ) -> anyhow::Result<(usize, usize)> {
     let adapter = LoraAdapter::load(adapter_dir)?;
     openexpert::lora_zoo::apply::attach_adapters(&mut model.decoder, &[&adapter])?;
@@ -469,18 +425,22 @@ trained with the real `peft` library). Accuracies: greedy exact match on the fir
 mod tests {
     use super::*;
 
+    /// The bank's accuracy is kshot-eval's exact match on the dataset convention.
+    fn correct(text: &str, gold: &str) -> bool {
+        AnswerExtractor::default()
+            .extract(text, gold)
+            .answer
+            .is_some_and(|p| answers_match(&p, gold))
+    }
+
     #[test]
     fn extraction_follows_the_dataset_convention() {
-        assert_eq!(
-            extract("12 + 3 = 15\nThe answer is 15.", "15").as_deref(),
-            Some("15")
-        );
-        assert_eq!(extract("so it is 42", "42").as_deref(), Some("42"));
-        assert_eq!(extract("it is -7.", "-7").as_deref(), Some("-7"));
-        assert_eq!(
-            extract("blue red\n", "red blue").as_deref(),
-            Some("blue red")
-        );
-        assert_eq!(extract("nothing", "3"), None);
+        assert!(correct("12 + 3 = 15\nThe answer is 15.", "15"));
+        assert!(correct("so it is 42", "42"));
+        assert!(correct("it is -7.", "-7"));
+        assert!(correct("blue red\n", "blue red"));
+        assert!(!correct("blue red\n", "red blue"));
+        assert!(!correct("nothing", "3"));
+        assert!(!correct("The answer is 14.", "15"));
     }
 }

@@ -1,6 +1,7 @@
 //! data-select: choose the few instructions worth training on.
 //!
 //! Model-free selection core over `ndarray`:
+//! - [`jsonl`]: the one JSONL reader (numbered lines);
 //! - [`pool`]: Alpaca / ShareGPT / chat JSONL pools with stable ids and content hashes; [`salvage`] recovers the
 //!   complete records of a truncated JSON array;
 //! - [`embed`]: the [`embed::Embedder`] trait and an on-disk [`embed::EmbeddingCache`];
@@ -19,6 +20,7 @@ pub mod embed;
 pub mod error;
 pub mod evolve;
 pub mod fsutil;
+pub mod jsonl;
 pub mod kcenter;
 pub mod npy;
 pub mod pool;

@@ -166,18 +166,15 @@ pub fn read_jsonl(path: &Path, opts: &PoolOptions) -> Result<PoolReport> {
 /// Reads a JSONL pool from any buffered reader.
 pub fn read_jsonl_from(reader: impl BufRead, opts: &PoolOptions) -> Result<PoolReport> {
     let mut builder = PoolBuilder::new(opts.clone());
-    for (i, line) in reader.lines().enumerate() {
+    let mut lines = crate::jsonl::jsonl_lines(reader);
+    for line in lines.by_ref() {
         let line = line.map_err(|e| SelectError::io("<pool>", e))?;
-        let no = i + 1;
-        if line.trim().is_empty() {
-            builder.report.blank_lines += 1;
-            continue;
-        }
-        match serde_json::from_str::<Value>(&line) {
-            Ok(v) => builder.push_value(v, no)?,
-            Err(e) => builder.reject(no, format!("not valid JSON: {e}"))?,
+        match line.parsed {
+            Ok(v) => builder.push_value(v, line.number)?,
+            Err(e) => builder.reject(line.number, format!("not valid JSON: {e}"))?,
         }
     }
+    builder.report.blank_lines += lines.blank_lines;
     Ok(builder.finish())
 }
 

@@ -22,7 +22,7 @@ use crate::metrics::{
     bootstrap_mean_stderr, bootstrap_stderr, choice_predictions, mean, perplexity,
     pooled_perplexity,
 };
-use crate::prompt::PromptFormat;
+use crate::prompt::{KShotPrompt, PromptFormat};
 
 /// Settings shared by every metric.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -31,7 +31,9 @@ pub struct KShotItem {
     pub task: Option<String>,
     /// The question (the user turn).
     pub question: String,
-    /// The gold answer: a number, a word, an option letter or a choice text.
+    /// The gold answer: a number, a word, an option letter or a choice text (a JSON number is
+    /// read as its text).
+    #[serde(deserialize_with = "string_or_number")]
     pub answer: String,
     /// Step-by-step reasoning that leads to the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +87,41 @@ impl KShotItem {
             .filter(|r| !r.is_empty())
     }
 
+    /// One JSON record as an item, checked (non-empty question and answer, at least two choices
+    /// when given), with a GSM8K `"…\n#### N"` answer split into rationale and answer.
+    ///
+    /// # Errors
+    /// A sentence saying what is wrong, for the caller to place (file and line).
+    pub fn from_value(value: serde_json::Value) -> std::result::Result<Self, String> {
+        if !value.is_object() {
+            return Err(format!("found {}", kind_of(&value)));
+        }
+        let mut item: KShotItem = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        if item.question.trim().is_empty() {
+            return Err("\"question\" is empty".into());
+        }
+        split_gsm8k_answer(&mut item);
+        if item.answer.trim().is_empty() {
+            return Err("\"answer\" is empty".into());
+        }
+        if let Some(c) = &item.choices
+            && c.len() < 2
+        {
+            return Err(format!(
+                "\"choices\" has {} entries, expected at least 2 (or leave it out)",
+                c.len()
+            ));
+        }
+        Ok(item)
+    }
+
+    /// The item as a training pair `(user turn, assistant response)`: the question and
+    /// [`response`](Self::response). Training (`openexpert train`, DiverseEvol, Rocket) learns
+    /// exactly what chat-format evaluation scores and extracts from.
+    pub fn prompt_response(&self) -> (String, String) {
+        (self.question.clone(), self.response())
+    }
+
     /// The default assistant response of the project's chat convention:
     /// `"{rationale}\nThe answer is {answer}."`, or `"The answer is {answer}."` without rationale.
     pub fn response(&self) -> String {
@@ -92,6 +129,19 @@ impl KShotItem {
             Some(r) => format!("{r}\nThe answer is {}.", self.answer.trim()),
             None => format!("The answer is {}.", self.answer.trim()),
         }
+    }
+}
+
+/// Reads a JSON string, or a JSON number as its decimal text (`5`, `2.5`).
+fn string_or_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or number answer, found {other}"
+        ))),
     }
 }
 
@@ -138,38 +188,17 @@ impl KShotSet {
     /// Parses JSONL text; `origin` names the source in errors.
     pub fn parse_jsonl(text: &str, origin: &Path, name: impl Into<String>) -> Result<Self> {
         let mut items = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
+        for line in data_select::jsonl::jsonl_lines(text.as_bytes()) {
+            let line = line.map_err(|e| KshotError::io(origin, e))?;
             let bad = |message: String| KshotError::InvalidItem {
                 path: origin.to_path_buf(),
-                line: n + 1,
+                line: line.number,
                 message,
             };
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| bad(format!("malformed JSON ({e})")))?;
-            if !value.is_object() {
-                return Err(bad(format!("found {}", kind_of(&value))));
-            }
-            let mut item: KShotItem =
-                serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-            if item.question.trim().is_empty() {
-                return Err(bad("\"question\" is empty".into()));
-            }
-            split_gsm8k_answer(&mut item);
-            if item.answer.trim().is_empty() {
-                return Err(bad("\"answer\" is empty".into()));
-            }
-            if let Some(c) = &item.choices
-                && c.len() < 2
-            {
-                return Err(bad(format!(
-                    "\"choices\" has {} entries, expected at least 2 (or leave it out)",
-                    c.len()
-                )));
-            }
-            items.push(item);
+            let value = line
+                .parsed
+                .map_err(|e| bad(format!("malformed JSON ({e})")))?;
+            items.push(KShotItem::from_value(value).map_err(bad)?);
         }
         let name = name.into();
         if items.is_empty() {

@@ -65,6 +65,6 @@ pub use eval::{
 };
 pub use extract::{AnswerExtractor, Extractor, answers_match};
 pub use kshot::{KShotItem, KShotSet, KShotSplit};
-pub use prompt::PromptFormat;
+pub use prompt::{KShotPrompt, PromptFormat};
 pub use rank::{RankConfig, RankReport, rank_bank};
 pub use select::{Selection, SelectionConfig, ShortlistRule, TupleRule, select_experts};

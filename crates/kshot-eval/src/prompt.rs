@@ -47,66 +47,45 @@
 use lm_core::chat_template::ChatMessage;
 use lm_core::model::LanguageModel;
 use lm_core::score::ScoreRequest;
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::kshot::KShotItem;
 
-/// How prompts are built.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromptFormat {
-    /// The model's chat template; shots as user/assistant turns.
-    Chat {
-        /// An optional system turn (otherwise the template's default, if any).
-        system: Option<String>,
-    },
-    /// lm-eval's plain few-shot text.
-    Plain {
-        /// Template of a question; `{question}` is replaced (default
-        /// `"Question: {question}\nAnswer:"`).
-        doc_to_text: String,
-        /// Between a question and its target (default `" "`).
-        target_delimiter: String,
-        /// Between examples (default `"\n\n"`).
-        fewshot_delimiter: String,
-    },
-}
+pub use lm_core::prompt::PromptFormat;
 
-impl Default for PromptFormat {
-    fn default() -> Self {
-        Self::Chat { system: None }
-    }
-}
-
-impl PromptFormat {
-    /// lm-eval's defaults for the plain format.
-    pub fn plain() -> Self {
-        Self::Plain {
-            doc_to_text: "Question: {question}\nAnswer:".into(),
-            target_delimiter: " ".into(),
-            fewshot_delimiter: "\n\n".into(),
-        }
-    }
-
-    /// Whether this is the chat format.
-    pub fn is_chat(&self) -> bool {
-        matches!(self, Self::Chat { .. })
-    }
-
-    /// Default stop strings for generation: none for chat (the end-of-turn token stops it), the
-    /// few-shot delimiter and `Question:` for plain.
-    pub fn default_stops(&self) -> Vec<String> {
-        match self {
-            Self::Chat { .. } => Vec::new(),
-            Self::Plain {
-                fewshot_delimiter, ..
-            } => vec![fewshot_delimiter.clone(), "Question:".into()],
-        }
-    }
-
+/// K-shot prompts in a [`PromptFormat`]: contexts, scored pairs and their tokenisation.
+pub trait KShotPrompt {
     /// The context text for `item` after `shots` (what generation continues).
-    pub fn context(
+    fn context(
+        &self,
+        model: &LanguageModel,
+        shots: &[KShotItem],
+        item: &KShotItem,
+    ) -> Result<String>;
+
+    /// Context and continuation for scoring `target` as the answer to `item`.
+    /// Plain: `(context, target_delimiter + target)`; chat: `(rendered prompt, target + end of turn)`.
+    fn pair(
+        &self,
+        model: &LanguageModel,
+        shots: &[KShotItem],
+        item: &KShotItem,
+        target: &str,
+    ) -> Result<(String, String)>;
+
+    /// The scoring request for `(context, continuation)`: plain moves the context's trailing
+    /// whitespace to the continuation (lm-eval); both encode the joined text once and split it
+    /// at the context's token count.
+    fn encode_pair(
+        &self,
+        model: &LanguageModel,
+        context: &str,
+        continuation: &str,
+    ) -> Result<ScoreRequest>;
+}
+
+impl KShotPrompt for PromptFormat {
+    fn context(
         &self,
         model: &LanguageModel,
         shots: &[KShotItem],
@@ -131,9 +110,7 @@ impl PromptFormat {
         }
     }
 
-    /// Context and continuation for scoring `target` as the answer to `item`.
-    /// Plain: `(context, target_delimiter + target)`; chat: `(rendered prompt, target + end of turn)`.
-    pub fn pair(
+    fn pair(
         &self,
         model: &LanguageModel,
         shots: &[KShotItem],
@@ -167,10 +144,7 @@ impl PromptFormat {
         }
     }
 
-    /// The scoring request for `(context, continuation)`: plain moves the context's trailing
-    /// whitespace to the continuation (lm-eval); both encode the joined text once and split it
-    /// at the context's token count.
-    pub fn encode_pair(
+    fn encode_pair(
         &self,
         model: &LanguageModel,
         context: &str,
@@ -202,8 +176,9 @@ pub fn chat_messages(
         m.push(ChatMessage::system(s));
     }
     for s in shots {
-        m.push(ChatMessage::user(s.question.clone()));
-        m.push(ChatMessage::assistant(s.response()));
+        let (question, response) = s.prompt_response();
+        m.push(ChatMessage::user(question));
+        m.push(ChatMessage::assistant(response));
     }
     m.push(ChatMessage::user(item.question.clone()));
     m

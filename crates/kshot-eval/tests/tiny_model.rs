@@ -5,7 +5,8 @@
 use kshot_eval::eval::{EvalConfig, Experts, Metrics, evaluate};
 use kshot_eval::extract::{AnswerExtractor, Extractor};
 use kshot_eval::{
-    KShotItem, KshotError, PromptFormat, evaluate_adapters, exact_match, multiple_choice,
+    KShotItem, KShotPrompt, KshotError, PromptFormat, evaluate_adapters, exact_match,
+    multiple_choice,
 };
 use lm_core::model::random::tiny_language_model;
 use lm_core::model::{ExpertMix, LanguageModel};

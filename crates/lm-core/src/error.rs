@@ -178,6 +178,26 @@ pub enum LmError {
         /// Why, and what to do.
         detail: String,
     },
+
+    /// An adapter names a module the decoder does not have.
+    #[error(
+        "module `{module}` is not an adaptable linear of this {arch} decoder; expected `model.layers.<i>.self_attn.<q|k|v|o>_proj` or `model.layers.<i>.mlp.<gate|up|down>_proj` with i below the layer count. The adapter was made for another base model."
+    )]
+    UnknownModule {
+        /// The module name asked for.
+        module: String,
+        /// The decoder's architecture.
+        arch: String,
+    },
+
+    /// LoRA factors handed to the seam do not fit the layer they target.
+    #[error("LoRA factors for `{module}`: {detail}")]
+    ExpertFactors {
+        /// The module the factors target.
+        module: String,
+        /// What was expected and found.
+        detail: String,
+    },
 }
 
 impl LmError {

@@ -21,6 +21,7 @@ pub mod error;
 pub mod generate;
 pub mod io;
 pub mod model;
+pub mod prompt;
 pub mod score;
 pub mod tokenizer;
 pub mod train;

@@ -83,9 +83,9 @@ fn a_tiny_model_learns_a_fixed_mapping_to_near_zero_loss() {
         .with_lr(1e-2)
         .with_warmup_ratio(0.05)
         .with_batch_size(4);
-    let before = evaluate_loss(&model, None, &data, &config, PromptFormat::Raw).unwrap();
+    let before = evaluate_loss(&model, None, &data, &config, &PromptFormat::raw()).unwrap();
     let out = LoraTrainer::new(&model, config.clone())
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .fit(&data, &data)
         .unwrap();
     let after = evaluate_loss(
@@ -93,7 +93,7 @@ fn a_tiny_model_learns_a_fixed_mapping_to_near_zero_loss() {
         Some(&out.weights),
         &data,
         &config,
-        PromptFormat::Raw,
+        &PromptFormat::raw(),
     )
     .unwrap();
     assert!(
@@ -215,7 +215,7 @@ fn resuming_after_a_crash_equals_an_uninterrupted_run() {
     let data: Vec<TrainExample> = mapping().into_iter().cycle().take(12).collect();
     let full_dir = tempfile::tempdir().unwrap();
     let full = LoraTrainer::new(&model, resumable_config())
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_checkpoints(full_dir.path(), false)
         .fit(&data, &[])
         .unwrap();
@@ -223,7 +223,7 @@ fn resuming_after_a_crash_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let crashed = catch_unwind(AssertUnwindSafe(|| {
         LoraTrainer::new(&model, resumable_config())
-            .with_format(PromptFormat::Raw)
+            .with_format(PromptFormat::raw())
             .with_checkpoints(dir.path(), true)
             .with_observer(|log| {
                 if log.step == 5 {
@@ -234,7 +234,7 @@ fn resuming_after_a_crash_equals_an_uninterrupted_run() {
     }));
     assert!(crashed.is_err());
     let resumed = LoraTrainer::new(&model, resumable_config())
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_checkpoints(dir.path(), true)
         .fit(&data, &[])
         .unwrap();
@@ -244,7 +244,7 @@ fn resuming_after_a_crash_equals_an_uninterrupted_run() {
 
     let other = resumable_config().with_lr(1e-3);
     let err = LoraTrainer::new(&model, other)
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_checkpoints(dir.path(), true)
         .fit(&data, &[])
         .unwrap_err();
@@ -263,7 +263,7 @@ fn a_diverging_run_stops_with_the_step_and_keeps_the_last_good_checkpoint() {
         .with_max_grad_norm(None)
         .with_checkpoint_every(1);
     let err = LoraTrainer::new(&model, config)
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_checkpoints(dir.path(), false)
         .fit(&data, &[])
         .unwrap_err();
@@ -287,7 +287,7 @@ fn empty_or_unusable_data_is_a_clear_error() {
     let model = tiny();
     let config = TrainConfig::new(LoraTrainConfig::new()).with_max_len(8);
     let err = LoraTrainer::new(&model, config.clone())
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .fit(&[], &[])
         .unwrap_err();
     assert!(
@@ -299,7 +299,7 @@ fn empty_or_unusable_data_is_a_clear_error() {
         response: "y".into(),
     }];
     let err = LoraTrainer::new(&model, config)
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .fit(&long, &[])
         .unwrap_err();
     assert!(err.to_string().contains("no response"), "{err}");
@@ -319,8 +319,8 @@ fn packing_gives_the_same_loss_as_padding() {
         .collect();
     let padded = TrainConfig::new(LoraTrainConfig::new()).with_batch_size(3);
     let packed = padded.clone().with_packing(true).with_max_len(24);
-    let a = evaluate_loss(&model, None, &data, &padded, PromptFormat::Raw).unwrap();
-    let b = evaluate_loss(&model, None, &data, &packed, PromptFormat::Raw).unwrap();
+    let a = evaluate_loss(&model, None, &data, &padded, &PromptFormat::raw()).unwrap();
+    let b = evaluate_loss(&model, None, &data, &packed, &PromptFormat::raw()).unwrap();
     assert!((a - b).abs() < 1e-5, "padded {a} vs packed {b}");
 }
 
@@ -333,7 +333,7 @@ fn warm_start_continues_from_the_given_weights() {
         .with_lr(1e-2)
         .with_batch_size(4);
     let first = LoraTrainer::new(&model, config.clone())
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .fit(&data, &[])
         .unwrap();
     let trained_loss = evaluate_loss(
@@ -341,14 +341,14 @@ fn warm_start_continues_from_the_given_weights() {
         Some(&first.weights),
         &data,
         &config,
-        PromptFormat::Raw,
+        &PromptFormat::raw(),
     )
     .unwrap();
     // One batch holds every example and dropout is off, so the first step's loss is the loss of
     // the starting weights.
     let one_step = config.clone().with_max_steps(Some(1));
     let warm = LoraTrainer::new(&model, one_step.clone())
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_initial_weights(first.weights.clone())
         .fit(&data, &[])
         .unwrap();
@@ -358,7 +358,7 @@ fn warm_start_continues_from_the_given_weights() {
         warm.report.losses[0]
     );
     let cold = LoraTrainer::new(&model, one_step)
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .fit(&data, &[])
         .unwrap();
     assert!(
@@ -370,7 +370,7 @@ fn warm_start_continues_from_the_given_weights() {
     let mut other_rank = config;
     other_rank.lora = all_targets().with_r(4);
     let err = LoraTrainer::new(&model, other_rank)
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_initial_weights(first.weights)
         .fit(&data, &[])
         .unwrap_err();

@@ -56,6 +56,17 @@ impl LoraModule {
         Ok(LoraModule { a, b, alpha, scale })
     }
 
+    /// The factors in lm-core's layout for the adapter seam: `a = lora_Aᵀ` (`[d_in, r]`),
+    /// `b = lora_Bᵀ` (`[r, d_out]`), with this module's scale.
+    pub fn host_factors(&self) -> lm_core::model::HostFactors {
+        lm_core::model::HostFactors {
+            a: self.a.t().iter().copied().collect(),
+            b: self.b.t().iter().copied().collect(),
+            rank: self.rank(),
+            scale: self.scale,
+        }
+    }
+
     /// Rank `r`.
     pub fn rank(&self) -> usize {
         self.a.nrows()

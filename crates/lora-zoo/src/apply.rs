@@ -17,9 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use lm_core::burn::module::Param;
-use lm_core::burn::tensor::{Tensor, TensorData};
-use lm_core::model::{Decoder, ExpertSet};
+use lm_core::model::{Decoder, ExpertSet, HostFactors, attach_expert_sets};
 
 use crate::adapter::LoraAdapter;
 use crate::error::{LoraError, Result};
@@ -61,23 +59,19 @@ pub fn attach_adapters(decoder: &mut Decoder, adapters: &[&LoraAdapter]) -> Resu
     }
     let modules: BTreeSet<&String> = adapters.iter().flat_map(|a| a.modules.keys()).collect();
     let device = decoder.embed_tokens.weight.val().device();
-    let e = adapters.len();
     // Build every expert set first, so that an error leaves the decoder untouched.
-    let mut built = Vec::with_capacity(modules.len());
+    let mut sets = Vec::with_capacity(modules.len());
+    let mut report = AttachReport {
+        experts: adapters.len(),
+        ..Default::default()
+    };
     for &name in &modules {
         let layer = target_layer(decoder, name)?;
         let (d_in, d_out) = (layer.d_in(), layer.d_out());
-        let rank = adapters
-            .iter()
-            .filter_map(|a| a.modules.get(name))
-            .map(|m| m.rank())
-            .max()
-            .unwrap_or(0);
-        let mut a_cat = vec![0f32; d_in * e * rank];
-        let mut b_cat = vec![0f32; e * rank * d_out];
-        let mut scales = vec![0f32; e];
+        let mut factors = Vec::with_capacity(adapters.len());
         for (ei, adapter) in adapters.iter().enumerate() {
             let Some(m) = adapter.modules.get(name) else {
+                factors.push(None);
                 continue;
             };
             if m.d_in() != d_in || m.d_out() != d_out {
@@ -89,62 +83,20 @@ pub fn attach_adapters(decoder: &mut Decoder, adapters: &[&LoraAdapter]) -> Resu
                     found: vec![m.d_out(), m.rank(), m.d_in()],
                 });
             }
-            scales[ei] = m.scale;
-            for k in 0..m.rank() {
-                for i in 0..d_in {
-                    a_cat[i * e * rank + ei * rank + k] = m.a[[k, i]];
-                }
-                for o in 0..d_out {
-                    b_cat[(ei * rank + k) * d_out + o] = m.b[[o, k]];
-                }
-            }
+            factors.push(Some(m.host_factors()));
         }
-        built.push((
-            name.clone(),
-            rank,
-            ExpertSet {
-                a: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(a_cat, [d_in, e * rank]),
-                    &device,
-                )),
-                b: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(b_cat, [e * rank, d_out]),
-                    &device,
-                )),
-                router: None,
-                scales,
-                rank,
-                dropout: None,
-            },
-        ));
+        let refs: Vec<Option<&HostFactors>> = factors.iter().map(Option::as_ref).collect();
+        let set = ExpertSet::from_host(name, d_in, d_out, &refs, &device)?;
+        report.ranks.push((name.clone(), set.rank));
+        report.modules.push(name.clone());
+        sets.push((name.clone(), set));
     }
-    let mut report = AttachReport {
-        experts: e,
-        ..Default::default()
-    };
-    // Expert `e` must mean adapter `e` in every layer: drop whatever was attached before.
-    detach_all(decoder);
-    for (name, rank, set) in built {
-        decoder
-            .adapted_linear_mut(&name)
-            .expect("checked above")
-            .experts = Some(set);
-        report.ranks.push((name.clone(), rank));
-        report.modules.push(name);
-    }
+    // Expert `e` means adapter `e` in every layer: whatever was attached before is dropped.
+    attach_expert_sets(decoder, sets)?;
     Ok(report)
 }
 
 /// Removes every attached expert (back to the base model).
 pub fn detach_all(decoder: &mut Decoder) {
-    let names: Vec<String> = decoder
-        .adapted_linears()
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
-    for name in names {
-        if let Some(layer) = decoder.adapted_linear_mut(&name) {
-            layer.experts = None;
-        }
-    }
+    lm_core::model::detach_experts(decoder);
 }

@@ -365,14 +365,7 @@ pub struct ModuleScaling {
     pub scale: f64,
 }
 
-/// The effective LoRA scale for a rank and alpha.
-pub fn lora_scale(rank: usize, alpha: f64, use_rslora: bool) -> f64 {
-    if use_rslora {
-        alpha / (rank as f64).sqrt()
-    } else {
-        alpha / rank as f64
-    }
-}
+pub use lm_core::model::lora_scale;
 
 fn compile(field: &'static str, pattern: &str, src: &str) -> Result<Regex> {
     Regex::new(src).map_err(|e| LoraError::BadPattern {
@@ -414,10 +407,13 @@ impl TargetSel {
 
     fn matches(&self, name: &str) -> bool {
         match self {
-            TargetSel::List(v) => v.iter().any(|k| {
-                name == k
-                    || (name.ends_with(k.as_str()) && name[..name.len() - k.len()].ends_with('.'))
-            }),
+            // PEFT's list rule, written once in lm-core (layers are checked by the caller,
+            // which knows `layers_pattern`).
+            TargetSel::List(v) => lm_core::model::TargetRule {
+                targets: v,
+                layers: None,
+            }
+            .matches(name),
             TargetSel::Regex(r) => r.is_match(name),
             TargetSel::AllLinear => !is_output_or_embedding(name),
         }

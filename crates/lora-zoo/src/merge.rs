@@ -179,16 +179,7 @@ pub struct MergeReport {
 
 /// The linear layers of `base`'s decoder, for validation.
 pub fn base_spec(base: &ExportBase) -> BaseModelSpec {
-    let c = base.config();
-    BaseModelSpec::llama(
-        base.origin().display().to_string(),
-        c.num_layers,
-        c.hidden_size,
-        c.intermediate_size,
-        c.num_heads,
-        c.num_kv_heads,
-        c.head_dim,
-    )
+    BaseModelSpec::from_config(base.origin().display().to_string(), base.config())
 }
 
 /// Merges `adapters` combined by `opts.combine` into `model` and writes an HF checkpoint to

@@ -1,8 +1,12 @@
-//! [`BaseModelSpec`]: the linear layers of a base model, by name, with their shapes. The lead fills it
-//! from lm-core's model; [`BaseModelSpec::llama`] builds it for the Llama family (SmolLM2, Llama 2/3,
-//! Mistral without sliding-window specifics).
+//! [`BaseModelSpec`]: the linear layers of a base model, by name, with their shapes, derived from
+//! lm-core's one decoder layout ([`lm_core::model::layout`]): [`BaseModelSpec::from_config`] for
+//! any decoder config, [`BaseModelSpec::from_decoder`] for a loaded model, and
+//! [`BaseModelSpec::llama`] as a shorthand from the Llama-family dimensions.
 
 use std::collections::BTreeMap;
+
+use lm_core::model::layout::adaptable_linears;
+use lm_core::model::{Decoder, DecoderArch, DecoderConfig};
 
 /// The adaptable linear layers of a base model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +18,22 @@ pub struct BaseModelSpec {
 }
 
 impl BaseModelSpec {
+    /// The adaptable linear layers of a decoder with config `config`.
+    pub fn from_config(name: impl Into<String>, config: &DecoderConfig) -> Self {
+        BaseModelSpec {
+            name: name.into(),
+            modules: adaptable_linears(config)
+                .into_iter()
+                .map(|l| (l.name, (l.d_in, l.d_out)))
+                .collect(),
+        }
+    }
+
+    /// The adaptable linear layers of a loaded decoder.
+    pub fn from_decoder(name: impl Into<String>, decoder: &Decoder) -> Self {
+        Self::from_config(name, &decoder.config)
+    }
+
     /// The linear layers of a Llama-family decoder with HF module names.
     ///
     /// # Shapes
@@ -29,27 +49,17 @@ impl BaseModelSpec {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> Self {
-        let q = n_heads * head_dim;
-        let kv = n_kv_heads * head_dim;
-        let mut modules = BTreeMap::new();
-        for l in 0..n_layers {
-            let p = format!("model.layers.{l}");
-            for (m, shape) in [
-                ("self_attn.q_proj", (hidden, q)),
-                ("self_attn.k_proj", (hidden, kv)),
-                ("self_attn.v_proj", (hidden, kv)),
-                ("self_attn.o_proj", (q, hidden)),
-                ("mlp.gate_proj", (hidden, intermediate)),
-                ("mlp.up_proj", (hidden, intermediate)),
-                ("mlp.down_proj", (intermediate, hidden)),
-            ] {
-                modules.insert(format!("{p}.{m}"), shape);
-            }
-        }
-        BaseModelSpec {
-            name: name.into(),
-            modules,
-        }
+        let config = DecoderConfig {
+            arch: DecoderArch::Llama,
+            hidden_size: hidden,
+            intermediate_size: intermediate,
+            num_layers: n_layers,
+            num_heads: n_heads,
+            num_kv_heads: n_kv_heads,
+            head_dim,
+            ..DecoderConfig::tiny(1)
+        };
+        Self::from_config(name, &config)
     }
 
     /// SmolLM2-135M(-Instruct): 30 layers, hidden 576, intermediate 1536, 9 heads, 3 KV heads, head_dim 64.

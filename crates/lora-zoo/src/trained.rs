@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use lm_core::model::Decoder;
 use lm_core::train::{LoraTrainConfig, LoraWeights};
 use ndarray::Array2;
 
@@ -55,62 +56,44 @@ pub fn adapter_from_trained(
     Ok(adapter)
 }
 
-/// Trainable weights initialised from an adapter (all modules must share one rank and scale,
-/// as a single-config LoRA run has). Targets become the adapter's module-name suffixes.
-pub fn trained_from_adapter(adapter: &LoraAdapter, dropout: f64) -> Result<LoraWeights> {
-    let first = adapter
-        .modules
-        .values()
-        .next()
-        .ok_or_else(|| LoraError::Inconsistent {
-            module: "<none>".into(),
-            message: "the adapter has no modules to start training from".into(),
-        })?;
-    let (r, scale) = (first.rank(), first.scale);
-    let mut suffixes: Vec<String> = Vec::new();
-    let mut slots = Vec::new();
-    let mut values = Vec::new();
+/// Trainable weights for `decoder` under `config`, initialised from `adapter` (warm starts and
+/// resumed runs): laid out in the decoder's module order as a fresh
+/// [`LoraWeights::init`] would be, so the trainer takes them as they are.
+///
+/// # Errors
+/// [`LoraError::Inconsistent`] when a module's rank or scale differs from `config`'s;
+/// [`LoraError::Model`] ([`lm_core::LmError::ExpertFactors`]) when the adapter and the config
+/// adapt different modules.
+pub fn trained_from_adapter(
+    adapter: &LoraAdapter,
+    decoder: &Decoder,
+    config: &LoraTrainConfig,
+) -> Result<LoraWeights> {
+    let (r, scale) = (config.r, config.scale());
     for (name, m) in &adapter.modules {
         if m.rank() != r || (m.scale - scale).abs() > 1e-6 * scale.abs().max(1.0) {
             return Err(LoraError::Inconsistent {
                 module: name.clone(),
                 message: format!(
-                    "rank {} / scale {} differ from the first module's {r} / {scale}; warm starts need one rank and scale",
+                    "rank {} / scale {} differ from the training config's {r} / {scale}; warm starts need the adapter's own rank and alpha",
                     m.rank(),
                     m.scale
                 ),
             });
         }
-        let suffix = name.rsplit('.').next().unwrap_or(name).to_string();
-        if !suffixes.contains(&suffix) {
-            suffixes.push(suffix);
-        }
-        slots.push(lm_core::train::LoraSlot {
-            name: name.clone(),
-            d_in: m.d_in(),
-            d_out: m.d_out(),
-            offset: values.len(),
-        });
-        values.extend(m.a.t().iter().copied()); // [d_in, r]
-        values.extend(m.b.t().iter().copied()); // [r, d_out]
     }
-    let use_rslora = adapter.config.use_rslora;
-    let alpha = if use_rslora {
-        f64::from(scale) * (r as f64).sqrt()
-    } else {
-        f64::from(scale) * r as f64
-    };
-    let config = LoraTrainConfig::new()
-        .with_r(r)
-        .with_alpha(alpha)
-        .with_dropout(dropout)
-        .with_use_rslora(use_rslora)
-        .with_target_modules(suffixes);
-    Ok(LoraWeights {
+    let names: Vec<String> = adapter.modules.keys().cloned().collect();
+    Ok(LoraWeights::from_named_factors(
+        decoder,
         config,
-        slots,
-        values,
-    })
+        |name| {
+            adapter.modules.get(name).map(|m| {
+                let f = m.host_factors();
+                (f.a, f.b)
+            })
+        },
+        &names,
+    )?)
 }
 
 #[cfg(test)]
@@ -138,9 +121,15 @@ mod tests {
         assert_eq!(m.a[[1, 2]], w.a(slot)[2 * 4 + 1]);
         assert_eq!(m.b[[3, 1]], w.b(slot)[slot.d_out + 3]);
         assert!((m.scale - 2.0).abs() < 1e-7);
-        let back = trained_from_adapter(&loaded, 0.0).unwrap();
+        let back = trained_from_adapter(&loaded, &model.decoder, &cfg).unwrap();
         assert_eq!(back.values, w.values);
         assert_eq!(back.slots, w.slots);
         assert_eq!(back.config.scale(), w.config.scale());
+        // Another rank, or other targets, are refused with the module named.
+        let err = trained_from_adapter(&loaded, &model.decoder, &cfg.clone().with_r(8));
+        assert!(matches!(err, Err(LoraError::Inconsistent { .. })));
+        let wider = cfg.clone().with_target_modules(vec!["q_proj".into()]);
+        let err = trained_from_adapter(&loaded, &model.decoder, &wider).unwrap_err();
+        assert!(err.to_string().contains("v_proj"), "{err}");
     }
 }

@@ -3,26 +3,20 @@
 //!
 //! Per line, the first shape that matches wins:
 //! - `{"prompt": ..., "response": ...}`: one user turn and its answer;
-//! - `{"question": ..., "answer": ..., "rationale"?: ...}` (the K-shot shape): the response is
-//!   [`kshot_response`], i.e. the rationale, a newline and `The answer is {answer}.`;
+//! - `{"question": ..., "answer": ..., "rationale"?: ...}` (the K-shot shape, read as a
+//!   [`KShotItem`] with GSM8K's `#### N` split): the pair is [`KShotItem::prompt_response`], the
+//!   question and the rationale, a newline and `The answer is {answer}.`, exactly what
+//!   chat-format evaluation scores;
 //! - Alpaca (`instruction`/`input`/`output`), ShareGPT (`conversations`) and chat
 //!   (`messages`), read by [`data_select::pool`]: a chat whose every assistant turn is a target.
 
-use std::io::BufRead;
 use std::path::Path;
 
 use data_select::pool::{PoolBuilder, PoolOptions, Role};
+use kshot_eval::KShotItem;
 use lm_core::chat_template::ChatMessage;
 use lm_core::train::TrainExample;
 use serde_json::Value;
-
-/// The response text the default tasks train on and are evaluated against.
-pub fn kshot_response(rationale: Option<&str>, answer: &str) -> String {
-    match rationale.map(str::trim).filter(|r| !r.is_empty()) {
-        Some(r) => format!("{r}\nThe answer is {answer}."),
-        None => format!("The answer is {answer}."),
-    }
-}
 
 /// Errors reading training data.
 #[derive(Debug, thiserror::Error)]
@@ -62,26 +56,27 @@ fn text_field<'a>(o: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'
 /// Reads a JSONL file of training examples (see the module docs for the shapes).
 pub fn read_training_jsonl(path: &Path) -> Result<Vec<TrainExample>, TrainingDataError> {
     let p = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| TrainingDataError::Io {
-        path: p.clone(),
-        source,
+    let lines = data_select::jsonl::open_jsonl(path).map_err(|e| match e {
+        data_select::jsonl::JsonlError::Io { source, .. } => TrainingDataError::Io {
+            path: p.clone(),
+            source,
+        },
+        other => unreachable!("opening a file only fails with I/O errors: {other}"),
     })?;
     let mut out = Vec::new();
-    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for line in lines {
         let line = line.map_err(|source| TrainingDataError::Io {
             path: p.clone(),
             source,
         })?;
-        if line.trim().is_empty() {
-            continue;
-        }
         let bad = |detail: String| TrainingDataError::BadLine {
             path: p.clone(),
-            line: n + 1,
+            line: line.number,
             detail,
         };
-        let value: Value =
-            serde_json::from_str(&line).map_err(|e| bad(format!("malformed JSON ({e})")))?;
+        let value = line
+            .parsed
+            .map_err(|e| bad(format!("malformed JSON ({e})")))?;
         out.push(example_from_value(value).map_err(bad)?);
     }
     if out.is_empty() {
@@ -101,16 +96,9 @@ pub fn example_from_value(value: Value) -> Result<TrainExample, String> {
             response: response.to_string(),
         });
     }
-    if let Some(question) = text_field(o, "question") {
-        let answer = match o.get("answer") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err("a question needs a string or number `answer`".into()),
-        };
-        return Ok(TrainExample::PromptResponse {
-            prompt: question.to_string(),
-            response: kshot_response(text_field(o, "rationale"), &answer),
-        });
+    if o.contains_key("question") {
+        let (prompt, response) = KShotItem::from_value(value.clone())?.prompt_response();
+        return Ok(TrainExample::PromptResponse { prompt, response });
     }
     let mut builder = PoolBuilder::new(PoolOptions::default());
     builder

@@ -10,17 +10,7 @@ use super::adapted_linear::{AdaptedLinear, ExpertMix};
 use super::config::DecoderConfig;
 use super::kv_cache::KvCache;
 use super::layers::{RmsNorm, Rope, grouped_attention};
-
-/// The linear layers of one block that adapters may target, by their HF names.
-pub const DECODER_TARGETS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+use super::layout::{BlockLinear, module_name, parse_module_name};
 
 /// Self-attention of one decoder block.
 #[derive(Module, Debug)]
@@ -250,42 +240,55 @@ impl Decoder {
     }
 
     /// The adaptable linear layers of the model, with their HF module names
-    /// (`model.layers.{i}.self_attn.q_proj`, ...).
+    /// (`model.layers.{i}.self_attn.q_proj`, ...), block by block in HF order
+    /// ([`layout::adaptable_linears`](super::layout::adaptable_linears) gives the same names
+    /// from a config alone).
     pub fn adapted_linears(&self) -> Vec<(String, &AdaptedLinear)> {
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            let a = &l.self_attn;
-            let m = &l.mlp;
-            for (name, lin) in [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &m.gate_proj),
-                ("mlp.up_proj", &m.up_proj),
-                ("mlp.down_proj", &m.down_proj),
-            ] {
-                out.push((format!("model.layers.{i}.{name}"), lin));
-            }
-        }
-        out
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                BlockLinear::ALL
+                    .into_iter()
+                    .map(move |lin| (module_name(i, lin), l.linear(lin)))
+            })
+            .collect()
     }
 
     /// Mutable access to an adaptable linear by its HF module name.
     pub fn adapted_linear_mut(&mut self, name: &str) -> Option<&mut AdaptedLinear> {
-        let rest = name.strip_prefix("model.layers.")?;
-        let (idx, module) = rest.split_once('.')?;
-        let layer = self.layers.get_mut(idx.parse::<usize>().ok()?)?;
-        Some(match module {
-            "self_attn.q_proj" => &mut layer.self_attn.q_proj,
-            "self_attn.k_proj" => &mut layer.self_attn.k_proj,
-            "self_attn.v_proj" => &mut layer.self_attn.v_proj,
-            "self_attn.o_proj" => &mut layer.self_attn.o_proj,
-            "mlp.gate_proj" => &mut layer.mlp.gate_proj,
-            "mlp.up_proj" => &mut layer.mlp.up_proj,
-            "mlp.down_proj" => &mut layer.mlp.down_proj,
-            _ => return None,
-        })
+        let (idx, lin) = parse_module_name(name)?;
+        Some(self.layers.get_mut(idx)?.linear_mut(lin))
+    }
+}
+
+impl DecoderLayer {
+    /// One of the block's linear layers.
+    pub fn linear(&self, which: BlockLinear) -> &AdaptedLinear {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        match which {
+            BlockLinear::Q => &a.q_proj,
+            BlockLinear::K => &a.k_proj,
+            BlockLinear::V => &a.v_proj,
+            BlockLinear::O => &a.o_proj,
+            BlockLinear::Gate => &m.gate_proj,
+            BlockLinear::Up => &m.up_proj,
+            BlockLinear::Down => &m.down_proj,
+        }
+    }
+
+    /// One of the block's linear layers, mutably.
+    pub fn linear_mut(&mut self, which: BlockLinear) -> &mut AdaptedLinear {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        match which {
+            BlockLinear::Q => &mut a.q_proj,
+            BlockLinear::K => &mut a.k_proj,
+            BlockLinear::V => &mut a.v_proj,
+            BlockLinear::O => &mut a.o_proj,
+            BlockLinear::Gate => &mut m.gate_proj,
+            BlockLinear::Up => &mut m.up_proj,
+            BlockLinear::Down => &mut m.down_proj,
+        }
     }
 }
 

@@ -14,6 +14,9 @@ use super::config::{DecoderArch, DecoderConfig, EncoderConfig};
 use super::decoder::{Attention, Decoder, DecoderLayer, Mlp, embedding_from};
 use super::encoder::{Encoder, EncoderLayer};
 use super::layers::{LayerNorm, RmsNorm, Rope};
+use super::layout::{
+    BlockLinear, EMBED_TOKENS, FINAL_NORM, LM_HEAD, block_norm_names, module_name,
+};
 use crate::error::{LmError, Result};
 use crate::io::gguf::{GgufFile, unpermute_llama_qk};
 use crate::io::safetensors::SafetensorsWeights;
@@ -213,11 +216,13 @@ pub fn build_decoder(
     device: &Device,
 ) -> Result<Decoder> {
     let c = config;
-    let (d, ff, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-    let linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<AdaptedLinear> {
+    let (d, v) = (c.hidden_size, c.vocab_size);
+    // Names, shapes and biases come from the one layout (`model::layout`).
+    let linear = |layer: usize, which: BlockLinear| -> Result<AdaptedLinear> {
+        let name = module_name(layer, which);
+        let (d_in, d_out) = which.shape(c);
         let w = weights.get_shaped(&format!("{name}.weight"), &[d_out, d_in])?;
-        let b = if bias {
+        let b = if which.has_bias(c) {
             Some(weights.get_shaped(&format!("{name}.bias"), &[d_out])?)
         } else {
             None
@@ -235,38 +240,37 @@ pub fn build_decoder(
     };
     let mut layers = Vec::with_capacity(c.num_layers);
     for i in 0..c.num_layers {
-        let p = format!("model.layers.{i}");
-        let bias = c.attention_bias;
+        let (input_norm, post_norm) = block_norm_names(i);
         layers.push(DecoderLayer {
-            input_layernorm: norm(&format!("{p}.input_layernorm.weight"))?,
+            input_layernorm: norm(&input_norm)?,
             self_attn: Attention {
-                q_proj: linear(&format!("{p}.self_attn.q_proj"), qd, d, bias)?,
-                k_proj: linear(&format!("{p}.self_attn.k_proj"), kvd, d, bias)?,
-                v_proj: linear(&format!("{p}.self_attn.v_proj"), kvd, d, bias)?,
-                o_proj: linear(&format!("{p}.self_attn.o_proj"), d, qd, false)?,
+                q_proj: linear(i, BlockLinear::Q)?,
+                k_proj: linear(i, BlockLinear::K)?,
+                v_proj: linear(i, BlockLinear::V)?,
+                o_proj: linear(i, BlockLinear::O)?,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,
                 head_dim: c.head_dim,
             },
-            post_attention_layernorm: norm(&format!("{p}.post_attention_layernorm.weight"))?,
+            post_attention_layernorm: norm(&post_norm)?,
             mlp: Mlp {
-                gate_proj: linear(&format!("{p}.mlp.gate_proj"), ff, d, false)?,
-                up_proj: linear(&format!("{p}.mlp.up_proj"), ff, d, false)?,
-                down_proj: linear(&format!("{p}.mlp.down_proj"), d, ff, false)?,
+                gate_proj: linear(i, BlockLinear::Gate)?,
+                up_proj: linear(i, BlockLinear::Up)?,
+                down_proj: linear(i, BlockLinear::Down)?,
             },
         });
     }
-    let embed = weights.get_shaped("model.embed_tokens.weight", &[v, d])?;
-    let lm_head = if c.tie_word_embeddings || !weights.has("lm_head.weight") {
+    let embed = weights.get_shaped(EMBED_TOKENS, &[v, d])?;
+    let lm_head = if c.tie_word_embeddings || !weights.has(LM_HEAD) {
         linear_from_torch(&embed, v, d, None, device)
     } else {
-        let w = weights.get_shaped("lm_head.weight", &[v, d])?;
+        let w = weights.get_shaped(LM_HEAD, &[v, d])?;
         linear_from_torch(&w, v, d, None, device)
     };
     Ok(Decoder {
         embed_tokens: embedding_from(embed, v, d, device),
         layers,
-        norm: norm("model.norm.weight")?,
+        norm: norm(FINAL_NORM)?,
         lm_head,
         rope: Rope::new(
             c.head_dim,

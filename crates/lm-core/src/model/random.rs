@@ -15,6 +15,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use super::config::DecoderConfig;
 use super::decoder::Decoder;
 use super::language_model::LanguageModel;
+use super::layout::{DecoderTensor, TensorKind, decoder_tensor_plan};
 use super::loader::{WeightSource, build_decoder};
 use crate::error::{LmError, Result};
 
@@ -27,55 +28,37 @@ pub struct TensorMap {
 }
 
 impl TensorMap {
-    /// Random weights for a decoder config: matrices ~ U(-a, a) with a = 1/√d_in, norms 1.
+    /// Random weights for a decoder config ([`decoder_tensor_plan`]): matrices ~ U(-a, a)
+    /// with a = 1/√d_in, biases with a = 1/√d_out, norms 1. Matrices are drawn embedding first, then the head,
+    /// then block by block (weights, then biases), so a config's weights never depend on
+    /// whether another tensor exists later in the plan.
     pub fn random_decoder(config: &DecoderConfig, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
-        let c = config;
-        let (d, ff, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-        let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-        let mut t = BTreeMap::new();
-        let mut mat = |name: String, rows: usize, cols: usize, rng: &mut StdRng| {
-            let a = 1.0 / (cols as f32).sqrt();
-            let values = (0..rows * cols).map(|_| rng.random_range(-a..a)).collect();
-            t.insert(name, (values, vec![rows, cols]));
-        };
-        mat("model.embed_tokens.weight".into(), v, d, &mut rng);
-        if !c.tie_word_embeddings {
-            mat("lm_head.weight".into(), v, d, &mut rng);
+        let plan = decoder_tensor_plan(config);
+        let mut draw_order: Vec<&DecoderTensor> =
+            plan.iter().filter(|t| t.kind != TensorKind::Norm).collect();
+        draw_order.sort_by_key(|t| {
+            let group = match t.kind {
+                TensorKind::Embedding => 0,
+                TensorKind::LmHead => 1,
+                _ => 2 + t.layer.unwrap_or(0),
+            };
+            (group, matches!(t.kind, TensorKind::LinearBias(_)))
+        });
+        let mut tensors = BTreeMap::new();
+        for t in draw_order {
+            // Matrices: a = 1/√d_in; biases: a = 1/√d_out (their only dimension).
+            let a = 1.0 / (*t.shape.last().expect("tensors have a shape") as f32).sqrt();
+            let values = (0..t.numel()).map(|_| rng.random_range(-a..a)).collect();
+            tensors.insert(t.name.clone(), (values, t.shape.clone()));
         }
-        for i in 0..c.num_layers {
-            let p = format!("model.layers.{i}");
-            mat(format!("{p}.self_attn.q_proj.weight"), qd, d, &mut rng);
-            mat(format!("{p}.self_attn.k_proj.weight"), kvd, d, &mut rng);
-            mat(format!("{p}.self_attn.v_proj.weight"), kvd, d, &mut rng);
-            mat(format!("{p}.self_attn.o_proj.weight"), d, qd, &mut rng);
-            mat(format!("{p}.mlp.gate_proj.weight"), ff, d, &mut rng);
-            mat(format!("{p}.mlp.up_proj.weight"), ff, d, &mut rng);
-            mat(format!("{p}.mlp.down_proj.weight"), d, ff, &mut rng);
-            if c.attention_bias {
-                for (n, w) in [("q", qd), ("k", kvd), ("v", kvd)] {
-                    mat(format!("{p}.self_attn.{n}_proj.bias"), 1, w, &mut rng);
-                }
-            }
+        for t in plan.iter().filter(|t| t.kind == TensorKind::Norm) {
+            tensors.insert(t.name.clone(), (vec![1.0f32; t.numel()], t.shape.clone()));
         }
-        let mut map = Self {
-            tensors: t,
+        Self {
+            tensors,
             origin: PathBuf::from("<random>"),
-        };
-        // Biases were drawn as [1, w] matrices; store them as vectors.
-        for (_, (_, shape)) in map.tensors.iter_mut().filter(|(k, _)| k.ends_with(".bias")) {
-            *shape = vec![shape[1]];
         }
-        let ones = |n: usize| (vec![1.0f32; n], vec![n]);
-        for i in 0..c.num_layers {
-            let p = format!("model.layers.{i}");
-            map.tensors
-                .insert(format!("{p}.input_layernorm.weight"), ones(d));
-            map.tensors
-                .insert(format!("{p}.post_attention_layernorm.weight"), ones(d));
-        }
-        map.tensors.insert("model.norm.weight".into(), ones(d));
-        map
     }
 }
 

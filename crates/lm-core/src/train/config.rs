@@ -30,8 +30,9 @@ pub struct LoraTrainConfig {
     /// rsLoRA scaling `alpha / √r` instead of `alpha / r`.
     #[config(default = false)]
     pub use_rslora: bool,
-    /// Module-name suffixes to adapt (`q_proj`, `v_proj`, `gate_proj`, ...), matched against the
-    /// HF names `model.layers.{i}.self_attn.q_proj`.
+    /// Modules to adapt (`q_proj`, `v_proj`, `gate_proj`, ...), matched by PEFT's list rule
+    /// (a name equal to an entry or ending with `.{entry}`) against the HF names
+    /// `model.layers.{i}.self_attn.q_proj`.
     #[config(default = "vec![\"q_proj\".to_string(), \"v_proj\".to_string()]")]
     pub target_modules: Vec<String>,
     /// Only these layer indices (PEFT's `layers_to_transform`); all layers when `None`.
@@ -39,12 +40,17 @@ pub struct LoraTrainConfig {
 }
 
 impl LoraTrainConfig {
-    /// The scale `s` applied to `B A`.
+    /// The scale `s` applied to `B A` ([`lora_scale`](crate::model::lora_scale)).
     pub fn scale(&self) -> f32 {
-        if self.use_rslora {
-            (self.alpha / (self.r as f64).sqrt()) as f32
-        } else {
-            (self.alpha / self.r as f64) as f32
+        crate::model::lora_scale(self.r, self.alpha, self.use_rslora) as f32
+    }
+
+    /// The modules this config adapts: PEFT's list rule
+    /// ([`TargetRule`](crate::model::TargetRule)) over `target_modules` and `layers`.
+    pub fn target_rule(&self) -> crate::model::TargetRule<'_> {
+        crate::model::TargetRule {
+            targets: &self.target_modules,
+            layers: self.layers.as_deref(),
         }
     }
 }

@@ -14,6 +14,7 @@ use super::config::OverflowPolicy;
 use crate::chat_template::ChatMessage;
 use crate::error::{LmError, Result};
 use crate::model::LanguageModel;
+use crate::prompt::PromptFormat;
 
 /// One supervised example.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +25,7 @@ pub enum TrainExample {
         /// The turns, in order.
         messages: Vec<ChatMessage>,
     },
-    /// A prompt and its response (a one-turn chat under [`PromptFormat::ChatTemplate`]).
+    /// A prompt and its response (a one-turn chat in the chat format, `doc_to_text` + answer in the plain one).
     PromptResponse {
         /// The user's request.
         prompt: String,
@@ -38,17 +39,6 @@ pub enum TrainExample {
         /// `loss_mask[i]`: whether `ids[i]` is predicted with a loss (same length as `ids`).
         loss_mask: Vec<bool>,
     },
-}
-
-/// How a [`TrainExample`] becomes text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum PromptFormat {
-    /// The model's chat template (prompt/response pairs become a user and an assistant turn).
-    #[default]
-    ChatTemplate,
-    /// Plain text: `prompt` then `response` then the first EOS token (models without a
-    /// template; chat examples are refused).
-    Raw,
 }
 
 /// An example as token ids. `target[i]` says whether `ids[i]` is a response token (the loss
@@ -94,31 +84,36 @@ pub struct DatasetStats {
 fn segments(
     model: &LanguageModel,
     example: &TrainExample,
-    format: PromptFormat,
+    format: &PromptFormat,
 ) -> Result<Vec<(String, bool)>> {
     match (format, example) {
         (_, TrainExample::Tokens { .. }) => unreachable!("token examples are not rendered"),
-        (PromptFormat::Raw, TrainExample::PromptResponse { prompt, response }) => {
-            Ok(vec![(prompt.clone(), false), (response.clone(), true)])
+        (PromptFormat::Plain { .. }, TrainExample::PromptResponse { prompt, response }) => {
+            let (context, target) = format
+                .plain_pair(prompt, response)
+                .expect("a plain format gives a pair");
+            Ok(vec![(context, false), (target, true)])
         }
-        (PromptFormat::Raw, TrainExample::Chat { .. }) => Err(LmError::InvalidInput(
-            "a chat example needs PromptFormat::ChatTemplate (the raw format has no turns)".into(),
+        (PromptFormat::Plain { .. }, TrainExample::Chat { .. }) => Err(LmError::InvalidInput(
+            "a chat example needs the chat format (the plain format has no turns)".into(),
         )),
-        (PromptFormat::ChatTemplate, TrainExample::PromptResponse { prompt, response }) => {
-            chat_segments(
-                model,
-                &[
-                    ChatMessage::user(prompt.clone()),
-                    ChatMessage {
-                        role: "assistant".into(),
-                        content: response.clone(),
-                    },
-                ],
-            )
+        (PromptFormat::Chat { system }, TrainExample::PromptResponse { prompt, response }) => {
+            let mut messages: Vec<ChatMessage> = system.iter().map(ChatMessage::system).collect();
+            messages.push(ChatMessage::user(prompt.clone()));
+            messages.push(ChatMessage {
+                role: "assistant".into(),
+                content: response.clone(),
+            });
+            chat_segments(model, &messages)
         }
-        (PromptFormat::ChatTemplate, TrainExample::Chat { messages }) => {
-            chat_segments(model, messages)
-        }
+        (PromptFormat::Chat { system }, TrainExample::Chat { messages }) => match system {
+            Some(s) if messages.first().is_none_or(|m| m.role != "system") => {
+                let mut with_system = vec![ChatMessage::system(s)];
+                with_system.extend(messages.iter().cloned());
+                chat_segments(model, &with_system)
+            }
+            _ => chat_segments(model, messages),
+        },
     }
 }
 
@@ -137,7 +132,7 @@ fn chat_segments(model: &LanguageModel, messages: &[ChatMessage]) -> Result<Vec<
             return Err(LmError::ChatTemplate {
                 detail: format!(
                     "rendering turn {i} is not a prefix of the whole conversation, so its response \
-                     tokens cannot be located; train with PromptFormat::Raw or fix the template"
+                     tokens cannot be located; train with the plain format or fix the template"
                 ),
             });
         }
@@ -155,7 +150,7 @@ fn chat_segments(model: &LanguageModel, messages: &[ChatMessage]) -> Result<Vec<
 pub fn tokenize_examples(
     model: &LanguageModel,
     examples: &[TrainExample],
-    format: PromptFormat,
+    format: &PromptFormat,
     max_len: usize,
     overflow: OverflowPolicy,
 ) -> Result<(Vec<TokenizedExample>, DatasetStats)> {
@@ -203,7 +198,7 @@ pub fn tokenize_examples(
             target.extend(std::iter::repeat_n(*is_target, seg.len()));
             ids.extend(seg);
         }
-        if format == PromptFormat::Raw
+        if !format.is_chat()
             && !matches!(example, TrainExample::Tokens { .. })
             && let Some(&eos) = model.eos_ids.first()
         {
@@ -380,7 +375,7 @@ mod tests {
             prompt: "ab".into(),
             response: "cd".into(),
         }];
-        let (t, stats) = tokenize_examples(&m, &ex, PromptFormat::Raw, 64, OverflowPolicy::Skip)
+        let (t, stats) = tokenize_examples(&m, &ex, &PromptFormat::raw(), 64, OverflowPolicy::Skip)
             .expect("tokenizes");
         let p = m.encode("ab").unwrap().len();
         assert_eq!(t[0].target[..p], vec![false; p][..]);
@@ -402,13 +397,13 @@ mod tests {
             },
         ];
         let (kept, stats) =
-            tokenize_examples(&m, &ex, PromptFormat::Raw, 35, OverflowPolicy::Truncate).unwrap();
+            tokenize_examples(&m, &ex, &PromptFormat::raw(), 35, OverflowPolicy::Truncate).unwrap();
         assert_eq!(kept.len(), 1, "the second loses its whole response");
         assert_eq!(stats.truncated, 2);
         assert_eq!(stats.skipped_no_response, vec![1]);
         assert_eq!(kept[0].ids.len(), 35);
         let (kept, stats) =
-            tokenize_examples(&m, &ex, PromptFormat::Raw, 35, OverflowPolicy::Skip).unwrap();
+            tokenize_examples(&m, &ex, &PromptFormat::raw(), 35, OverflowPolicy::Skip).unwrap();
         assert!(kept.is_empty());
         assert_eq!(stats.skipped_too_long, vec![0, 1]);
     }
@@ -419,16 +414,11 @@ mod tests {
         let ex = vec![TrainExample::Chat {
             messages: vec![ChatMessage::user("hi")],
         }];
-        assert!(tokenize_examples(&m, &ex, PromptFormat::Raw, 64, OverflowPolicy::Skip).is_err());
         assert!(
-            tokenize_examples(
-                &m,
-                &ex,
-                PromptFormat::ChatTemplate,
-                64,
-                OverflowPolicy::Skip
-            )
-            .is_err(),
+            tokenize_examples(&m, &ex, &PromptFormat::raw(), 64, OverflowPolicy::Skip).is_err()
+        );
+        assert!(
+            tokenize_examples(&m, &ex, &PromptFormat::default(), 64, OverflowPolicy::Skip).is_err(),
             "the tiny model has no chat template"
         );
     }

@@ -7,13 +7,13 @@
 //! `±1/√d_in`, and `B = 0`, so the adapted model starts equal to the base.
 
 use burn::module::Param;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::config::LoraTrainConfig;
 use crate::error::{LmError, Result};
-use crate::model::{Decoder, ExpertSet, LoraDropout};
+use crate::model::{Decoder, ExpertSet, HostFactors, LoraDropout, attach_expert_sets};
 
 /// Where one module's factors live in the flat parameter vector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,23 +39,6 @@ pub struct LoraWeights {
     pub values: Vec<f32>,
 }
 
-/// Whether a module name is targeted by the config.
-fn is_target(config: &LoraTrainConfig, name: &str) -> bool {
-    let suffix_ok = config
-        .target_modules
-        .iter()
-        .any(|t| name.ends_with(&format!(".{t}")) || name == t);
-    let layer_ok = match &config.layers {
-        None => true,
-        Some(layers) => name
-            .strip_prefix("model.layers.")
-            .and_then(|r| r.split('.').next())
-            .and_then(|i| i.parse::<usize>().ok())
-            .is_some_and(|i| layers.contains(&i)),
-    };
-    suffix_ok && layer_ok
-}
-
 impl LoraWeights {
     /// Fresh factors for every target module of `decoder` (PEFT's default initialisation).
     pub fn init(decoder: &Decoder, config: &LoraTrainConfig, seed: u64) -> Result<Self> {
@@ -69,7 +52,7 @@ impl LoraWeights {
         let mut slots = Vec::new();
         let mut values = Vec::new();
         for (name, lin) in decoder.adapted_linears() {
-            if !is_target(config, &name) {
+            if !config.target_rule().matches(&name) {
                 continue;
             }
             let (d_in, d_out) = (lin.d_in(), lin.d_out());
@@ -142,52 +125,94 @@ impl LoraWeights {
         device: &Device,
         dropout_seed: Option<u64>,
     ) -> Vec<Tensor<2>> {
-        let r = self.config.r;
-        let scale = self.config.scale();
         let track = dropout_seed.is_some();
         let mut leaves = Vec::new();
+        let mut sets = Vec::with_capacity(self.slots.len());
         for (k, slot) in self.slots.iter().enumerate() {
-            let dropout = dropout_seed
+            let factors = self.factors(slot);
+            let mut set =
+                ExpertSet::from_host(&slot.name, slot.d_in, slot.d_out, &[Some(&factors)], device)
+                    .expect("slots were laid out for this rank and these widths");
+            if track {
+                let (a, b) = (set.a.val().require_grad(), set.b.val().require_grad());
+                leaves.push(a.clone());
+                leaves.push(b.clone());
+                (set.a, set.b) = (Param::from_tensor(a), Param::from_tensor(b));
+            }
+            set.dropout = dropout_seed
                 .filter(|_| self.config.dropout > 0.0)
                 .map(|seed| LoraDropout {
                     p: self.config.dropout as f32,
                     seed: seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 });
-            let mut a = Tensor::<2>::from_data(
-                TensorData::new(self.a(slot).to_vec(), [slot.d_in, r]),
-                device,
-            );
-            let mut b = Tensor::<2>::from_data(
-                TensorData::new(self.b(slot).to_vec(), [r, slot.d_out]),
-                device,
-            );
-            if track {
-                a = a.require_grad();
-                b = b.require_grad();
-                leaves.push(a.clone());
-                leaves.push(b.clone());
-            }
-            let lin = decoder
-                .adapted_linear_mut(&slot.name)
-                .expect("slots were taken from this decoder's module list");
-            let (a, b) = if track {
-                (Param::from_tensor(a), Param::from_tensor(b))
-            } else {
-                (
-                    Param::from_tensor(a).set_require_grad(false),
-                    Param::from_tensor(b).set_require_grad(false),
-                )
-            };
-            lin.experts = Some(ExpertSet {
-                a,
-                b,
-                router: None,
-                scales: vec![scale],
-                rank: r,
-                dropout,
+            sets.push((slot.name.clone(), set));
+        }
+        attach_expert_sets(decoder, sets)
+            .expect("slots were taken from this decoder's module list");
+        leaves
+    }
+
+    /// One slot's factors as the seam's [`HostFactors`] (rank and scale of this config).
+    pub fn factors(&self, slot: &LoraSlot) -> HostFactors {
+        HostFactors {
+            a: self.a(slot).to_vec(),
+            b: self.b(slot).to_vec(),
+            rank: self.config.r,
+            scale: self.config.scale(),
+        }
+    }
+
+    /// Weights for `decoder` and `config` laid out exactly as [`init`](Self::init) lays them
+    /// out (the decoder's module order, which the trainer's warm start and checkpoints rely on),
+    /// with each module's factors taken from `factors(name)`: `(a [d_in, r], b [r, d_out])` in
+    /// burn layout. This is how an adapter from anywhere (a PEFT directory, an earlier round)
+    /// becomes the starting point of training.
+    ///
+    /// # Errors
+    /// [`LmError::ExpertFactors`] when a targeted module has no factors or factors of another
+    /// size, or when `factors` knows modules the config does not target (`extra` lists them).
+    pub fn from_named_factors(
+        decoder: &Decoder,
+        config: &LoraTrainConfig,
+        factors: impl Fn(&str) -> Option<(Vec<f32>, Vec<f32>)>,
+        extra: &[String],
+    ) -> Result<Self> {
+        let mut weights = Self::init(decoder, config, 0)?;
+        if let Some(name) = extra
+            .iter()
+            .find(|n| !weights.slots.iter().any(|s| &s.name == *n))
+        {
+            return Err(LmError::ExpertFactors {
+                module: name.clone(),
+                detail: format!(
+                    "the adapter adapts this module but the training config (targets {:?}, layers {:?}) does not; train with the adapter's own targets",
+                    config.target_modules, config.layers
+                ),
             });
         }
-        leaves
+        let r = config.r;
+        for slot in &weights.slots {
+            let (a, b) = factors(&slot.name).ok_or_else(|| LmError::ExpertFactors {
+                module: slot.name.clone(),
+                detail: "the training config adapts this module but the adapter has no factors for it; train with the adapter's own targets".into(),
+            })?;
+            if a.len() != slot.d_in * r || b.len() != r * slot.d_out {
+                return Err(LmError::ExpertFactors {
+                    module: slot.name.clone(),
+                    detail: format!(
+                        "expected rank {r} factors ({} and {} values), found {} and {}; warm-start with the adapter's own rank",
+                        slot.d_in * r,
+                        r * slot.d_out,
+                        a.len(),
+                        b.len()
+                    ),
+                });
+            }
+            let start = slot.offset;
+            weights.values[start..start + a.len()].copy_from_slice(&a);
+            weights.values[start + a.len()..start + a.len() + b.len()].copy_from_slice(&b);
+        }
+        Ok(weights)
     }
 
     /// Reads the gradients of the leaves returned by [`attach`](Self::attach) into one flat

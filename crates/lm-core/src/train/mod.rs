@@ -18,7 +18,8 @@ pub mod lora;
 pub mod optim;
 pub mod trainer;
 
+pub use crate::prompt::PromptFormat;
 pub use config::{LoraTrainConfig, OverflowPolicy, TrainConfig};
-pub use data::{DatasetStats, PromptFormat, TrainExample};
+pub use data::{DatasetStats, TrainExample};
 pub use lora::{LoraSlot, LoraWeights};
 pub use trainer::{LoraTrainer, StepLog, TrainOutcome, TrainReport, evaluate_loss};

@@ -18,13 +18,12 @@ use sha2::{Digest, Sha256};
 
 use super::checkpoint::{self, CheckpointMeta};
 use super::config::TrainConfig;
-use super::data::{
-    Batch, DatasetStats, PromptFormat, TrainExample, make_batches, tokenize_examples,
-};
+use super::data::{Batch, DatasetStats, TrainExample, make_batches, tokenize_examples};
 use super::lora::LoraWeights;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_factor, warmup_steps};
 use crate::error::{LmError, Result};
 use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel};
+use crate::prompt::PromptFormat;
 
 /// One optimiser step, as reported to observers and the progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,7 +117,7 @@ impl<'a> LoraTrainer<'a> {
         Self {
             model,
             config,
-            format: PromptFormat::ChatTemplate,
+            format: PromptFormat::default(),
             checkpoint_dir: None,
             resume: false,
             progress: false,
@@ -178,7 +177,7 @@ impl<'a> LoraTrainer<'a> {
         }
         let max_len = cfg.max_len.min(self.model.max_context());
         let (train_tok, train_stats) =
-            tokenize_examples(self.model, train, self.format, max_len, cfg.overflow)?;
+            tokenize_examples(self.model, train, &self.format, max_len, cfg.overflow)?;
         if train_tok.is_empty() {
             return Err(LmError::EmptyDataset {
                 given: train.len(),
@@ -192,7 +191,7 @@ impl<'a> LoraTrainer<'a> {
             Some(tokenize_examples(
                 self.model,
                 eval,
-                self.format,
+                &self.format,
                 max_len,
                 cfg.overflow,
             )?)
@@ -217,7 +216,7 @@ impl<'a> LoraTrainer<'a> {
         let warmup = warmup_steps(total_steps, cfg.warmup_ratio);
         let fingerprint = fingerprint(
             &cfg,
-            self.format,
+            &self.format,
             &train_tok,
             self.initial.as_ref().map(|w| w.values.as_slice()),
         );
@@ -438,7 +437,7 @@ impl<'a> LoraTrainer<'a> {
 /// Hash of everything that determines the run's trajectory.
 fn fingerprint(
     cfg: &TrainConfig,
-    format: PromptFormat,
+    format: &PromptFormat,
     data: &[super::data::TokenizedExample],
     initial: Option<&[f32]>,
 ) -> String {
@@ -533,7 +532,7 @@ pub fn evaluate_loss(
     weights: Option<&LoraWeights>,
     examples: &[TrainExample],
     config: &TrainConfig,
-    format: PromptFormat,
+    format: &PromptFormat,
 ) -> Result<f64> {
     let max_len = config.max_len.min(model.max_context());
     let (tokenized, _) = tokenize_examples(model, examples, format, max_len, config.overflow)?;

@@ -72,7 +72,7 @@ pub fn run(args: BenchTrainArgs, device: &str) -> anyhow::Result<()> {
     let mut step_seconds = Vec::new();
     let mut losses = Vec::new();
     LoraTrainer::new(&model, config)
-        .with_format(PromptFormat::Raw)
+        .with_format(PromptFormat::raw())
         .with_observer(|log| {
             eprintln!(
                 "step {}: {:.3} s, loss {:.4}",

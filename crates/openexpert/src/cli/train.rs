@@ -157,8 +157,8 @@ impl TrainerFlags {
     /// How examples become text.
     pub fn prompt_format(&self) -> PromptFormat {
         match self.format {
-            FormatArg::Chat => PromptFormat::ChatTemplate,
-            FormatArg::Raw => PromptFormat::Raw,
+            FormatArg::Chat => PromptFormat::default(),
+            FormatArg::Raw => PromptFormat::raw(),
         }
     }
 }

@@ -83,7 +83,7 @@ impl LoraEvolveModel {
         let (tokenized, stats) = tokenize_examples(
             &model,
             &examples,
-            format,
+            &format,
             model.max_context(),
             OverflowPolicy::Truncate,
         )
@@ -156,57 +156,6 @@ impl LoraEvolveModel {
             }
         }
         format!("{:x}", h.finalize())
-    }
-
-    /// `weights` with its slots in the order (and with the names) a fresh initialisation for
-    /// this model and config has, as the trainer's warm start requires (PEFT files list modules
-    /// alphabetically).
-    fn in_decoder_order(&self, weights: LoraWeights) -> Result<LoraWeights> {
-        let template = LoraWeights::init(&self.model.decoder, &self.config.lora, 0)
-            .map_err(model_err("laying out the LoRA"))?;
-        let mut values = Vec::with_capacity(template.values.len());
-        let r = weights.config.r;
-        for slot in &template.slots {
-            let found = weights
-                .slots
-                .iter()
-                .find(|s| s.name == slot.name && s.d_in == slot.d_in && s.d_out == slot.d_out)
-                .ok_or_else(|| {
-                    SelectError::param(
-                        "adapter",
-                        format!(
-                            "the saved adapter has no module {} ({}x{}); it was trained with another LoRA config",
-                            slot.name, slot.d_in, slot.d_out
-                        ),
-                    )
-                })?;
-            if r != template.config.r {
-                return Err(SelectError::param(
-                    "adapter",
-                    format!(
-                        "the saved adapter has rank {r}, the config asks for {}",
-                        template.config.r
-                    ),
-                ));
-            }
-            values.extend_from_slice(weights.a(found));
-            values.extend_from_slice(weights.b(found));
-        }
-        if weights.slots.len() != template.slots.len() {
-            return Err(SelectError::param(
-                "adapter",
-                format!(
-                    "the saved adapter has {} modules, the config adapts {}",
-                    weights.slots.len(),
-                    template.slots.len()
-                ),
-            ));
-        }
-        Ok(LoraWeights {
-            config: template.config,
-            slots: template.slots,
-            values,
-        })
     }
 }
 
@@ -291,7 +240,7 @@ impl EvolveModel for LoraEvolveModel {
             .collect::<Result<_>>()?;
         let stage = format!("training round {round}");
         let mut trainer = LoraTrainer::new(&self.model, self.config.clone())
-            .with_format(self.format)
+            .with_format(self.format.clone())
             .with_checkpoints(round_dir.join("checkpoints"), true)
             .with_progress(self.progress);
         if let Some(w) = &self.current {
@@ -336,13 +285,12 @@ impl EvolveModel for LoraEvolveModel {
             reason: e.to_string(),
         })?;
         let weights =
-            lora_zoo::trained_from_adapter(&adapter, self.config.lora.dropout).map_err(|e| {
-                SelectError::Model {
+            lora_zoo::trained_from_adapter(&adapter, &self.model.decoder, &self.config.lora)
+                .map_err(|e| SelectError::Model {
                     stage: format!("reading round {round}'s adapter"),
                     reason: e.to_string(),
-                }
-            })?;
-        self.current = Some(self.in_decoder_order(weights)?);
+                })?;
+        self.current = Some(weights);
         Ok(())
     }
 }
@@ -404,7 +352,7 @@ mod tests {
             "tiny",
             pool(n),
             config,
-            PromptFormat::Raw,
+            PromptFormat::raw(),
         )
         .unwrap()
     }
@@ -421,7 +369,7 @@ mod tests {
         let (tokenized, _) = tokenize_examples(
             &m.model,
             &pool(12),
-            PromptFormat::Raw,
+            &PromptFormat::raw(),
             64,
             OverflowPolicy::Truncate,
         )

@@ -107,59 +107,16 @@ impl TensorEntry {
     }
 }
 
-/// The tensors of a Llama / Qwen2 checkpoint in HF's module order (embedding, each layer's norms,
-/// attention and MLP, final norm, then `lm_head` unless tied).
+/// The tensors of a Llama / Qwen2 checkpoint in HF's module order, as the one layout
+/// ([`layout::decoder_tensor_plan`](crate::model::layout::decoder_tensor_plan)) gives them.
 ///
 /// # Shapes
 /// linear weights are `[d_out, d_in]`; norms and biases `[d]`; embedding `[vocab, hidden]`.
 pub fn decoder_tensor_plan(c: &DecoderConfig) -> Vec<TensorEntry> {
-    let (d, ff, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (qd, kvd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
-    let mut plan = vec![TensorEntry::new(
-        "model.embed_tokens.weight".into(),
-        &[v, d],
-    )];
-    for i in 0..c.num_layers {
-        let p = format!("model.layers.{i}");
-        plan.push(TensorEntry::new(
-            format!("{p}.input_layernorm.weight"),
-            &[d],
-        ));
-        for (m, rows) in [("q_proj", qd), ("k_proj", kvd), ("v_proj", kvd)] {
-            plan.push(TensorEntry::new(
-                format!("{p}.self_attn.{m}.weight"),
-                &[rows, d],
-            ));
-            if c.attention_bias {
-                plan.push(TensorEntry::new(format!("{p}.self_attn.{m}.bias"), &[rows]));
-            }
-        }
-        plan.push(TensorEntry::new(
-            format!("{p}.self_attn.o_proj.weight"),
-            &[d, qd],
-        ));
-        plan.push(TensorEntry::new(
-            format!("{p}.post_attention_layernorm.weight"),
-            &[d],
-        ));
-        plan.push(TensorEntry::new(
-            format!("{p}.mlp.gate_proj.weight"),
-            &[ff, d],
-        ));
-        plan.push(TensorEntry::new(
-            format!("{p}.mlp.up_proj.weight"),
-            &[ff, d],
-        ));
-        plan.push(TensorEntry::new(
-            format!("{p}.mlp.down_proj.weight"),
-            &[d, ff],
-        ));
-    }
-    plan.push(TensorEntry::new("model.norm.weight".into(), &[d]));
-    if !c.tie_word_embeddings {
-        plan.push(TensorEntry::new("lm_head.weight".into(), &[v, d]));
-    }
-    plan
+    crate::model::layout::decoder_tensor_plan(c)
+        .into_iter()
+        .map(|t| TensorEntry::new(t.name, &t.shape))
+        .collect()
 }
 
 /// The safetensors header (8-byte length + JSON, padded with spaces to a multiple of 8) for
