@@ -6,10 +6,12 @@ pub mod adapted_linear;
 pub mod config;
 pub mod decoder;
 pub mod encoder;
+pub mod hf_config;
 pub mod kv_cache;
 pub mod language_model;
 pub mod layers;
 pub mod loader;
+#[cfg(any(test, feature = "test-util"))]
 pub mod random;
 pub mod sentence_encoder;
 
