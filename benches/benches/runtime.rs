@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p openexpert-benches --bench runtime`
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use openexpert::lm_core::model::random::tiny_language_model;
+use openexpert::lm_core::testing::tiny_language_model;
 use openexpert::prelude::*;
 
 fn model() -> (LanguageModel, &'static str) {

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use openexpert::kshot_eval::{AnswerExtractor, KShotItem, KShotSet, answers_match};
+use atomic_fs::write_json;
 use openexpert::lm_core::chat_template::ChatMessage;
 use openexpert::lm_core::generate::{GenerationConfig, generate};
 use openexpert::lm_core::model::{ExpertMix, LanguageModel};
@@ -166,13 +167,6 @@ fn accuracy(
     Ok((correct, items.len()))
 }
 
-fn write_json_atomic(path: &Path, value: &Value) -> anyhow::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(value)? + "\n")?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 fn read_json(path: &Path) -> anyhow::Result<Option<Value>> {
     if !path.is_file() {
         return Ok(None);
@@ -203,7 +197,7 @@ fn base_accuracy(
         task.to_string(),
         json!({"items": n, "correct": c, "accuracy": acc}),
     );
-    write_json_atomic(cache_path, &serde_json::to_value(&cache)?)?;
+    write_json(cache_path, &cache)?;
     Ok(acc)
 }
 
@@ -268,11 +262,8 @@ fn main() -> anyhow::Result<()> {
             &outcome.weights,
             Some("HuggingFaceTB/SmolLM2-135M-Instruct"),
         )?;
-        let tmp = bank.join(format!(".{task}.tmp"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
-        }
-        adapter.save(&tmp)?;
+        let staged = atomic_fs::StagedDir::replacing(&dir)?;
+        adapter.save(staged.path())?;
         let r = &outcome.report;
         let mut card = json!({
             "name": task,
@@ -306,11 +297,8 @@ fn main() -> anyhow::Result<()> {
             },
             "eval": null,
         });
-        write_json_atomic(&tmp.join("card.json"), &card)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::rename(&tmp, &dir)?;
+        write_json(&staged.path().join("card.json"), &card)?;
+        staged.commit()?;
         fill_eval(
             &mut model,
             &dir,
@@ -373,7 +361,8 @@ fn fill_eval(
         "adapter_correct": c,
         "evaluated_by": "openexpert examples/build_bank.rs",
     });
-    write_json_atomic(&dir.join("card.json"), card)
+    write_json(&dir.join("card.json"), card)?;
+    Ok(())
 }
 
 fn write_readme(bank: &Path, entries: &[PathBuf]) -> anyhow::Result<()> {

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::distance::check_finite;
 use crate::error::{Result, SelectError};
-use crate::fsutil::write_atomic;
 use crate::pool::hex;
+use atomic_fs::write_atomic;
 
 /// Turns texts into fixed-width vectors.
 pub trait Embedder: Send + Sync {
@@ -330,10 +330,7 @@ mod tests {
         fn embed(&self, texts: &[String]) -> Result<Array2<f32>> {
             let c = self.calls.fetch_add(1, Ordering::SeqCst);
             if self.fail_after_calls.is_some_and(|n| c >= n) {
-                return Err(SelectError::Embedder {
-                    model_id: self.model_id(),
-                    reason: "interrupted".into(),
-                });
+                return Err(SelectError::embedder(self.model_id(), "interrupted"));
             }
             self.texts.fetch_add(texts.len(), Ordering::SeqCst);
             Ok(Array2::from_shape_fn((texts.len(), 3), |(i, j)| {

@@ -4,6 +4,9 @@
 
 use std::path::PathBuf;
 
+/// A cause from another crate (lm-core, lora-zoo, an embedder), kept whole so its chain prints.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Everything that can go wrong while reading pools, embeddings or selecting data.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
@@ -102,13 +105,14 @@ pub enum SelectError {
         reason: String,
     },
 
-    /// The embedder failed.
-    #[error("embedder {model_id} failed: {reason}")]
+    /// The embedder failed; the cause is kept as the error's [`source`](std::error::Error::source).
+    #[error("embedder {model_id} failed")]
     Embedder {
         /// The embedder's model id.
         model_id: String,
-        /// Its message.
-        reason: String,
+        /// What went wrong inside the embedder.
+        #[source]
+        source: BoxError,
     },
 
     /// The embedding cache on disk is damaged.
@@ -122,13 +126,15 @@ pub enum SelectError {
         reason: String,
     },
 
-    /// The model side of a selection loop (embedding with the current model, training a round) failed.
-    #[error("{stage} failed: {reason}")]
+    /// The model side of a selection loop (embedding with the current model, training a round)
+    /// failed; the cause is kept as the error's [`source`](std::error::Error::source).
+    #[error("{stage} failed")]
     Model {
         /// What the model was doing (e.g. `training round 3`).
         stage: String,
-        /// Its message.
-        reason: String,
+        /// What went wrong inside the model.
+        #[source]
+        source: BoxError,
     },
 
     /// A numerical routine did not converge.
@@ -139,6 +145,11 @@ pub enum SelectError {
         /// Iterations run.
         iterations: usize,
     },
+
+    /// An output file or directory could not be written atomically, or was refused (it exists
+    /// and `--force` was not given, it is a file, ...).
+    #[error(transparent)]
+    Output(#[from] atomic_fs::Error),
 }
 
 impl SelectError {
@@ -147,6 +158,22 @@ impl SelectError {
         SelectError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// Shorthand for [`SelectError::Model`]: `stage` failed because of `source`.
+    pub fn model(stage: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        SelectError::Model {
+            stage: stage.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Shorthand for [`SelectError::Embedder`]: embedder `model_id` failed because of `source`.
+    pub fn embedder(model_id: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        SelectError::Embedder {
+            model_id: model_id.into(),
+            source: source.into(),
         }
     }
 

@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::baselines::random_select;
 use crate::distance::Metric;
 use crate::error::{Result, SelectError};
-use crate::fsutil::write_atomic;
 use crate::kcenter::{KCenterOptions, kcenter_greedy};
+use atomic_fs::write_json;
 
 /// How each round's new items are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -205,14 +205,6 @@ pub fn record_path(dir: &Path, round: usize) -> PathBuf {
     round_dir(dir, round).join("round.json")
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| SelectError::InvalidJson {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
-}
-
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| SelectError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| SelectError::InvalidJson {
@@ -247,7 +239,7 @@ fn check_manifest(dir: &Path, manifest: &EvolveManifest, resume: bool) -> Result
         }
         return Ok(());
     }
-    write_json(&path, manifest)
+    Ok(write_json(&path, manifest)?)
 }
 
 /// Runs (or resumes) the DiverseEvol loop in `dir`.
@@ -553,7 +545,7 @@ mod tests {
             self.trained.push((round, labeled.to_vec()));
             // warm start accumulates, a cold start does not
             self.state += labeled.len();
-            write_atomic(
+            atomic_fs::write_atomic(
                 &round_dir.join("model.txt"),
                 self.state.to_string().as_bytes(),
             )?;

@@ -1,49 +1,12 @@
-//! Atomic file writes: write a temporary file next to the target, flush it, then rename over the target, so a reader
-//! (or a resumed run) never sees a half-written file.
+//! Atomic file writes live in the [`atomic_fs`] crate. This module only adapts its error type for
+//! the command line of this crate (`cli.rs`), and goes away once that file calls `atomic_fs`
+//! directly.
 
-use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Result, SelectError};
+use crate::error::Result;
 
-/// Writes `bytes` to `path` atomically (temporary sibling file + `fsync` + rename).
+/// [`atomic_fs::write_atomic`] returning this crate's error.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| SelectError::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(SelectError::io(path, e));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn writes_and_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sub").join("a.bin");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        // no temporary files left behind
-        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().collect();
-        assert_eq!(names.len(), 1);
-    }
+    Ok(atomic_fs::write_atomic(path, bytes)?)
 }

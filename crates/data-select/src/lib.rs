@@ -29,5 +29,5 @@ pub mod salvage;
 pub mod vendi;
 
 pub use distance::Metric;
-pub use error::{Result, SelectError};
+pub use error::{BoxError, Result, SelectError};
 pub use kcenter::{KCenterOptions, KCenterReport, kcenter_greedy};

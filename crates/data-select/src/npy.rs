@@ -20,7 +20,7 @@ const MAGIC: &[u8; 6] = b"\x93NUMPY";
 pub fn write_npy(path: &Path, matrix: ArrayView2<'_, f32>) -> Result<()> {
     let mut bytes = Vec::with_capacity(128 + matrix.len() * 4);
     encode_npy(&mut bytes, matrix);
-    crate::fsutil::write_atomic(path, &bytes)
+    Ok(atomic_fs::write_atomic(path, &bytes)?)
 }
 
 /// Encodes `matrix` as `.npy` bytes into `out`.

@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "items": report.per_item,
     });
     let out = fixtures.join("gsm8k_smollm2_openexpert.json");
-    kshot_eval::report::write_atomic(&out, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    atomic_fs::write_atomic(&out, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     println!(
         "ours {}/{} vs transformers {}/{}; identical text {same_text}, extracted {same_extracted}, verdict {same_verdict} of {compared}; {seconds:.0} s; wrote {}",
         report.correct,

@@ -91,6 +91,11 @@ pub enum KshotError {
     /// Serialising a report failed.
     #[error("could not serialise the report: {0}")]
     Json(#[from] serde_json::Error),
+
+    /// An output file or directory could not be written atomically, or was refused (it exists
+    /// and `--force` was not given, it is a file, ...).
+    #[error(transparent)]
+    Output(#[from] atomic_fs::Error),
 }
 
 impl KshotError {

@@ -673,18 +673,8 @@ fn choice_summary(per_item: Vec<ChoiceItem>, config: &EvalConfig) -> MultipleCho
     }
 }
 
-fn progress_bar(config: &EvalConfig, len: usize, what: &str) -> indicatif::ProgressBar {
-    if !config.show_progress {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rows, eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+fn progress_bar(config: &EvalConfig, len: usize, what: &str) -> lm_core::progress::ProgressBar {
+    lm_core::progress::bar_if(config.show_progress, len as u64, what, "rows")
 }
 
 /// Generates for every `(arm, prompt)` row, arm-major (`out[arm · n + i]`), rows sorted by prompt

@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn plain_pairs_encode_as_one_string_split_at_the_context() {
         let device = lm_core::device::device_from_name("cpu").unwrap();
-        let model = lm_core::model::random::tiny_language_model(1, &device);
+        let model = lm_core::testing::tiny_language_model(1, &device);
         let f = PromptFormat::plain();
         let q = KShotItem::new("2+2?", "4");
         let (ctx, cont) = f.pair(&model, &[], &q, "4").unwrap();

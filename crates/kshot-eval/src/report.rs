@@ -1,9 +1,7 @@
 //! Markdown tables for people, next to the JSON reports.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use crate::error::{KshotError, Result};
 use crate::eval::Evaluation;
 use crate::rank::RankReport;
 
@@ -112,18 +110,5 @@ pub fn rank_markdown(r: &RankReport) -> String {
     s
 }
 
-/// Writes `bytes` to `path` atomically (temporary sibling, then rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| KshotError::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| KshotError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| KshotError::io(path, e))
-}
+/// Writes `bytes` to `path` atomically; re-exported from [`atomic_fs`], its one home.
+pub use atomic_fs::write_atomic;

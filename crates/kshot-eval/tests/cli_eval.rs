@@ -7,10 +7,7 @@ use kshot_eval::cli::{CommonArgs, EvalArgs, FormatArg, run_eval};
 fn args(task: &std::path::Path, output: &std::path::Path, metrics: &str) -> EvalArgs {
     EvalArgs {
         common: CommonArgs {
-            model: lm_core::assets::openexpert_home()
-                .join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-                .display()
-                .to_string(),
+            model: lm_core::testing::default_model_path().display().to_string(),
             shots: 1,
             seed: 1,
             limit: None,

@@ -8,19 +8,10 @@ use std::path::Path;
 
 use kshot_eval::{EvalConfig, KShotItem, exact_match};
 use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::testing::{default_model_path, test_device};
 
 fn model() -> LanguageModel {
-    let path = lm_core::assets::openexpert_home()
-        .join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "needs the default model: run `cargo run --release -p openexpert -- fetch`"
-    );
-    let device = lm_core::device::device_from_name(
-        &std::env::var("OPENEXPERT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
-    )
-    .unwrap();
-    LanguageModel::from_gguf(&path, &device).unwrap()
+    LanguageModel::from_gguf(&default_model_path(), &test_device()).unwrap()
 }
 
 #[test]

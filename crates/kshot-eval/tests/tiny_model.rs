@@ -8,8 +8,8 @@ use kshot_eval::{
     KShotItem, KShotPrompt, KshotError, PromptFormat, evaluate_adapters, exact_match,
     multiple_choice,
 };
-use lm_core::model::random::tiny_language_model;
 use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::testing::tiny_language_model;
 use lora_zoo::adapter::{LoraAdapter, LoraModule};
 use lora_zoo::config::AdapterConfig;
 use ndarray::Array2;

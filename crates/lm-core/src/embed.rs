@@ -19,7 +19,9 @@ pub fn decoder_embeddings(
     let max = model.max_context();
     for (i, s) in sequences.iter().enumerate() {
         if s.is_empty() {
-            return Err(LmError::InvalidInput(format!("sequence {i} is empty")));
+            return Err(LmError::EmptyInput {
+                what: format!("sequence {i}"),
+            });
         }
         if s.len() > max {
             return Err(LmError::ContextOverflow {

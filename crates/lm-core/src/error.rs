@@ -198,6 +198,40 @@ pub enum LmError {
         /// What was expected and found.
         detail: String,
     },
+    /// A model folder or file holds the other kind of model (an encoder where a decoder is
+    /// needed, or the reverse).
+    #[error("{path} holds {found}; {expected}")]
+    WrongModelKind {
+        /// The model file or folder.
+        path: PathBuf,
+        /// What it holds, e.g. `an encoder (BERT)`.
+        found: &'static str,
+        /// What is needed here, and what to do instead.
+        expected: &'static str,
+    },
+
+    /// A row (prompt, sequence, continuation, text to score) has no tokens.
+    #[error("{what} has no tokens: expected at least one token per row; drop empty rows first")]
+    EmptyInput {
+        /// Which row, e.g. `prompt 3`.
+        what: String,
+    },
+
+    /// A per-row expert mix (or a per-row list) has a different length from the batch.
+    #[error("{what}: expected {expected}, found {found}; give exactly one per row")]
+    RowCountMismatch {
+        /// What was counted, e.g. `ExpertMix::PerRow needs one expert per prompt`.
+        what: String,
+        /// The number of rows.
+        expected: usize,
+        /// The number of entries given.
+        found: usize,
+    },
+
+    /// An output file or directory could not be written atomically, or was refused (it exists
+    /// and `--force` was not given, it is a file, ...).
+    #[error(transparent)]
+    Output(#[from] atomic_fs::Error),
 }
 
 impl LmError {

@@ -103,11 +103,11 @@ pub fn generate_and_score(
     let max = model.max_context();
     for (k, set) in continuation_sets.iter().enumerate() {
         if set.len() != prompts.len() {
-            return Err(LmError::InvalidInput(format!(
-                "continuation set {k}: expected one continuation per prompt ({}), found {}",
-                prompts.len(),
-                set.len()
-            )));
+            return Err(LmError::RowCountMismatch {
+                what: format!("continuation set {k} needs one continuation per prompt"),
+                expected: prompts.len(),
+                found: set.len(),
+            });
         }
         for (i, (p, c)) in prompts.iter().zip(set).enumerate() {
             if p.len() + c.len() > max {
@@ -118,9 +118,9 @@ pub fn generate_and_score(
                 });
             }
             if c.is_empty() {
-                return Err(LmError::InvalidInput(format!(
-                    "continuation set {k}, row {i}: no tokens to score"
-                )));
+                return Err(LmError::EmptyInput {
+                    what: format!("continuation set {k}, row {i}"),
+                });
             }
         }
     }
@@ -165,7 +165,9 @@ fn prefill(
     let max = model.max_context();
     for (i, p) in prompts.iter().enumerate() {
         if p.is_empty() {
-            return Err(LmError::InvalidInput(format!("prompt {i} has no tokens")));
+            return Err(LmError::EmptyInput {
+                what: format!("prompt {i}"),
+            });
         }
         if p.len() + config.max_new_tokens > max {
             return Err(LmError::ContextOverflow {
@@ -182,10 +184,11 @@ fn prefill(
     if let ExpertMix::PerRow(experts) = mix
         && experts.len() != b
     {
-        return Err(LmError::InvalidInput(format!(
-            "ExpertMix::PerRow needs one expert per prompt: expected {b}, found {}",
-            experts.len()
-        )));
+        return Err(LmError::RowCountMismatch {
+            what: "ExpertMix::PerRow needs one expert per prompt".into(),
+            expected: b,
+            found: experts.len(),
+        });
     }
     let rows_per_pass = (config.max_prefill_tokens / longest).clamp(1, b);
     let mut caches = Vec::new();

@@ -18,11 +18,15 @@ pub mod chat_template;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod io;
 pub mod model;
 pub mod prompt;
+pub mod progress;
 pub mod score;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod tokenizer;
 pub mod train;
 

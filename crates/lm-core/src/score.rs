@@ -110,9 +110,9 @@ pub fn score_with_progress(
     let max = model.max_context();
     for (i, r) in requests.iter().enumerate() {
         if r.total_len() == 0 {
-            return Err(LmError::InvalidInput(format!(
-                "row {i}: nothing to score (empty text)"
-            )));
+            return Err(LmError::EmptyInput {
+                what: format!("row {i} (text to score)"),
+            });
         }
         if r.total_len() > max {
             return Err(LmError::ContextOverflow {
@@ -155,11 +155,11 @@ pub fn score_per_row_experts(
     options: &ScoreOptions,
 ) -> Result<Vec<TokenScores>> {
     if experts.len() != requests.len() {
-        return Err(LmError::InvalidInput(format!(
-            "expected one expert index per request ({}), found {}",
-            requests.len(),
-            experts.len()
-        )));
+        return Err(LmError::RowCountMismatch {
+            what: "score_per_row_experts needs one expert index per request".into(),
+            expected: requests.len(),
+            found: experts.len(),
+        });
     }
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(requests[i].total_len()));

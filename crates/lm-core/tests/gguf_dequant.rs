@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use lm_core::io::gguf::{GgmlType, GgufFile, unpermute_llama_qk};
+use lm_core::io::gguf::{GgmlType, GgufFile};
+use lm_core::model::loader::unpermute_llama_qk;
 use sha2::{Digest, Sha256};
 
 fn fixture(name: &str) -> PathBuf {
@@ -57,19 +58,11 @@ fn every_type_is_bit_identical_to_gguf_quants() {
 }
 
 fn model_path() -> Option<PathBuf> {
-    let home = std::env::var_os("OPENEXPERT_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/openexpert")))?;
-    let p = home.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "note: {} absent, skipping the real-model check",
-            p.display()
-        );
-        None
+    let p = lm_core::testing::default_model_if_fetched();
+    if p.is_none() {
+        eprintln!("note: the default model is not fetched, skipping the real-model check");
     }
+    p
 }
 
 fn sha256_f32(x: &[f32]) -> String {

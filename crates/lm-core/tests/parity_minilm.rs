@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{asset_dir, fixture, test_device};
+use common::fixture;
 use lm_core::model::SentenceEncoder;
+use lm_core::testing::{asset_dir, test_device};
 use serde_json::Value;
 
 fn load() -> (SentenceEncoder, Value) {

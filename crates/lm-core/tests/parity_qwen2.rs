@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::{fixture, max_abs_diff, test_device};
+use common::fixture;
 use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
+use lm_core::testing::{max_abs_diff, test_device};
 use serde_json::Value;
 
 #[test]

@@ -6,12 +6,13 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{asset_dir, fixture, max_abs_diff, test_device};
+use common::fixture;
 use lm_core::chat_template::ChatMessage;
 use lm_core::generate::{GenerationConfig, generate};
 use lm_core::io::safetensors::SafetensorsWeights;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
+use lm_core::testing::{default_model_path, max_abs_diff, test_device};
 use serde_json::Value;
 
 const TOL: f32 = 1e-3;
@@ -19,8 +20,7 @@ const TOL: f32 = 1e-3;
 fn model() -> &'static LanguageModel {
     static MODEL: OnceLock<LanguageModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = asset_dir("smollm2-135m-instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-        LanguageModel::from_gguf(&path, &test_device()).expect("SmolLM2 loads")
+        LanguageModel::from_gguf(&default_model_path(), &test_device()).expect("SmolLM2 loads")
     })
 }
 

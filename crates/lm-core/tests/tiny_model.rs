@@ -1,17 +1,15 @@
 //! Behaviour of the runtime on tiny random models (no assets needed): KV cache vs full
 //! recomputation, padding invariance of batched generation and scoring, the expert seam.
 
-mod common;
-
 use burn::module::Param;
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{max_abs_diff, test_device};
 use lm_core::LmError;
 use lm_core::generate::{GenerationConfig, generate, generate_and_score};
 use lm_core::model::adapted_linear::{AdaptedLinear, ExpertSet, linear_from_torch};
-use lm_core::model::random::tiny_language_model;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
+use lm_core::testing::tiny_language_model;
+use lm_core::testing::{max_abs_diff, test_device};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -1,9 +1,7 @@
 //! LoRA training on the real SmolLM2-135M-Instruct lowers the held-out loss of a small task.
 
-mod common;
-
-use common::{asset_dir, test_device};
 use lm_core::model::LanguageModel;
+use lm_core::testing::{default_model_path, test_device};
 use lm_core::train::{LoraTrainConfig, LoraTrainer, TrainConfig, TrainExample};
 
 /// "Reverse the words" prompts with their answers, deterministic.
@@ -29,10 +27,7 @@ fn task(range: std::ops::Range<usize>) -> Vec<TrainExample> {
 
 #[test]
 fn lora_training_lowers_the_held_out_loss_of_smollm2() {
-    let dir = asset_dir("smollm2-135m-instruct");
-    let model =
-        LanguageModel::from_gguf(&dir.join("SmolLM2-135M-Instruct.Q4_1.gguf"), &test_device())
-            .unwrap();
+    let model = LanguageModel::from_gguf(&default_model_path(), &test_device()).unwrap();
     let train = task(0..24);
     let eval = task(100..108);
     let config = TrainConfig::new(LoraTrainConfig::new().with_r(8).with_alpha(16.0))

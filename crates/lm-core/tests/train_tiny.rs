@@ -1,19 +1,17 @@
 //! The LoRA trainer on a tiny random model: it learns, its gradients are right, it resumes
 //! exactly, and it refuses bad input clearly.
 
-mod common;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
-use common::test_device;
 use lm_core::LmError;
 use lm_core::model::DecoderConfig;
 use lm_core::model::adapted_linear::{AdaptedLinear, ExpertSet, linear_from_torch};
 use lm_core::model::loader::build_decoder;
-use lm_core::model::random::{TensorMap, byte_tokenizer, tiny_language_model};
 use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::testing::test_device;
+use lm_core::testing::{TensorMap, byte_tokenizer, tiny_language_model};
 use lm_core::train::{
     LoraTrainConfig, LoraTrainer, PromptFormat, TrainConfig, TrainExample, evaluate_loss,
 };

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use lm_core::io::hf_export::ExportDtype;
+use lm_core::export::ExportDtype;
 use lora_zoo::combine::{CombineMethod, CombineOptions, combined_delta};
 use lora_zoo::{AdapterConfig, LoraAdapter, LoraModule};
 use ndarray::Array2;

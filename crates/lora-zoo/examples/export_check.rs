@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lm_core::burn::tensor::{Int, Tensor, TensorData};
-use lm_core::io::hf_export::{ExportDtype, export_base};
+use lm_core::export::{ExportDtype, export_base};
 use lm_core::model::{ExpertMix, LanguageModel};
 use lora_zoo::merge::{
     MergeOptions, VerifyOptions, load_named, merge_into_base, plain_merge_options,

@@ -210,6 +210,11 @@ pub enum LoraError {
     /// The model runtime failed (loading the base, building tensors).
     #[error(transparent)]
     Model(#[from] lm_core::LmError),
+
+    /// An output file or directory could not be written atomically, or was refused (it exists
+    /// and `--force` was not given, it is a file, ...).
+    #[error(transparent)]
+    Output(#[from] atomic_fs::Error),
 }
 
 impl LoraError {

@@ -23,19 +23,16 @@
 //! The two models are held one after the other, never together. The result, per-module statistics
 //! and timings go to `merge_report.json` in the output directory.
 //!
-//! [`export_decoder`]: lm_core::io::hf_export::export_decoder
-//! [`load_exported`]: lm_core::io::hf_export::load_exported
+//! [`export_decoder`]: lm_core::export::export_decoder
+//! [`load_exported`]: lm_core::export::load_exported
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use atomic_fs::{StagedDir, write_json};
 use lm_core::burn::tensor::{Int, Tensor, TensorData};
-use lm_core::io::hf_export::{
-    ExportBase, ExportDtype, StagedDir, export_decoder, load_exported, write_atomic,
-};
+use lm_core::export::{ExportBase, ExportDtype, export_decoder, load_exported};
 use lm_core::model::{ExpertMix, LanguageModel};
 use serde::Serialize;
 
@@ -218,7 +215,12 @@ pub fn merge_into_base(
     let open_s = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
-    let bar = progress_bar(base.plan().len() as u64, opts.progress);
+    let bar = lm_core::progress::bar_if(
+        opts.progress,
+        base.plan().len() as u64,
+        "merging",
+        "tensors",
+    );
     let stats = Mutex::new(Vec::new());
     let summary = export_decoder::<LoraError, _>(
         &base,
@@ -267,7 +269,7 @@ pub fn merge_into_base(
     let merge_write_s = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    lm_core::io::hf_export::write_sidecar_files(&base, staged.path(), opts.dtype)?;
+    lm_core::export::write_sidecar_files(&base, staged.path(), opts.dtype)?;
     let sidecar_s = t2.elapsed().as_secs_f64();
     drop(base);
 
@@ -305,28 +307,9 @@ pub fn merge_into_base(
         },
     };
     report.timings.total_s = t0.elapsed().as_secs_f64();
-    let text = serde_json::to_string_pretty(&report).map_err(|e| LoraError::Serialize {
-        what: REPORT_FILE.into(),
-        message: e.to_string(),
-    })?;
-    write_atomic(&staged.path().join(REPORT_FILE), text.as_bytes())?;
+    write_json(&staged.path().join(REPORT_FILE), &report)?;
     staged.commit()?;
     Ok(report)
-}
-
-fn progress_bar(len: u64, show: bool) -> ProgressBar {
-    let target = if show && std::io::stderr().is_terminal() {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(len), target);
-    bar.set_style(
-        ProgressStyle::with_template("merging [{bar:30}] {pos}/{len} tensors, eta {eta} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 /// Adds every module's combined update `ΔW` to the decoder's own base weights, one module at a
@@ -483,7 +466,7 @@ mod tests {
     #[test]
     fn dense_updates_are_added_to_the_base_weights() {
         let device = lm_core::device::device_from_name("cpu").unwrap();
-        let mut model = lm_core::model::random::tiny_language_model(3, &device);
+        let mut model = lm_core::testing::tiny_language_model(3, &device);
         let name = "model.layers.0.self_attn.q_proj".to_string();
         let (d_in, d_out) = {
             let l = model.decoder.adapted_linear_mut(&name).unwrap();

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use atomic_fs::StagedDir;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -119,12 +120,16 @@ impl LoraAdapter {
         self
     }
 
-    /// Writes the adapter as a PEFT directory (created if needed): f32 tensors under
+    /// Writes the adapter as a PEFT directory: f32 tensors under
     /// `base_model.model.<module>.lora_{A,B}.weight`, and the config. Refuses an adapter that its own
     /// config does not describe ([`check_consistent`](Self::check_consistent)).
+    ///
+    /// Atomic: the files are written into a hidden sibling of `dir` that then replaces `dir` as a
+    /// whole ([`StagedDir`]), so a crash leaves either the old adapter or the new one; anything
+    /// else that was in `dir` is gone afterwards. Missing parent directories are created.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.check_consistent()?;
-        std::fs::create_dir_all(dir).map_err(|e| LoraError::io(dir, e))?;
+        let staged = StagedDir::replacing(dir)?;
         let mut buffers: Vec<(String, Vec<usize>, Vec<u8>)> =
             Vec::with_capacity(2 * self.modules.len());
         for (name, m) in &self.modules {
@@ -156,11 +161,12 @@ impl LoraAdapter {
                 what: WEIGHTS_FILE.into(),
                 message: e.to_string(),
             })?;
-        let wpath = dir.join(WEIGHTS_FILE);
+        let wpath = staged.path().join(WEIGHTS_FILE);
         std::fs::write(&wpath, bytes).map_err(|e| LoraError::io(&wpath, e))?;
-        let cpath = dir.join(CONFIG_FILE);
+        let cpath = staged.path().join(CONFIG_FILE);
         std::fs::write(&cpath, self.config.to_json_string()?)
             .map_err(|e| LoraError::io(&cpath, e))?;
+        staged.commit()?;
         Ok(())
     }
 }
@@ -235,5 +241,37 @@ mod tests {
             ad.save(dir.path()),
             Err(LoraError::Inconsistent { .. })
         ));
+    }
+
+    #[test]
+    fn save_replaces_the_directory_as_a_whole() {
+        let mut modules = BTreeMap::new();
+        modules.insert(
+            "model.layers.0.self_attn.q_proj".into(),
+            module(4, 8, 8, 2.0, 0.1),
+        );
+        let ad = LoraAdapter {
+            config: AdapterConfig::default(),
+            modules,
+        }
+        .with_describing_config();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("adapter");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("stale.bin"), b"old").unwrap();
+        ad.save(&dir).unwrap();
+        assert!(!dir.join("stale.bin").exists());
+        assert_eq!(LoraAdapter::load(&dir).unwrap().modules, ad.modules);
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().collect();
+        assert_eq!(
+            left.len(),
+            1,
+            "no staging directory left beside the adapter"
+        );
+        // A refused save leaves the previous adapter in place.
+        let mut bad = ad.clone();
+        bad.config.r = 3;
+        assert!(bad.save(&dir).is_err());
+        assert_eq!(LoraAdapter::load(&dir).unwrap().modules, ad.modules);
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use lm_core::burn::tensor::{Int, Tensor, TensorData};
 use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::testing::{default_model_path, test_device};
 use lora_zoo::LoraAdapter;
 use lora_zoo::apply::{attach_adapters, detach_all};
 
@@ -39,17 +40,7 @@ fn reference() -> (Vec<i64>, std::collections::BTreeMap<String, Vec<f32>>) {
 }
 
 fn model() -> LanguageModel {
-    let path = lm_core::assets::openexpert_home()
-        .join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "needs the default model: run `cargo run --release -p openexpert -- fetch`"
-    );
-    let device = lm_core::device::device_from_name(
-        &std::env::var("OPENEXPERT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
-    )
-    .unwrap();
-    LanguageModel::from_gguf(&path, &device).unwrap()
+    LanguageModel::from_gguf(&default_model_path(), &test_device()).unwrap()
 }
 
 /// The first 1024 logits of every position, for rows `[batch, seq]` of the same ids.

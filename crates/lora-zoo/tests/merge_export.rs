@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lm_core::io::hf_export::{ExportBase, ExportDtype};
+use lm_core::export::{ExportBase, ExportDtype};
 use lm_core::io::safetensors::SafetensorsWeights;
 use lora_zoo::cli::{LoraCommand, run_to};
 use lora_zoo::merge::{
@@ -20,13 +20,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn gguf() -> String {
-    let path = lm_core::assets::openexpert_home()
-        .join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "needs the default model: run `cargo run --release -p openexpert -- fetch`"
-    );
-    path.display().to_string()
+    lm_core::testing::default_model_path().display().to_string()
 }
 
 fn options(n: usize, verify: bool) -> MergeOptions {
@@ -35,7 +29,8 @@ fn options(n: usize, verify: bool) -> MergeOptions {
         dtype: ExportDtype::F32,
         force: false,
         verify: verify.then(|| VerifyOptions {
-            device: std::env::var("OPENEXPERT_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
+            device: std::env::var(lm_core::testing::TEST_DEVICE_VAR)
+                .unwrap_or_else(|_| "cpu".into()),
             ..VerifyOptions::default()
         }),
         progress: false,

@@ -46,10 +46,7 @@ impl Embedder for SentenceEmbedder {
         let encoder = self.encoder.lock().expect("embedder lock");
         let rows = encoder
             .embed(texts, self.batch_size)
-            .map_err(|e| SelectError::Embedder {
-                model_id: self.id.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| SelectError::embedder(&self.id, e))?;
         to_matrix(rows, self.dim, &self.id)
     }
     fn model_id(&self) -> String {
@@ -85,10 +82,7 @@ impl DecoderEmbedder {
 impl Embedder for DecoderEmbedder {
     fn embed(&self, texts: &[String]) -> Result<Array2<f32>> {
         let model = self.model.lock().expect("embedder lock");
-        let err = |e: lm_core::LmError| SelectError::Embedder {
-            model_id: self.id.clone(),
-            reason: e.to_string(),
-        };
+        let err = |e: lm_core::LmError| SelectError::embedder(&self.id, e);
         let ids = texts
             .iter()
             .map(|t| model.encode(t))
@@ -108,8 +102,6 @@ impl Embedder for DecoderEmbedder {
 
 fn to_matrix(rows: Vec<Vec<f32>>, dim: usize, id: &str) -> Result<Array2<f32>> {
     let n = rows.len();
-    Array2::from_shape_vec((n, dim), rows.concat()).map_err(|e| SelectError::Embedder {
-        model_id: id.to_string(),
-        reason: format!("expected {n} rows of {dim} values: {e}"),
-    })
+    Array2::from_shape_vec((n, dim), rows.concat())
+        .map_err(|e| SelectError::embedder(id, format!("expected {n} rows of {dim} values: {e}")))
 }

@@ -1,10 +1,13 @@
 //! One progress line per asset on stderr: a spinner while verifying or downloading, a byte bar
-//! while extracting. Hidden when asked to be quiet or when stderr is not a terminal.
+//! while extracting, in the styles of [`crate::progress`]. Hidden when asked to be quiet or when
+//! stderr is not a terminal.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget};
+
+use crate::progress::{bytes_style, spinner_style};
 
 /// The progress line of one asset.
 pub(crate) struct AssetProgress {
@@ -70,15 +73,4 @@ impl Drop for AssetProgress {
             self.bar.finish_and_clear();
         }
     }
-}
-
-fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_spinner())
-}
-
-fn bytes_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner} {prefix:.bold} {msg} [{bar:24}] {bytes}/{total_bytes}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
 }

@@ -12,8 +12,8 @@ use crate::assets::{ModelSource, resolve_model};
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
-use crate::io::hf_config::{HfModelConfig, read_hf_config};
 use crate::io::safetensors::SafetensorsWeights;
+use crate::model::hf_config::{HfModelConfig, read_hf_config};
 use crate::tokenizer::{tokenizer_from_gguf, tokenizer_from_json};
 
 /// A causal LM ready to tokenize, score and generate.
@@ -81,10 +81,11 @@ impl LanguageModel {
         let config = match read_hf_config(&dir.join("config.json"))? {
             HfModelConfig::Decoder(c) => c,
             HfModelConfig::Encoder(_) => {
-                return Err(LmError::InvalidInput(format!(
-                    "{} holds an encoder (BERT); use it as a sentence encoder (`embed`), not as a language model",
-                    dir.display()
-                )));
+                return Err(LmError::WrongModelKind {
+                    path: dir.to_path_buf(),
+                    found: "an encoder (BERT)",
+                    expected: "use it as a sentence encoder (`embed`), not as a language model",
+                });
             }
         };
         let weights = SafetensorsWeights::open_dir(dir)?;

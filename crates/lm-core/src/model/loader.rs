@@ -18,7 +18,7 @@ use super::layout::{
     BlockLinear, EMBED_TOKENS, FINAL_NORM, LM_HEAD, block_norm_names, module_name,
 };
 use crate::error::{LmError, Result};
-use crate::io::gguf::{GgufFile, unpermute_llama_qk};
+use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsWeights;
 
 /// Hands out tensors by HF name as `(values, shape)` in PyTorch layout.
@@ -144,6 +144,65 @@ impl WeightSource for GgufWeights<'_> {
     fn origin(&self) -> &Path {
         &self.path
     }
+}
+
+/// Undoes llama.cpp's row permutation of a Llama `q_proj` / `k_proj` weight.
+///
+/// llama.cpp's converter interleaves the two rotary halves of every head; Hugging Face
+/// (and this crate's decoder) keep them as two contiguous halves. With `half = d_out / n_head / 2`:
+/// `hf = gguf.reshape(n_head, half, 2, d_in).swapaxes(1, 2).reshape(d_out, d_in)`, i.e. HF row
+/// `h * 2 * half + a * half + b` is GGUF row `h * 2 * half + 2 * b + a`. For `k_proj` pass the
+/// number of KV heads.
+///
+/// # Shapes
+/// `w: [d_out, d_in]` (GGUF row order) -> `[d_out, d_in]` (HF row order).
+///
+/// # Panics
+/// When `w.len() != d_out * d_in` or `d_out` is not a multiple of `2 * n_head`; shapes come
+/// from a validated config. [`try_unpermute_llama_qk`] returns an error instead.
+pub fn unpermute_llama_qk(w: &[f32], n_head: usize, d_out: usize, d_in: usize) -> Vec<f32> {
+    match try_unpermute_llama_qk(w, n_head, d_out, d_in) {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// As [`unpermute_llama_qk`], with an error for inconsistent shapes.
+///
+/// # Shapes
+/// `w: [d_out, d_in]` -> `[d_out, d_in]`.
+///
+/// # Errors
+/// [`LmError::InvalidInput`] when `w.len() != d_out * d_in` or `d_out` is not a multiple of
+/// `2 * n_head`.
+pub fn try_unpermute_llama_qk(
+    w: &[f32],
+    n_head: usize,
+    d_out: usize,
+    d_in: usize,
+) -> Result<Vec<f32>> {
+    if n_head == 0 || !d_out.is_multiple_of(2 * n_head) || d_out.checked_mul(d_in) != Some(w.len())
+    {
+        return Err(LmError::InvalidInput(format!(
+            "unpermute_llama_qk: expected a [{d_out}, {d_in}] weight ({} values) with d_out a multiple of 2 * n_head = {}, found {} values",
+            d_out.saturating_mul(d_in),
+            2 * n_head,
+            w.len()
+        )));
+    }
+    let head_dim = d_out / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..n_head {
+        for a in 0..2 {
+            for b in 0..half {
+                let dst = h * head_dim + a * half + b;
+                let src = h * head_dim + 2 * b + a;
+                out[dst * d_in..(dst + 1) * d_in].copy_from_slice(&w[src * d_in..(src + 1) * d_in]);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Reads a decoder config from GGUF metadata (`{arch}.block_count`, ...).
@@ -346,4 +405,38 @@ pub fn build_encoder(
         layers,
         config: c.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn unpermute_matches_the_reshape_formula() {
+        // n_head 2, head_dim 4 (half 2), d_in 1: gguf rows [h0: r0 r1 r2 r3, h1: r4..r7].
+        let w: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let hf = unpermute_llama_qk(&w, 2, 8, 1);
+        // reshape(2, 2, 2, 1).swapaxes(1, 2): head 0 -> rows 0, 2, 1, 3.
+        assert_eq!(hf, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert!(try_unpermute_llama_qk(&w, 3, 8, 1).is_err());
+        assert!(try_unpermute_llama_qk(&w, 2, 8, 2).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn unpermute_is_a_row_permutation(n_head in 1usize..5, half in 1usize..5, d_in in 1usize..4) {
+            let d_out = n_head * half * 2;
+            let w: Vec<f32> = (0..d_out * d_in).map(|i| i as f32).collect();
+            let hf = unpermute_llama_qk(&w, n_head, d_out, d_in);
+            let mut sorted = hf.clone();
+            sorted.sort_by(f32::total_cmp);
+            prop_assert_eq!(&sorted, &w);
+            // The first row of each head is unchanged.
+            for h in 0..n_head {
+                let r = h * 2 * half;
+                prop_assert_eq!(&hf[r * d_in..(r + 1) * d_in], &w[r * d_in..(r + 1) * d_in]);
+            }
+        }
+    }
 }

@@ -7,11 +7,13 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod expert_pack;
+pub mod hf_config;
 pub mod kv_cache;
 pub mod language_model;
 pub mod layers;
 pub mod layout;
 pub mod loader;
+#[cfg(any(test, feature = "test-util"))]
 pub mod random;
 pub mod sentence_encoder;
 

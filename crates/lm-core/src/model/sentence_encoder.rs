@@ -10,8 +10,8 @@ use super::encoder::Encoder;
 use super::loader::build_encoder;
 use crate::assets::{ModelSource, resolve_model};
 use crate::error::{LmError, Result};
-use crate::io::hf_config::{HfModelConfig, read_hf_config};
 use crate::io::safetensors::SafetensorsWeights;
+use crate::model::hf_config::{HfModelConfig, read_hf_config};
 use crate::tokenizer::tokenizer_from_json;
 
 /// A sentence embedder (e.g. all-MiniLM-L6-v2).
@@ -34,10 +34,11 @@ impl SentenceEncoder {
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
         match resolve_model(spec)? {
             ModelSource::HfDir(dir) => Self::from_hf_dir(&dir, device),
-            ModelSource::Gguf(path) => Err(LmError::InvalidInput(format!(
-                "{} is a GGUF decoder; a sentence encoder needs an HF BERT directory",
-                path.display()
-            ))),
+            ModelSource::Gguf(path) => Err(LmError::WrongModelKind {
+                path,
+                found: "a GGUF decoder",
+                expected: "a sentence encoder needs an HF BERT directory",
+            }),
         }
     }
 
@@ -46,10 +47,11 @@ impl SentenceEncoder {
         let config = match read_hf_config(&dir.join("config.json"))? {
             HfModelConfig::Encoder(c) => c,
             HfModelConfig::Decoder(_) => {
-                return Err(LmError::InvalidInput(format!(
-                    "{} holds a decoder; the sentence encoder needs a BERT model",
-                    dir.display()
-                )));
+                return Err(LmError::WrongModelKind {
+                    path: dir.to_path_buf(),
+                    found: "a decoder",
+                    expected: "the sentence encoder needs a BERT model",
+                });
             }
         };
         let weights = SafetensorsWeights::open_dir(dir)?;

@@ -1,5 +1,5 @@
 //! Training checkpoints: the LoRA factors, the AdamW moments and the step, written atomically
-//! (into a temporary directory, then renamed) so a crash never leaves a half-written one.
+//! (staged in a hidden sibling directory, then swapped in, [`StagedDir`]) so a crash never leaves a half-written one.
 //!
 //! Layout: `DIR/step-000120/{state.safetensors, state.json}`. Everything else of the run (data
 //! order, dropout masks, learning rate) is a pure function of the config, the data and the
@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use atomic_fs::StagedDir;
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde::{Deserialize, Serialize};
@@ -64,13 +65,9 @@ pub fn save(
     optimizer: &AdamW,
     keep: usize,
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| LmError::io(dir, e))?;
     let final_dir = step_dir(dir, meta.step);
-    let tmp = dir.join(format!(".tmp-step-{:06}", meta.step));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| LmError::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| LmError::io(&tmp, e))?;
+    let staged = StagedDir::replacing(&final_dir)?;
+    let tmp = staged.path();
     let steps = [optimizer.steps as f32];
     let (vb, mb, vvb, sb) = (
         f32_bytes(values),
@@ -94,10 +91,7 @@ pub fn save(
     let meta_path = tmp.join(META);
     let json = serde_json::to_string_pretty(meta).expect("metadata serialises");
     std::fs::write(&meta_path, json).map_err(|e| LmError::io(&meta_path, e))?;
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| LmError::io(&final_dir, e))?;
-    }
-    std::fs::rename(&tmp, &final_dir).map_err(|e| LmError::io(&final_dir, e))?;
+    staged.commit()?;
     let mut all = list(dir)?;
     while all.len() > keep.max(1) {
         let (_, old) = all.remove(0);

@@ -12,7 +12,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -24,6 +23,7 @@ use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_factor, warmup_steps
 use crate::error::{LmError, Result};
 use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel};
 use crate::prompt::PromptFormat;
+use crate::progress;
 
 /// One optimiser step, as reported to observers and the progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,20 +272,8 @@ impl<'a> LoraTrainer<'a> {
 
         let adev = self.model.device.clone().autodiff();
         let mut train_decoder = self.model.decoder.clone().to_device(&adev).no_grad();
-        let bar = if self.progress {
-            let bar = ProgressBar::new(total_steps as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} train [{bar:30}] {pos}/{len} steps {msg} ETA {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            bar.set_position(start_step as u64);
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = progress::bar_if(self.progress, total_steps as u64, "train", "steps");
+        bar.set_position(start_step as u64);
 
         let started = Instant::now();
         let mut run_tokens = 0usize;

@@ -15,9 +15,9 @@
 
 use std::path::Path;
 
+use atomic_fs::write_json;
 use data_select::evolve::EvolveModel;
 use data_select::{Result, SelectError};
-use indicatif::{ProgressBar, ProgressStyle};
 use lm_core::embed::decoder_embeddings;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::train::data::tokenize_examples;
@@ -57,10 +57,7 @@ impl std::fmt::Debug for LoraEvolveModel {
 
 fn model_err(stage: impl Into<String>) -> impl FnOnce(lm_core::LmError) -> SelectError {
     let stage = stage.into();
-    move |e| SelectError::Model {
-        stage,
-        reason: e.to_string(),
-    }
+    move |e| SelectError::model(stage, e)
 }
 
 impl LoraEvolveModel {
@@ -178,17 +175,7 @@ impl EvolveModel for LoraEvolveModel {
         // Longest first, so each block pads little; rows go back to pool order below.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.sequences[i].len()));
-        let bar = if self.progress {
-            let bar = ProgressBar::new(n as u64);
-            bar.set_style(
-                ProgressStyle::with_template("embed pool [{bar:30}] {pos}/{len} items, eta {eta}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = lm_core::progress::bar_if(self.progress, n as u64, "embed pool", "items");
         let mut out = Array2::<f32>::zeros((n, d));
         let mut result = Ok(());
         for block in order.chunks(EMBED_BLOCK) {
@@ -201,10 +188,10 @@ impl EvolveModel for LoraEvolveModel {
                     }
                 }
                 Err(e) => {
-                    result = Err(SelectError::Embedder {
-                        model_id: format!("decoder-mean:{}", self.name),
-                        reason: e.to_string(),
-                    });
+                    result = Err(SelectError::embedder(
+                        format!("decoder-mean:{}", self.name),
+                        e,
+                    ));
                     break;
                 }
             }
@@ -249,14 +236,15 @@ impl EvolveModel for LoraEvolveModel {
         let outcome = trainer
             .fit(&subset, &self.eval)
             .map_err(model_err(stage.clone()))?;
-        let adapter =
-            lora_zoo::adapter_from_trained(&outcome.weights, Some(&self.name)).map_err(|e| {
-                SelectError::Model {
-                    stage: stage.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        save_adapter(&adapter, &round_dir.join("adapter"))?;
+        let adapter = lora_zoo::adapter_from_trained(&outcome.weights, Some(&self.name))
+            .map_err(|e| SelectError::model(stage.clone(), e))?;
+        let adapter_dir = round_dir.join("adapter");
+        adapter.save(&adapter_dir).map_err(|e| {
+            SelectError::model(
+                format!("writing the adapter to {}", adapter_dir.display()),
+                e,
+            )
+        })?;
         let report = &outcome.report;
         write_json(&round_dir.join("train_report.json"), report)?;
         write_json(&round_dir.join("train_config.json"), &self.config)?;
@@ -280,55 +268,25 @@ impl EvolveModel for LoraEvolveModel {
 
     fn load_round(&mut self, round: usize, round_dir: &Path) -> Result<()> {
         let dir = round_dir.join("adapter");
-        let adapter = lora_zoo::LoraAdapter::load(&dir).map_err(|e| SelectError::Model {
-            stage: format!("loading round {round}'s adapter from {}", dir.display()),
-            reason: e.to_string(),
+        let adapter = lora_zoo::LoraAdapter::load(&dir).map_err(|e| {
+            SelectError::model(
+                format!("loading round {round}'s adapter from {}", dir.display()),
+                e,
+            )
         })?;
         let weights =
             lora_zoo::trained_from_adapter(&adapter, &self.model.decoder, &self.config.lora)
-                .map_err(|e| SelectError::Model {
-                    stage: format!("reading round {round}'s adapter"),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| SelectError::model(format!("reading round {round}'s adapter"), e))?;
         self.current = Some(weights);
         Ok(())
     }
-}
-
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| SelectError::InvalidJson {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    data_select::fsutil::write_atomic(path, &bytes)
-}
-
-/// Writes the PEFT files into a temporary sibling directory, then renames it over `dir`.
-fn save_adapter(adapter: &lora_zoo::LoraAdapter, dir: &Path) -> Result<()> {
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    let tmp = parent.join(".adapter-tmp");
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| SelectError::io(p, e)
-    };
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    adapter.save(&tmp).map_err(|e| SelectError::Model {
-        stage: format!("writing the adapter to {}", tmp.display()),
-        reason: e.to_string(),
-    })?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(io(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io(dir))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use data_select::evolve::{EvolveConfig, RoundPicks, picks_path, run_evolve};
-    use lm_core::model::random::tiny_language_model;
+    use lm_core::testing::tiny_language_model;
     use lm_core::train::LoraTrainConfig;
 
     fn pool(n: usize) -> Vec<TrainExample> {

@@ -9,9 +9,9 @@ use super::{TensorEntry, decoder_tensor_plan};
 use crate::assets::{ModelSource, resolve_model};
 use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
-use crate::io::hf_config::{HfModelConfig, read_hf_config};
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::config::DecoderConfig;
+use crate::model::hf_config::{HfModelConfig, read_hf_config};
 use crate::model::loader::{GgufWeights, WeightSource, decoder_config_from_gguf};
 use crate::tokenizer::{tokenizer_from_gguf, tokenizer_from_json};
 
@@ -79,10 +79,11 @@ impl ExportBase {
                 let config = match read_hf_config(&dir.join("config.json"))? {
                     HfModelConfig::Decoder(c) => c,
                     HfModelConfig::Encoder(_) => {
-                        return Err(LmError::InvalidInput(format!(
-                            "{} holds an encoder (BERT); only decoders (Llama, Qwen2) are exported",
-                            dir.display()
-                        )));
+                        return Err(LmError::WrongModelKind {
+                            path: dir.clone(),
+                            found: "an encoder (BERT)",
+                            expected: "only decoders (Llama, Qwen2) are exported",
+                        });
                     }
                 };
                 let weights = SafetensorsWeights::open_dir(&dir)?;

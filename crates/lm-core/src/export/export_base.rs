@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{ExportBase, ExportDtype, StagedDir, export_decoder, write_sidecar_files};
+use atomic_fs::StagedDir;
+
+use super::{ExportBase, ExportDtype, export_decoder, write_sidecar_files};
 use crate::error::{LmError, Result};
 
 /// Exports a base model unchanged (GGUF → HF conversion): weights, config and tokenizer files.
@@ -11,5 +13,5 @@ pub fn export_base(spec: &str, output: &Path, dtype: ExportDtype, force: bool) -
     let staged = StagedDir::create(output, force)?;
     export_decoder::<LmError, _>(&base, staged.path(), dtype, |_, _, _| Ok(()), &|_| {})?;
     write_sidecar_files(&base, staged.path(), dtype)?;
-    staged.commit()
+    Ok(staged.commit()?)
 }

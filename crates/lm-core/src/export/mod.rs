@@ -17,34 +17,32 @@
 //! offset follows from the shapes and the dtype), then a small window of tensors at a time is read
 //! (de-quantised), passed to the caller's `update` hook (the LoRA merge adds ΔW there), converted
 //! and written, and dropped. The window is processed in parallel (rayon) and written in order.
-//! Output directories are staged next to the target and renamed into place ([`StagedDir`]).
+//! Output directories are staged next to the target and swapped into place ([`atomic_fs::StagedDir`]).
 //!
 //! [`GgufWeights`]: crate::model::loader::GgufWeights
 
 mod base;
-mod export;
+mod decoder;
 mod export_base;
 mod reader;
 mod safetensors_out;
 mod sidecar;
-mod staging;
 
 pub use base::*;
-pub use export::*;
+pub use decoder::*;
 pub use export_base::*;
 pub use reader::*;
 pub use safetensors_out::*;
 pub use sidecar::*;
-pub use staging::*;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
 
-    use crate::io::hf_config::HfModelConfig;
     use crate::io::safetensors::SafetensorsWeights;
     use crate::model::config::{DecoderArch, DecoderConfig};
+    use crate::model::hf_config::HfModelConfig;
 
     #[test]
     fn plan_follows_hf_names_and_tying() {
@@ -117,27 +115,6 @@ mod tests {
     }
 
     #[test]
-    fn staged_dir_refuses_non_empty_unless_forced_and_cleans_up() {
-        let root = tempfile::tempdir().unwrap();
-        let target = root.path().join("out");
-        std::fs::create_dir(&target).unwrap();
-        std::fs::write(target.join("keep"), b"x").unwrap();
-        let err = StagedDir::create(&target, false).unwrap_err().to_string();
-        assert!(err.contains("--force"), "{err}");
-        {
-            let s = StagedDir::create(&target, true).unwrap();
-            std::fs::write(s.path().join("f"), b"y").unwrap();
-            // dropped without commit: staging removed, target untouched
-        }
-        assert!(target.join("keep").is_file());
-        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
-        let s = StagedDir::create(&target, true).unwrap();
-        std::fs::write(s.path().join("f"), b"y").unwrap();
-        s.commit().unwrap();
-        assert!(target.join("f").is_file() && !target.join("keep").exists());
-    }
-
-    #[test]
     fn config_json_reads_back_as_the_same_config() {
         let mut c = DecoderConfig::tiny(50);
         c.bos_token_id = Some(1);
@@ -147,7 +124,7 @@ mod tests {
             c.attention_bias = arch == DecoderArch::Qwen2;
             let text = config_json(&c, ExportDtype::Bf16, Some(2)).to_string();
             let HfModelConfig::Decoder(back) =
-                crate::io::hf_config::parse_hf_config(&text, Path::new("config.json")).unwrap()
+                crate::model::hf_config::parse_hf_config(&text, Path::new("config.json")).unwrap()
             else {
                 panic!("expected a decoder")
             };

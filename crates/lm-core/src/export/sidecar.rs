@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use atomic_fs::{write_atomic, write_json};
 use serde_json::{Value, json};
 use tokenizers::processors::template::TemplateProcessing;
 
@@ -116,18 +117,6 @@ pub fn tokenizer_config_json(info: &TokenizerInfo, model_max_length: usize) -> V
     })
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp-write");
-    std::fs::write(&tmp, bytes).map_err(|e| LmError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LmError::io(path, e))
-}
-
-pub(super) fn write_json(path: &Path, v: &Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).expect("a JSON value serialises");
-    write_atomic(path, text.as_bytes())
-}
-
 /// Writes everything but the weights into `dir`: `config.json`, `generation_config.json`,
 /// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`. An HF base's own
 /// tokenizer files are copied verbatim.
@@ -180,5 +169,6 @@ pub fn write_sidecar_files(base: &ExportBase, dir: &Path, dtype: ExportDtype) ->
     write_json(
         &dir.join("special_tokens_map.json"),
         &json!({"bos_token": info.bos, "eos_token": info.eos, "pad_token": info.pad, "unk_token": info.unk}),
-    )
+    )?;
+    Ok(())
 }

@@ -8,7 +8,7 @@ use tokenizers::Tokenizer;
 
 use super::WEIGHTS_FILE;
 use crate::error::{LmError, Result};
-use crate::io::hf_config::{HfModelConfig, read_hf_config};
+use crate::model::hf_config::{HfModelConfig, read_hf_config};
 use crate::model::loader::WeightSource;
 use crate::tokenizer::tokenizer_from_json;
 
@@ -115,10 +115,11 @@ pub fn load_exported(
     let config = match read_hf_config(&dir.join("config.json"))? {
         HfModelConfig::Decoder(c) => c,
         HfModelConfig::Encoder(_) => {
-            return Err(LmError::InvalidInput(format!(
-                "{} holds an encoder, not a decoder",
-                dir.display()
-            )));
+            return Err(LmError::WrongModelKind {
+                path: dir.to_path_buf(),
+                found: "an encoder",
+                expected: "an exported checkpoint must be a decoder (Llama, Qwen2)",
+            });
         }
     };
     let weights = ExportedWeights::open(dir)?;

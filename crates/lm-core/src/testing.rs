@@ -1,0 +1,105 @@
+//! Shared test support, for this crate's tests and every crate that tests against lm-core: the
+//! test device, the default model, float comparison, tiny random models and a GGUF writer.
+//!
+//! Compiled for lm-core's own unit tests and, elsewhere, behind the `test-util` feature:
+//! `lm-core = { workspace = true, features = ["flex", "test-util"] }` as a dev-dependency.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+
+pub use crate::io::gguf::GgufWriter;
+pub use crate::model::random::{TensorMap, byte_tokenizer, tiny_language_model};
+
+use crate::assets::{Manifest, ModelSource, openexpert_home, resolve_model};
+
+/// The environment variable naming the device tests run on (`cpu` when unset).
+pub const TEST_DEVICE_VAR: &str = "OPENEXPERT_TEST_DEVICE";
+
+/// The asset name of the default language model (`assets/manifest.toml`).
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// The device tests run on: `OPENEXPERT_TEST_DEVICE` (default `cpu`), so the same tests run on
+/// `cuda` and `wgpu` where a GPU exists.
+///
+/// # Panics
+/// When the variable names a device that is unknown or not compiled in.
+pub fn test_device() -> Device {
+    let name = std::env::var(TEST_DEVICE_VAR).unwrap_or_else(|_| "cpu".into());
+    crate::device::device_from_name(&name)
+        .unwrap_or_else(|e| panic!("{TEST_DEVICE_VAR}={name} names no usable device: {e}"))
+}
+
+/// The GGUF file of the default language model, resolved through the asset registry, or `None`
+/// when it is not fetched (for tests that skip without it).
+pub fn default_model_if_fetched() -> Option<PathBuf> {
+    match resolve_model(DEFAULT_MODEL) {
+        Ok(ModelSource::Gguf(path)) => Some(path),
+        _ => None,
+    }
+}
+
+/// The GGUF file of the default language model, resolved through the asset registry.
+///
+/// # Panics
+/// When it is not fetched, telling how to fetch it.
+pub fn default_model_path() -> PathBuf {
+    default_model_if_fetched().unwrap_or_else(|| {
+        panic!(
+            "real-model test needs the default model `{DEFAULT_MODEL}` under {}: run `cargo run --release -p openexpert -- fetch` first",
+            openexpert_home().display()
+        )
+    })
+}
+
+/// The folder of the fetched asset `name` (`$OPENEXPERT_HOME/models/<name>` for a model).
+///
+/// # Panics
+/// When the asset is unknown or not fetched, telling how to fetch it.
+pub fn asset_dir(name: &str) -> PathBuf {
+    let home = openexpert_home();
+    let manifest = Manifest::embedded().expect("the embedded manifest parses");
+    let asset = manifest
+        .get(name)
+        .unwrap_or_else(|| panic!("`{name}` is not an asset of assets/manifest.toml"));
+    let dir = asset.dir_in(&home);
+    assert!(
+        asset.is_present_in(&home),
+        "real-model test needs the asset `{name}` at {}: run `cargo run --release -p openexpert -- fetch` first",
+        dir.display()
+    );
+    dir
+}
+
+/// Largest absolute difference of two equally long slices.
+///
+/// # Panics
+/// When the lengths differ.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_abs_diff_finds_the_largest_gap() {
+        assert_eq!(max_abs_diff(&[1.0, -2.0, 3.0], &[1.5, -2.0, 0.0]), 3.0);
+        assert_eq!(max_abs_diff(&[], &[]), 0.0);
+    }
+
+    #[test]
+    fn the_default_model_is_a_gguf_asset() {
+        let manifest = Manifest::embedded().unwrap();
+        let asset = manifest.get(DEFAULT_MODEL).unwrap();
+        assert_eq!(asset.kind, crate::assets::AssetKind::Gguf);
+        if let Some(p) = default_model_if_fetched() {
+            assert_eq!(p.extension().and_then(|e| e.to_str()), Some("gguf"));
+        }
+    }
+}
