@@ -47,7 +47,7 @@ fn main() -> lm_core::Result<()> {
         let ad_fwd = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let grads = loss.backward();
-        let g = weights.gather_grads(&leaves, &grads);
+        let g = lm_core::train::gather_grads(&leaves, &grads);
         let bwd = t.elapsed().as_secs_f64();
         eprintln!(
             "rep {rep}: loss {v:.3}; plain forward {plain_fwd:.3} s, autodiff forward {ad_fwd:.3} s, backward {bwd:.3} s (|g| {})",

@@ -190,6 +190,23 @@ pub enum LmError {
         arch: String,
     },
 
+    /// A LoRA rank of zero was asked for.
+    #[error("LoRA rank r must be at least 1, found 0")]
+    ZeroRank,
+
+    /// A LoRA config targets no module of the model.
+    #[error(
+        "no module of the model matches target_modules {targets:?} (layers {layers:?}); adaptable modules are {adaptable}"
+    )]
+    NoTargetModule {
+        /// The configured targets.
+        targets: Vec<String>,
+        /// The configured layers, if any.
+        layers: Option<Vec<usize>>,
+        /// The model's adaptable module names.
+        adaptable: String,
+    },
+
     /// LoRA factors handed to the seam do not fit the layer they target.
     #[error("LoRA factors for `{module}`: {detail}")]
     ExpertFactors {

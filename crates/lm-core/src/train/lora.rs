@@ -12,8 +12,9 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::config::LoraTrainConfig;
+use super::trainable::Trainable;
 use crate::error::{LmError, Result};
-use crate::model::{Decoder, ExpertSet, HostFactors, LoraDropout, attach_expert_sets};
+use crate::model::{Decoder, ExpertMix, ExpertSet, HostFactors, LoraDropout, attach_expert_sets};
 
 /// Where one module's factors live in the flat parameter vector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +44,7 @@ impl LoraWeights {
     /// Fresh factors for every target module of `decoder` (PEFT's default initialisation).
     pub fn init(decoder: &Decoder, config: &LoraTrainConfig, seed: u64) -> Result<Self> {
         if config.r == 0 {
-            return Err(LmError::InvalidInput(
-                "LoRA rank r must be at least 1, found 0".into(),
-            ));
+            return Err(LmError::ZeroRank);
         }
         let r = config.r;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -67,16 +66,15 @@ impl LoraWeights {
             values.extend(std::iter::repeat_n(0.0, r * d_out));
         }
         if slots.is_empty() {
-            let known: Vec<String> = decoder
-                .adapted_linears()
-                .iter()
-                .filter_map(|(n, _)| n.rsplit('.').next().map(str::to_string))
-                .take(7)
-                .collect();
-            return Err(LmError::InvalidInput(format!(
-                "no module of the model matches target_modules {:?} (layers {:?}); adaptable modules are {known:?}",
-                config.target_modules, config.layers
-            )));
+            return Err(LmError::NoTargetModule {
+                targets: config.target_modules.clone(),
+                layers: config.layers.clone(),
+                adaptable: crate::model::layout::BlockLinear::ALL
+                    .iter()
+                    .map(|l| l.target_name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
         Ok(Self {
             config: config.clone(),
@@ -214,32 +212,36 @@ impl LoraWeights {
         }
         Ok(weights)
     }
+}
 
-    /// Reads the gradients of the leaves returned by [`attach`](Self::attach) into one flat
-    /// vector laid out like `values` (zeros where a leaf got no gradient).
-    pub fn gather_grads(&self, leaves: &[Tensor<2>], grads: &burn::tensor::Gradients) -> Vec<f32> {
-        let mut out = Vec::with_capacity(self.values.len());
-        for (leaf, expected) in leaves.iter().zip(self.leaf_sizes()) {
-            match leaf.grad(grads) {
-                Some(g) => {
-                    let v = g
-                        .into_data()
-                        .try_into_vec::<f32>()
-                        .expect("gradients are f32");
-                    debug_assert_eq!(v.len(), expected);
-                    out.extend(v);
-                }
-                None => out.extend(std::iter::repeat_n(0.0, expected)),
-            }
-        }
-        out
+impl Trainable for LoraWeights {
+    fn values(&self) -> &[f32] {
+        &self.values
     }
 
-    fn leaf_sizes(&self) -> impl Iterator<Item = usize> + '_ {
-        let r = self.config.r;
-        self.slots
-            .iter()
-            .flat_map(move |s| [s.d_in * r, r * s.d_out])
+    fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.values
+    }
+
+    fn slots(&self) -> Vec<LoraSlot> {
+        self.slots.clone()
+    }
+
+    fn mix(&self) -> ExpertMix {
+        ExpertMix::Static(vec![1.0])
+    }
+
+    fn attach(&self, decoder: &mut Decoder, device: &Device) {
+        LoraWeights::attach(self, decoder, device);
+    }
+
+    fn attach_for_training(
+        &self,
+        decoder: &mut Decoder,
+        device: &Device,
+        dropout_seed: u64,
+    ) -> Vec<Tensor<2>> {
+        LoraWeights::attach_for_training(self, decoder, device, dropout_seed)
     }
 }
 

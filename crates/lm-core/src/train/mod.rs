@@ -6,6 +6,7 @@
 //!   decoder's `AdaptedLinear`s.
 //! - [`optim`]: AdamW, warm-up + cosine schedule, global-norm clipping (PyTorch's rules).
 //! - [`checkpoint`]: atomic checkpoints that resume to the same result as an uninterrupted run.
+//! - [`trainable`]: the [`Trainable`] trait (LoRA factors, or a mixture's routers and experts).
 //! - [`trainer`]: the loop ([`LoraTrainer`]), progress bar, held-out loss, NaN guard.
 //!
 //! Export as a PEFT adapter lives in `lora-zoo` (`lora_zoo::trained::to_adapter`), which
@@ -16,10 +17,14 @@ pub mod config;
 pub mod data;
 pub mod lora;
 pub mod optim;
+pub mod trainable;
 pub mod trainer;
 
 pub use crate::prompt::PromptFormat;
 pub use config::{LoraTrainConfig, OverflowPolicy, TrainConfig};
 pub use data::{DatasetStats, TrainExample};
 pub use lora::{LoraSlot, LoraWeights};
-pub use trainer::{LoraTrainer, StepLog, TrainOutcome, TrainReport, evaluate_loss};
+pub use trainable::{Trainable, gather_grads};
+pub use trainer::{
+    LoraTrainer, StepLog, TrainOutcome, TrainReport, evaluate_loss, evaluate_loss_of,
+};

@@ -20,10 +20,11 @@ use super::config::TrainConfig;
 use super::data::{Batch, DatasetStats, TrainExample, make_batches, tokenize_examples};
 use super::lora::LoraWeights;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_factor, warmup_steps};
+use super::trainable::{Trainable, gather_grads};
 use crate::error::{LmError, Result};
 use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel};
-use crate::prompt::PromptFormat;
 use crate::progress;
+use crate::prompt::PromptFormat;
 
 /// One optimiser step, as reported to observers and the progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,8 +161,37 @@ impl<'a> LoraTrainer<'a> {
         self
     }
 
-    /// Trains on `train`, evaluating the held-out loss on `eval` (may be empty).
+    /// Trains a LoRA adapter (`config.lora`; from the initial weights when given) on `train`,
+    /// evaluating the held-out loss on `eval` (may be empty).
     pub fn fit(mut self, train: &[TrainExample], eval: &[TrainExample]) -> Result<TrainOutcome> {
+        let cfg = self.config.clone();
+        let mut weights = LoraWeights::init(&self.model.decoder, &cfg.lora, cfg.seed)?;
+        if let Some(initial) = self.initial.take() {
+            if initial.config.r != cfg.lora.r || initial.slots != weights.slots {
+                return Err(LmError::InvalidInput(format!(
+                    "the initial LoRA weights (rank {}, {} modules) do not fit this training config \
+                     (rank {}, {} modules): warm-start with weights trained under the same LoRA config",
+                    initial.config.r,
+                    initial.slots.len(),
+                    cfg.lora.r,
+                    weights.slots.len()
+                )));
+            }
+            weights.values = initial.values;
+        }
+        let (weights, report) = self.fit_trainable(weights, train, eval)?;
+        Ok(TrainOutcome { weights, report })
+    }
+
+    /// Trains any [`Trainable`] parameters (a LoRA, a mixture's routers and experts) starting
+    /// from `params`, with this trainer's data handling, schedule, checkpoints and reports;
+    /// returns the trained parameters and the report. `config.lora` is not used here.
+    pub fn fit_trainable<P: Trainable>(
+        mut self,
+        mut weights: P,
+        train: &[TrainExample],
+        eval: &[TrainExample],
+    ) -> Result<(P, TrainReport)> {
         let cfg = self.config.clone();
         if cfg.batch_size == 0 || cfg.grad_accum_steps == 0 {
             return Err(LmError::InvalidInput(format!(
@@ -214,28 +244,11 @@ impl<'a> LoraTrainer<'a> {
         };
         let total_steps = total_micro.div_ceil(cfg.grad_accum_steps);
         let warmup = warmup_steps(total_steps, cfg.warmup_ratio);
-        let fingerprint = fingerprint(
-            &cfg,
-            &self.format,
-            &train_tok,
-            self.initial.as_ref().map(|w| w.values.as_slice()),
-        );
-
-        let mut weights = LoraWeights::init(&self.model.decoder, &cfg.lora, cfg.seed)?;
-        if let Some(initial) = self.initial.take() {
-            if initial.config.r != cfg.lora.r || initial.slots != weights.slots {
-                return Err(LmError::InvalidInput(format!(
-                    "the initial LoRA weights (rank {}, {} modules) do not fit this training config \
-                     (rank {}, {} modules): warm-start with weights trained under the same LoRA config",
-                    initial.config.r,
-                    initial.slots.len(),
-                    cfg.lora.r,
-                    weights.slots.len()
-                )));
-            }
-            weights.values = initial.values;
-        }
-        let mut optimizer = AdamW::new(weights.num_params());
+        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values());
+        let slots = weights.slots();
+        let mix = weights.mix();
+        let num_params = weights.values().len();
+        let mut optimizer = AdamW::new(num_params);
         let mut losses = Vec::new();
         let mut eval_losses = Vec::new();
         let mut start_step = 0;
@@ -243,7 +256,7 @@ impl<'a> LoraTrainer<'a> {
         if let (Some(dir), true) = (&self.checkpoint_dir, self.resume)
             && let Some(ck) = checkpoint::load_latest(dir)?
         {
-            if ck.meta.fingerprint != fingerprint || ck.meta.slots != weights.slots {
+            if ck.meta.fingerprint != fingerprint || ck.meta.slots != slots {
                 return Err(LmError::Checkpoint {
                     path: dir.clone(),
                     detail: "it was written for another config, model or training data; \
@@ -252,7 +265,16 @@ impl<'a> LoraTrainer<'a> {
                 });
             }
             start_step = ck.meta.step;
-            weights.values = ck.values;
+            if ck.values.len() != num_params {
+                return Err(LmError::Checkpoint {
+                    path: dir.clone(),
+                    detail: format!(
+                        "it holds {} values, this run trains {num_params}; start fresh in another directory",
+                        ck.values.len()
+                    ),
+                });
+            }
+            weights.values_mut().copy_from_slice(&ck.values);
             optimizer = ck.optimizer;
             losses = ck.meta.losses;
             eval_losses = ck.meta.eval_losses;
@@ -265,7 +287,14 @@ impl<'a> LoraTrainer<'a> {
         let base_eval_loss = match &eval_tok {
             Some((ex, _)) if start_step == 0 => {
                 let mut base = self.model.decoder.clone();
-                Some(eval_loss(&mut base, None, ex, &cfg, pad, &eval_device)?)
+                Some(eval_loss(
+                    &mut base,
+                    None::<&P>,
+                    ex,
+                    &cfg,
+                    pad,
+                    &eval_device,
+                )?)
             }
             _ => None,
         };
@@ -293,14 +322,19 @@ impl<'a> LoraTrainer<'a> {
                 step_batches.push((g, batches[g % per_epoch].clone()));
             }
             let step_targets: usize = step_batches.iter().map(|(_, b)| b.num_targets()).sum();
-            let mut grads = vec![0f32; weights.num_params()];
+            let mut grads = vec![0f32; num_params];
             let mut loss_sum = 0f64;
             let mut tokens = 0usize;
             for (j, (g, batch)) in step_batches.iter().enumerate() {
                 let dropout_seed = cfg.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (*g as u64);
                 let leaves = weights.attach_for_training(&mut train_decoder, &adev, dropout_seed);
-                let nll = loss_sum_of(&train_decoder, batch, &adev);
-                let loss = nll / step_targets as f64;
+                let nll = loss_sum_with(&train_decoder, batch, &adev, &mix);
+                let mut loss = nll / step_targets as f64;
+                if let Some(aux) = weights.aux_loss(&train_decoder) {
+                    // The auxiliary term is a mean per micro-batch: share it like the targets.
+                    let share = batch.num_targets() as f64 / step_targets as f64;
+                    loss = loss + aux * share;
+                }
                 let value = f64::from(loss.clone().into_scalar::<f32>());
                 if !value.is_finite() {
                     return Err(LmError::NonFiniteLoss {
@@ -311,7 +345,7 @@ impl<'a> LoraTrainer<'a> {
                     });
                 }
                 let gradients = loss.backward();
-                let g = weights.gather_grads(&leaves, &gradients);
+                let g = gather_grads(&leaves, &gradients);
                 if let Some(bad) = g.iter().position(|x| !x.is_finite()) {
                     return Err(LmError::NonFiniteLoss {
                         step: step + 1,
@@ -330,7 +364,7 @@ impl<'a> LoraTrainer<'a> {
             let grad_norm = clip_global_norm(&mut grads, cfg.max_grad_norm);
             let lr = cfg.lr * lr_factor(step, total_steps, warmup, cfg.min_lr_ratio);
             optimizer.step(
-                &mut weights.values,
+                weights.values_mut(),
                 &grads,
                 AdamWParams {
                     lr,
@@ -380,14 +414,14 @@ impl<'a> LoraTrainer<'a> {
                 let meta = CheckpointMeta {
                     step: done,
                     fingerprint: fingerprint.clone(),
-                    slots: weights.slots.clone(),
+                    slots: slots.clone(),
                     losses: losses.clone(),
                     eval_losses: eval_losses.clone(),
                 };
                 last_checkpoint = Some(checkpoint::save(
                     dir,
                     &meta,
-                    &weights.values,
+                    weights.values(),
                     &optimizer,
                     cfg.keep_checkpoints,
                 )?);
@@ -416,9 +450,9 @@ impl<'a> LoraTrainer<'a> {
             base_eval_loss,
             tokens_per_second: run_tokens as f64 / seconds.max(1e-9),
             seconds,
-            trainable_params: weights.num_params(),
+            trainable_params: num_params,
         };
-        Ok(TrainOutcome { weights, report })
+        Ok((weights, report))
     }
 }
 
@@ -427,14 +461,12 @@ fn fingerprint(
     cfg: &TrainConfig,
     format: &PromptFormat,
     data: &[super::data::TokenizedExample],
-    initial: Option<&[f32]>,
+    initial: &[f32],
 ) -> String {
     let mut h = Sha256::new();
-    if let Some(values) = initial {
-        h.update(b"initial");
-        for v in values {
-            h.update(v.to_le_bytes());
-        }
+    h.update(b"initial");
+    for v in initial {
+        h.update(v.to_le_bytes());
     }
     let mut c = cfg.clone();
     // Bookkeeping that does not change the trajectory may differ on resume.
@@ -488,19 +520,26 @@ fn attention_mask(batch: &Batch, device: &Device) -> AttentionMask {
 /// # Shapes
 /// - returns `[1]`
 pub fn loss_sum_of(decoder: &Decoder, batch: &Batch, device: &Device) -> Tensor<1> {
+    loss_sum_with(decoder, batch, device, &ExpertMix::Static(vec![1.0]))
+}
+
+/// [`loss_sum_of`] with the experts mixed by `mix` (a mixture's routers, for example).
+///
+/// # Shapes
+/// - returns `[1]`
+pub fn loss_sum_with(
+    decoder: &Decoder,
+    batch: &Batch,
+    device: &Device,
+    mix: &ExpertMix,
+) -> Tensor<1> {
     let (b, s) = (batch.batch, batch.seq);
     let ids: Vec<i64> = batch.tokens.iter().map(|&t| i64::from(t)).collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, s]), device);
     let positions =
         Tensor::<2, Int>::from_data(TensorData::new(batch.positions.clone(), [b, s]), device);
     let mask = attention_mask(batch, device);
-    let hidden = decoder.forward_hidden(
-        tokens,
-        positions,
-        &mask,
-        None,
-        &ExpertMix::Static(vec![1.0]),
-    );
+    let hidden = decoder.forward_hidden(tokens, positions, &mask, None, mix);
     let d = hidden.dims()[2];
     let n = batch.predict_at.len();
     let at: Vec<i64> = batch.predict_at.iter().map(|&i| i as i64).collect();
@@ -522,6 +561,18 @@ pub fn evaluate_loss(
     config: &TrainConfig,
     format: &PromptFormat,
 ) -> Result<f64> {
+    evaluate_loss_of(model, weights, examples, config, format)
+}
+
+/// [`evaluate_loss`] for any [`Trainable`] parameters (a mixture of experts, for example),
+/// forwarded with their own [`Trainable::mix`].
+pub fn evaluate_loss_of<P: Trainable>(
+    model: &LanguageModel,
+    weights: Option<&P>,
+    examples: &[TrainExample],
+    config: &TrainConfig,
+    format: &PromptFormat,
+) -> Result<f64> {
     let max_len = config.max_len.min(model.max_context());
     let (tokenized, _) = tokenize_examples(model, examples, format, max_len, config.overflow)?;
     let pad = model.eos_ids.first().copied().unwrap_or(0);
@@ -537,17 +588,21 @@ pub fn evaluate_loss(
 }
 
 /// Mean response-token loss over a tokenised set (no dropout, no gradients).
-fn eval_loss(
+fn eval_loss<P: Trainable>(
     decoder: &mut Decoder,
-    weights: Option<&LoraWeights>,
+    weights: Option<&P>,
     examples: &[super::data::TokenizedExample],
     cfg: &TrainConfig,
     pad: u32,
     device: &Device,
 ) -> Result<f64> {
-    if let Some(w) = weights {
-        w.attach(decoder, device);
-    }
+    let mix = match weights {
+        Some(w) => {
+            w.attach(decoder, device);
+            w.mix()
+        }
+        None => ExpertMix::Base,
+    };
     let mut nll = 0f64;
     let mut count = 0usize;
     for batch in make_batches(
@@ -558,7 +613,7 @@ fn eval_loss(
         pad,
         None,
     ) {
-        let v = f64::from(loss_sum_of(decoder, &batch, device).into_scalar::<f32>());
+        let v = f64::from(loss_sum_with(decoder, &batch, device, &mix).into_scalar::<f32>());
         nll += v;
         count += batch.num_targets();
     }
