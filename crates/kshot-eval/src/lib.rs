@@ -12,7 +12,8 @@
 //! - [`bank`]: every adapter of a [`lora_zoo::LoraBank`] against one loaded base;
 //! - [`select`] and [`rank`]: Rocket's shortlist, group-diversity tuple choice and blind-guesser
 //!   flags;
-//! - [`report`] and [`cli`]: Markdown tables and the `openexpert eval` / `rank-bank` commands.
+//! - [`report`]: Markdown tables of evaluations and rankings (the `openexpert eval` / `rank-bank`
+//!   commands, in the `openexpert` crate, write them).
 //!
 //! ## Example
 //!
@@ -45,7 +46,6 @@
 #![warn(missing_docs)]
 
 pub mod bank;
-pub mod cli;
 pub mod error;
 pub mod eval;
 pub mod extract;

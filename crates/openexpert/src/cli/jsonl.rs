@@ -1,4 +1,4 @@
-//! Reading JSONL inputs with line-numbered errors, and atomic output writes.
+//! Reading JSONL inputs with line-numbered errors, and atomic output writes (raw bytes or JSON).
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -69,6 +69,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
+}
+
+/// Writes `value` as compact JSON, atomically ([`write_atomic`]).
+pub fn write_json(path: &Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let text =
+        serde_json::to_string(value).with_context(|| format!("serialising {}", path.display()))?;
+    write_atomic(path, text.as_bytes())
 }
 
 #[cfg(test)]

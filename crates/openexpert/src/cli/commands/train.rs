@@ -1,0 +1,109 @@
+//! `openexpert train`: LoRA fine-tuning of a model on a JSONL file, written as a PEFT adapter.
+//!
+//! The output directory receives `adapter_config.json` + `adapter_model.safetensors` (loadable
+//! by the real `peft` library), `train_report.json` and `train_config.json`; checkpoints go to
+//! `OUTPUT/checkpoints/` (at the end, and every `--checkpoint-every` steps) and `--resume`
+//! continues from the newest one.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::args::model::ModelArgs;
+use crate::cli::args::trainer::TrainerFlags;
+use crate::cli::jsonl::write_atomic;
+use anyhow::{Context, bail};
+use clap::Args;
+use lm_core::device::device_from_name;
+use lm_core::model::LanguageModel;
+use lm_core::train::LoraTrainer;
+use openexpert::training_data::read_training_jsonl;
+
+/// Arguments of `train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The decoder.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Training JSONL (prompt/response, question/answer[/rationale], Alpaca, ShareGPT or chat).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out JSONL for the evaluation loss.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Output directory (PEFT adapter + reports + checkpoints).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Continue from the newest checkpoint in OUTPUT/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// LoRA and optimisation settings.
+    #[command(flatten)]
+    pub trainer: TrainerFlags,
+}
+
+/// Runs `train`.
+pub fn run(args: TrainArgs, device: &str) -> anyhow::Result<()> {
+    let checkpoints = args.output.join("checkpoints");
+    if !args.resume && !lm_core::train::checkpoint::list(&checkpoints)?.is_empty() {
+        bail!(
+            "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose another --output",
+            checkpoints.display()
+        );
+    }
+    let train = read_training_jsonl(&args.data)?;
+    let eval = match &args.eval {
+        Some(p) => read_training_jsonl(p)?,
+        None => Vec::new(),
+    };
+    let device = device_from_name(device)?;
+    let model = LanguageModel::load(&args.model.model, &device)?;
+    let config = args.trainer.config();
+    let format = args.trainer.prompt_format();
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating {}", args.output.display()))?;
+    let outcome = LoraTrainer::new(&model, config.clone())
+        .with_format(format)
+        .with_checkpoints(&checkpoints, args.resume)
+        .with_progress(true)
+        .fit(&train, &eval)?;
+    let adapter = lora_zoo::adapter_from_trained(&outcome.weights, Some(&args.model.model))?;
+    save_adapter_atomically(&adapter, &args.output)?;
+    let report = serde_json::to_string_pretty(&outcome.report)?;
+    write_atomic(&args.output.join("train_report.json"), report.as_bytes())?;
+    let config_json = serde_json::to_string_pretty(&config)?;
+    write_atomic(
+        &args.output.join("train_config.json"),
+        config_json.as_bytes(),
+    )?;
+    let r = &outcome.report;
+    eprintln!(
+        "trained {} steps ({} examples kept of {}), loss {:.4} -> {:.4}{}, {:.0} tokens/s; adapter in {}",
+        r.steps,
+        r.train_data.kept,
+        r.train_data.examples,
+        r.losses.first().copied().unwrap_or(f64::NAN),
+        r.final_train_loss,
+        match (r.base_eval_loss, r.eval_losses.last()) {
+            (Some(b), Some((_, e))) => format!(", held-out {b:.4} -> {e:.4}"),
+            (None, Some((_, e))) => format!(", held-out {e:.4}"),
+            _ => String::new(),
+        },
+        r.tokens_per_second,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Writes the PEFT files into a temporary sibling directory, then renames them into place.
+fn save_adapter_atomically(adapter: &lora_zoo::LoraAdapter, dir: &Path) -> anyhow::Result<()> {
+    let tmp = dir.join(".adapter-tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    adapter.save(&tmp)?;
+    for entry in std::fs::read_dir(&tmp)? {
+        let entry = entry?;
+        std::fs::rename(entry.path(), dir.join(entry.file_name()))?;
+    }
+    std::fs::remove_dir_all(&tmp)?;
+    Ok(())
+}
