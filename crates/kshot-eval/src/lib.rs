@@ -25,7 +25,7 @@
 //!
 //! # fn main() -> kshot_eval::Result<()> {
 //! let device = lm_core::device::device_from_name("cpu")?;
-//! let mut model = LanguageModel::load("smollm2-135m-instruct", &device)?;
+//! let mut model = LanguageModel::load(lm_core::assets::DEFAULT_MODEL, &device)?;
 //! let set = KShotSet::from_jsonl("assets/datasets/chain_sum/eval.jsonl".as_ref())?;
 //! let config = EvalConfig { max_new_tokens: 128, ..Default::default() };
 //!

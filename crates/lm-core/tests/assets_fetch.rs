@@ -172,7 +172,7 @@ fn embedded_manifest_pins_the_defaults() {
             );
         }
     }
-    let minilm = m.get("minilm-l6-v2").unwrap();
+    let minilm = m.get(lm_core::assets::DEFAULT_ENCODER).unwrap();
     assert_eq!(minilm.kind, assets::AssetKind::HfDir);
     let files: Vec<&str> = minilm.files.iter().map(|f| f.path.as_str()).collect();
     for want in [

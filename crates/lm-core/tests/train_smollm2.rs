@@ -29,7 +29,7 @@ fn task(range: std::ops::Range<usize>) -> Vec<TrainExample> {
 
 #[test]
 fn lora_training_lowers_the_held_out_loss_of_smollm2() {
-    let dir = asset_dir("smollm2-135m-instruct");
+    let dir = asset_dir(lm_core::assets::DEFAULT_MODEL);
     let model =
         LanguageModel::from_gguf(&dir.join("SmolLM2-135M-Instruct.Q4_1.gguf"), &test_device())
             .unwrap();
