@@ -19,7 +19,8 @@ const TOL: f32 = 1e-3;
 fn model() -> &'static LanguageModel {
     static MODEL: OnceLock<LanguageModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = asset_dir(lm_core::assets::DEFAULT_MODEL).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        let path =
+            asset_dir(lm_core::assets::DEFAULT_MODEL).join("SmolLM2-135M-Instruct.Q4_1.gguf");
         LanguageModel::from_gguf(&path, &test_device()).expect("SmolLM2 loads")
     })
 }

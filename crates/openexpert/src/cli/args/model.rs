@@ -13,6 +13,7 @@ pub struct ModelArgs {
 
 /// Where the work runs (global: accepted before or after the subcommand).
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct DeviceArgs {
     /// Device to run on: cpu, flex, ndarray, wgpu, cuda (GPU ones need their cargo feature).
     #[arg(long, global = true, env = "OPENEXPERT_DEVICE", default_value = "cpu")]
