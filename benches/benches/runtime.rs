@@ -9,7 +9,7 @@ use openexpert::prelude::*;
 
 fn model() -> (LanguageModel, &'static str) {
     let device = device_from_name("cpu").expect("cpu device");
-    match LanguageModel::load("smollm2-135m-instruct", &device) {
+    match LanguageModel::load(openexpert::lm_core::assets::DEFAULT_MODEL, &device) {
         Ok(m) => (m, "smollm2"),
         Err(_) => (tiny_language_model(0, &device), "tiny"),
     }

@@ -28,16 +28,16 @@ if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
   echo "error: ROUNDS must be a positive integer, got '$ROUNDS'" >&2; exit 2
 fi
 if [[ "${SKIP_BUILD:-0}" != 1 && -z "${OPENEXPERT_BIN:-}" ]]; then
-  (cd "$ROOT" && cargo build --release -p openexpert)
+  (cd "$ROOT" && cargo build --release -p openexpert --features bench)
 fi
 if [[ ! -x "$BIN" ]]; then
   echo "error: expected the openexpert binary at $BIN, found nothing; build it with" \
-       "'cargo build --release -p openexpert' or set OPENEXPERT_BIN" >&2
+       "'cargo build --release -p openexpert --features bench' or set OPENEXPERT_BIN" >&2
   exit 2
 fi
 if ! "$BIN" bench-runtime --help >/dev/null 2>&1; then
-  echo "error: $BIN has no 'bench-runtime' subcommand yet (expected '$BIN bench-runtime --threads N --json out.json');" \
-       "the Rust side of this benchmark is not implemented in this build" >&2
+  echo "error: $BIN has no 'bench-runtime' subcommand (expected '$BIN bench-runtime --threads N --json out.json');" \
+       "build it with 'cargo build --release -p openexpert --features bench'" >&2
   exit 3
 fi
 if ! "$PYTHON" -c "import torch, transformers, gguf" 2>/dev/null; then

@@ -71,7 +71,7 @@ const BANK_TASKS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-const BASE_MODEL: &str = "smollm2-135m-instruct";
+const BASE_MODEL: &str = openexpert::lm_core::assets::DEFAULT_MODEL;
 const MAX_NEW_TOKENS: usize = 96;
 
 struct Options {

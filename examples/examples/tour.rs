@@ -12,7 +12,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{report}");
     }
     let device = device_from_env()?;
-    let model = LanguageModel::load("smollm2-135m-instruct", &device)?;
+    let model = LanguageModel::load(openexpert::lm_core::assets::DEFAULT_MODEL, &device)?;
 
     println!("== generate (chat, greedy)");
     let question = "What is the capital of France?";
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!("\n== embed (MiniLM sentence embeddings)");
-    let encoder = SentenceEncoder::load("minilm-l6-v2", &device)?;
+    let encoder = SentenceEncoder::load(openexpert::lm_core::assets::DEFAULT_ENCODER, &device)?;
     let texts = [
         "A man is eating food.".to_string(),
         "A man is eating a piece of bread.".to_string(),

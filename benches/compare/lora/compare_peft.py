@@ -4,9 +4,9 @@
 How to run (from the repository root):
 
     export CARGO_TARGET_DIR=~/.cache/oe-target-lz
-    cargo build --release -p lora-zoo --example lora
+    cargo build --release -p openexpert
     . ~/.cache/pyref/venv/bin/activate
-    python benches/compare/lora/compare_peft.py [--bin $CARGO_TARGET_DIR/release/examples/lora] \
+    python benches/compare/lora/compare_peft.py [--bin $CARGO_TARGET_DIR/release/openexpert] \
         [--json benches/compare/lora/results.json]
 
 Cases (random PEFT adapters written with numpy + safetensors in a temporary directory):
@@ -70,7 +70,7 @@ def run_ours(bin_path, args, repeat):
     for _ in range(repeat):
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        subprocess.run([bin_path, *args], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([bin_path, "lora", *args], check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - t
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
@@ -121,7 +121,7 @@ def rocket_gram(adapters):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     tgt = os.environ.get("CARGO_TARGET_DIR", str(ROOT / "target"))
-    ap.add_argument("--bin", default=str(Path(tgt) / "release" / "examples" / "lora"))
+    ap.add_argument("--bin", default=str(Path(tgt) / "release" / "openexpert"))
     ap.add_argument("--json", default=None)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-peft", action="store_true")
@@ -138,7 +138,7 @@ def main():
         dirs = ",".join(str(tmp / "comb" / n) for n in names)
         w = ",".join(["0.125"] * 8)
         for method in ["ties", "svd"]:
-            wall, cpu = run_ours(args.bin, ["combine", "--method", method, "--adapters", dirs, "--weights", w,
+            wall, cpu = run_ours(args.bin, ["combine", "--method", method, "--adapter", dirs, "--adapter-weight", w,
                                            "--rank", "8", "--density", "0.5", "--output", str(tmp / f"out_{method}")],
                                  args.repeat)
             results[f"ours_combine_{method}_8x210"] = {"wall_s": wall, "cpu_s": cpu}

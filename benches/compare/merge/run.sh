@@ -3,8 +3,7 @@
 # SmolLM2-135M-Instruct and writing the HF checkpoint. Run from the repository root:
 #
 #     export CARGO_TARGET_DIR=...                      # release build dir
-#     cargo build --release -p openexpert              # or SKIP_BUILD=1 / OPENEXPERT_BIN=... /
-#                                                      # LORA_BIN=$CARGO_TARGET_DIR/release/examples/lora
+#     cargo build --release -p openexpert              # or SKIP_BUILD=1 / OPENEXPERT_BIN=...
 #     . ~/.cache/pyref/venv/bin/activate
 #     benches/compare/merge/run.sh [ROUNDS=3] [PEFT_METHOD=ties]
 #
@@ -23,14 +22,10 @@ PEFT_METHOD=${PEFT_METHOD:-ties}
 PY=${PYTHON:-python}
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BIN=${OPENEXPERT_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/openexpert-target}/release/openexpert}
-if [ -n "${LORA_BIN:-}" ]; then
-  OE=("$LORA_BIN")          # lora-zoo's `examples/lora` binary: the same subcommands without `lora`
-else
-  if [ -z "${SKIP_BUILD:-}" ] && [ -z "${OPENEXPERT_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release -p openexpert)
-  fi
-  OE=("$BIN" lora)
+if [ -z "${SKIP_BUILD:-}" ] && [ -z "${OPENEXPERT_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -p openexpert)
 fi
+OE=("$BIN" lora)
 GGUF=${GGUF:-$HOME/.cache/openexpert/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}
 WORK=${WORK:-$(mktemp -d /tmp/oe-merge-bench.XXXXXX)}
 mkdir -p "$WORK"

@@ -20,7 +20,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/openexpert-target}"
 BIN="$CARGO_TARGET_DIR/release/openexpert"
 PYTHON="${PYTHON:-$HOME/.cache/pyref/venv/bin/python}"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -p openexpert)
+  (cd "$ROOT" && cargo build --release -p openexpert --features bench)
 fi
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT

@@ -168,7 +168,7 @@ fn assign_rows(p: &Prepared, centroids: ArrayView2<'_, f32>) -> Result<(Vec<usiz
 }
 
 /// How a budget is split over clusters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Allocation {
     /// Proportional to cluster size (largest remainder).
@@ -178,8 +178,10 @@ pub enum Allocation {
     Equal,
 }
 
+crate::named_enum!(Allocation, "allocation", { Proportional => "proportional", Equal => "equal" });
+
 /// Which members a cluster contributes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Within {
     /// Uniformly at random (seeded).
@@ -188,6 +190,11 @@ pub enum Within {
     /// Nearest to the centroid first.
     Nearest,
 }
+
+crate::named_enum!(Within, "within-cluster rule", { Random => "random", Nearest => "nearest" });
+
+/// Lloyd iteration cap of [`kmeans_select`] when the caller has no reason to choose another.
+pub const DEFAULT_MAX_ITER: usize = 100;
 
 /// Options for [`kmeans_select`].
 #[derive(Clone, Debug)]
@@ -321,7 +328,7 @@ pub fn kmeans_select(
 }
 
 /// DiverseEvol's uncertainty measures, averaged over all token positions of an item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Uncertainty {
     /// Mean of the top score: pick the smallest.
@@ -331,6 +338,12 @@ pub enum Uncertainty {
     /// Mean entropy of `softmax(scores)`: pick the largest.
     Entropy,
 }
+
+crate::named_enum!(Uncertainty, "uncertainty", {
+    LeastConfidence => "least-confidence",
+    Margin => "margin",
+    Entropy => "entropy",
+});
 
 /// Per-item uncertainty statistic from per-position score vectors (raw logits in DiverseEvol; log-probs work the
 /// same for entropy and give log-prob confidences). Higher = more uncertain for every kind (confidence and margin are

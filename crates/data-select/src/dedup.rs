@@ -18,7 +18,7 @@ use crate::distance::{Metric, Prepared, dot_tile};
 use crate::error::{Result, SelectError};
 
 /// Which duplicate rule to apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DedupMode {
     /// Compare with every earlier item, dropped or not (Rocket's code).
@@ -27,6 +27,8 @@ pub enum DedupMode {
     /// Compare only with kept items.
     Greedy,
 }
+
+crate::named_enum!(DedupMode, "dedup mode", { Paper => "paper", Greedy => "greedy" });
 
 /// Result of [`dedup`].
 #[derive(Clone, Debug, Serialize)]

@@ -29,17 +29,7 @@ use crate::error::{Result, SelectError};
 const LANES: usize = 8;
 
 /// Which distance a selector uses.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Euclidean distance on raw vectors (DiverseEvol's choice).
@@ -49,14 +39,7 @@ pub enum Metric {
     Cosine,
 }
 
-impl std::fmt::Display for Metric {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Metric::Euclidean => "euclidean",
-            Metric::Cosine => "cosine",
-        })
-    }
-}
+crate::named_enum!(Metric, "metric", { Euclidean => "euclidean", Cosine => "cosine" });
 
 /// The one dot-product definition: for every (row, column) pair of the tile, 8 lane-wise `f64` partial sums of exact
 /// `f32×f32` products over the coordinates (the tail goes to lanes `0..rem`), then a fixed pairwise reduction, rounded

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::distance::check_finite;
 use crate::error::{Result, SelectError};
-use crate::pool::hex;
+use crate::pool::{Instruction, hex};
 use atomic_fs::write_atomic;
 
 /// Turns texts into fixed-width vectors.
@@ -301,6 +301,80 @@ fn read_shard(bytes: &[u8], dim: usize) -> std::result::Result<Vec<(String, Vec<
     Ok(out)
 }
 
+/// Texts per [`Embedder::embed`] call when the caller has no reason to choose another.
+pub const DEFAULT_BATCH_SIZE: usize = 64;
+
+/// Embeds instruction records with `embedder`, one row per record in record order.
+///
+/// Each record is embedded as its [`Instruction::retrieval_text`] with `prefix` in front. With a
+/// `cache_dir`, vectors go through an [`EmbeddingCache`] keyed by the record's content hash and a
+/// hash of the prefix (the prefix changes the vectors), so a second run embeds nothing it has
+/// seen; without one, texts are embedded `batch_size` at a time and checked for shape and
+/// finiteness.
+///
+/// # Shapes
+/// `records: [n]` -> `[n, embedder.dim()]`
+pub fn embed_records(
+    embedder: &dyn Embedder,
+    records: &[Instruction],
+    prefix: &str,
+    cache_dir: Option<&Path>,
+    batch_size: usize,
+) -> Result<Array2<f32>> {
+    let items: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (r.content_hash.clone(), r.retrieval_text(prefix)))
+        .collect();
+    match cache_dir {
+        Some(dir) => {
+            let mut cache = EmbeddingCache::open(dir, &embedder.model_id(), embedder.dim())?;
+            let prefix_hash = hex(&Sha256::digest(prefix.as_bytes())[..4]);
+            let keyed: Vec<(String, String)> = items
+                .into_iter()
+                .map(|(h, t)| (format!("{h}:{prefix_hash}"), t))
+                .collect();
+            Ok(cache.embed_all(embedder, &keyed, batch_size)?.0)
+        }
+        None => {
+            let batch_size = batch_size.max(1);
+            let mut out = Array2::zeros((records.len(), embedder.dim()));
+            for (c, chunk) in items.chunks(batch_size).enumerate() {
+                let texts: Vec<String> = chunk.iter().map(|x| x.1.clone()).collect();
+                let m = embedder.embed(&texts)?;
+                check_finite(
+                    m.view(),
+                    &format!("embeddings from {}", embedder.model_id()),
+                )?;
+                if m.dim() != (texts.len(), embedder.dim()) {
+                    return Err(SelectError::DimensionMismatch {
+                        what: format!("embedder {} output", embedder.model_id()),
+                        expected: texts.len() * embedder.dim(),
+                        found: m.len(),
+                    });
+                }
+                let start = c * batch_size;
+                out.slice_mut(ndarray::s![start..start + texts.len(), ..])
+                    .assign(&m);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Reads precomputed embeddings of `records` records from a `.npy` matrix (f32 `[records, d]`),
+/// failing when the row count differs; `what` names the matrix in the error.
+pub fn read_record_embeddings(path: &Path, records: usize, what: &str) -> Result<Array2<f32>> {
+    let m = crate::npy::read_npy(path)?;
+    if m.nrows() != records {
+        return Err(SelectError::DimensionMismatch {
+            what: format!("{what} embedding rows ({}) vs records", path.display()),
+            expected: records,
+            found: m.nrows(),
+        });
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,5 +519,80 @@ mod tests {
         // a different width under the same model id is reported, not silently mixed
         std::fs::write(&shard, &bytes).unwrap();
         assert!(EmbeddingCache::open(root.path(), &e.model_id(), 4).is_err());
+    }
+
+    /// Embeds by character counts; counts texts so cache reuse is visible.
+    struct CharCounts(AtomicUsize);
+
+    impl Embedder for CharCounts {
+        fn embed(&self, texts: &[String]) -> Result<Array2<f32>> {
+            self.0.fetch_add(texts.len(), Ordering::SeqCst);
+            Ok(Array2::from_shape_fn((texts.len(), 3), |(i, j)| {
+                texts[i].bytes().filter(|b| (*b as usize) % 3 == j).count() as f32 + 0.5
+            }))
+        }
+        fn model_id(&self) -> String {
+            "fake/char-counts".into()
+        }
+        fn dim(&self) -> usize {
+            3
+        }
+    }
+
+    /// Retrieval over records embedded through the cache: a second run embeds nothing and
+    /// selects the same rows; without a cache the vectors are the same.
+    #[test]
+    fn embed_records_uses_the_cache() {
+        use crate::pool::{PoolOptions, read_pool};
+        use crate::retrieve::{RetrieveOptions, retrieve};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let pool: String = (0..12)
+            .map(|i| {
+                format!(
+                    "{{\"instruction\": \"task {i} {}\", \"output\": \"o\"}}\n",
+                    "x".repeat(i)
+                )
+            })
+            .collect();
+        std::fs::write(d.join("pool.jsonl"), pool).unwrap();
+        std::fs::write(
+            d.join("k.jsonl"),
+            "{\"instruction\": \"task 3 xxx\", \"output\": \"o\"}\n",
+        )
+        .unwrap();
+        let pool = read_pool(&d.join("pool.jsonl"), &PoolOptions::default()).unwrap();
+        let kshot = read_pool(&d.join("k.jsonl"), &PoolOptions::default()).unwrap();
+        let cache = d.join("cache");
+        let run = |e: &CharCounts| {
+            let pe = embed_records(e, &pool, "", Some(&cache), 5).unwrap();
+            let ke = embed_records(e, &kshot, "", Some(&cache), 5).unwrap();
+            let options = RetrieveOptions {
+                budget: 4,
+                similarity: Default::default(),
+                dedup: None,
+            };
+            (
+                pe.clone(),
+                retrieve(pe.view(), ke.view(), &options).unwrap().selected,
+            )
+        };
+        let e = CharCounts(AtomicUsize::new(0));
+        let (vectors, first) = run(&e);
+        // 12 pool texts; the K-shot record has the same content as pool item 3, so it is a cache hit
+        assert_eq!(e.0.load(Ordering::SeqCst), 12);
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[0], 3, "the K-shot's own text is nearest");
+        // second run: everything comes from the cache, same selection
+        let e2 = CharCounts(AtomicUsize::new(0));
+        assert_eq!(run(&e2).1, first);
+        assert_eq!(e2.0.load(Ordering::SeqCst), 0);
+        // a prefix changes the key: nothing is reused
+        let e3 = CharCounts(AtomicUsize::new(0));
+        embed_records(&e3, &pool, "q: ", Some(&cache), 5).unwrap();
+        assert_eq!(e3.0.load(Ordering::SeqCst), 12);
+        // without a cache: the same vectors, batch by batch
+        let e4 = CharCounts(AtomicUsize::new(0));
+        assert_eq!(embed_records(&e4, &pool, "", None, 5).unwrap(), vectors);
     }
 }

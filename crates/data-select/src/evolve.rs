@@ -37,16 +37,17 @@ use crate::kcenter::{KCenterOptions, kcenter_greedy};
 use atomic_fs::write_json;
 
 /// How each round's new items are chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EvolveStrategy {
     /// k-center greedy on the current model's embeddings (DiverseEvol).
     #[default]
-    #[value(name = "kcenter")]
     KCenter,
     /// Uniform random among the unlabelled items (the baseline; the model is not used for picking).
     Random,
 }
+
+crate::named_enum!(EvolveStrategy, "evolve strategy", { KCenter => "kcenter", Random => "random" });
 
 /// Settings of a DiverseEvol run (defaults: the reference's 100 / 100 / 10).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -30,7 +30,7 @@ use crate::distance::{Metric, Prepared};
 use crate::error::{Result, SelectError};
 
 /// How the running minima are maintained (same picks, different work).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Lazy max-heap of stale upper bounds (fast when few rows are near the frontier).
@@ -39,6 +39,8 @@ pub enum Strategy {
     /// Update every row after every pick.
     Eager,
 }
+
+crate::named_enum!(Strategy, "k-center strategy", { Lazy => "lazy", Eager => "eager" });
 
 /// Options for [`kcenter_greedy`].
 #[derive(Clone, Debug)]

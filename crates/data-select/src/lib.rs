@@ -9,19 +9,22 @@
 //!   re-embed) behind a model trait, resumable;
 //! - [`retrieve`] and [`dedup`]: Rocket's K-shot retrieval and near-duplicate removal;
 //! - [`baselines`]: random, k-means cluster sampling, uncertainty selectors; [`vendi`]: the Vendi diversity score;
-//! - [`npy`]: `.npy` matrices; [`cli`]: the `select` subcommands.
+//! - [`indices`]: row-index files (labelled / selected rows); [`npy`]: `.npy` matrices;
+//! - [`names`]: one spelling per algorithm switch ([`named_enum!`]), for configs and command lines.
+//!
+//! The `openexpert select ...` commands that drive these live in the `openexpert` crate.
 #![warn(missing_docs)]
 
 pub mod baselines;
-pub mod cli;
 pub mod dedup;
 pub mod distance;
 pub mod embed;
 pub mod error;
 pub mod evolve;
-pub mod fsutil;
+pub mod indices;
 pub mod jsonl;
 pub mod kcenter;
+pub mod names;
 pub mod npy;
 pub mod pool;
 pub mod retrieve;

@@ -45,7 +45,7 @@ pub struct Turn {
 }
 
 /// The shape a record was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolFormat {
     /// `instruction` / `input` / `output`.
@@ -55,6 +55,8 @@ pub enum PoolFormat {
     /// `messages: [{role, content}]`.
     Chat,
 }
+
+crate::named_enum!(PoolFormat, "pool format", { Alpaca => "alpaca", ShareGpt => "share-gpt", Chat => "chat" });
 
 /// Alpaca's three fields, kept when the record came in that shape (Rocket's retrieval text uses them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +163,42 @@ pub fn read_jsonl(path: &Path, opts: &PoolOptions) -> Result<PoolReport> {
         SelectError::Io { source, .. } => SelectError::io(path, source),
         other => other,
     })
+}
+
+/// Reads a pool file of either shape: a JSON array when the file starts with `[` (a truncated
+/// array is salvaged: its complete records are kept, with a warning), JSONL otherwise.
+///
+/// Skipped malformed records (lenient mode) are logged as warnings; the records are returned in
+/// file order.
+pub fn read_pool(path: &Path, opts: &PoolOptions) -> Result<Vec<Instruction>> {
+    let mut head = [0u8; 64];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| SelectError::io(path, e))?;
+        f.read(&mut head).map_err(|e| SelectError::io(path, e))?
+    };
+    // Skip whitespace and a UTF-8 byte-order mark.
+    let first = head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF);
+    let report = if first == Some(&b'[') {
+        let s = crate::salvage::salvage_json_array(path, opts)?;
+        if !s.closed {
+            tracing::warn!(
+                file = %path.display(),
+                records = s.pool.records.len(),
+                cut_line = ?s.cut_element_start_line,
+                "JSON array is truncated; using its complete records"
+            );
+        }
+        s.pool
+    } else {
+        read_jsonl(path, opts)?
+    };
+    for issue in &report.skipped {
+        tracing::warn!(file = %path.display(), line = issue.line, reason = %issue.reason, "skipped malformed record");
+    }
+    Ok(report.records)
 }
 
 /// Reads a JSONL pool from any buffered reader.
@@ -510,5 +548,23 @@ mod tests {
             let a2 = format!("{a}{c}");
             prop_assert_ne!(content_hash(None, &t(&a2, &b)), content_hash(None, &t(&a, &format!("{c}{b}"))));
         }
+    }
+
+    #[test]
+    fn pool_reader_detects_json_arrays() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sg.json");
+        std::fs::write(&p, "[{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]}, {\"conversations\": [{\"from\": \"hu").unwrap();
+        let recs = read_pool(&p, &PoolOptions::default()).unwrap();
+        assert_eq!(recs.len(), 1);
+        // the same record as JSONL
+        std::fs::write(
+            &p,
+            "\n{\"conversations\": [{\"from\": \"human\", \"value\": \"hi\"}]}\n",
+        )
+        .unwrap();
+        let jsonl = read_pool(&p, &PoolOptions::default()).unwrap();
+        assert_eq!(jsonl.len(), 1);
+        assert_eq!(jsonl[0].content_hash, recs[0].content_hash);
     }
 }

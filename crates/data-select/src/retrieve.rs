@@ -22,7 +22,7 @@ pub const ROCKET_RETRIEVAL_PREFIX: &str =
     "Represent the following sentence for similar task retrieval: ";
 
 /// How closeness to the K-shot set is measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Similarity {
     /// Euclidean distance to the K-shot centroid (Rocket's code).
@@ -31,6 +31,8 @@ pub enum Similarity {
     /// Mean Euclidean distance to each K-shot item.
     MeanDistance,
 }
+
+crate::named_enum!(Similarity, "similarity", { Centroid => "centroid", MeanDistance => "mean-distance" });
 
 /// Near-duplicate removal settings.
 #[derive(Clone, Copy, Debug)]

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let max_new_tokens: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;
     let rounds: usize = args.get(4).map_or(Ok(3), |s| s.parse())?;
     let device = lm_core::device::device_from_name("cpu")?;
-    let mut model = LanguageModel::load("smollm2-135m-instruct", &device)?;
+    let mut model = LanguageModel::load(lm_core::assets::DEFAULT_MODEL, &device)?;
     let items = KShotSet::gsm8k_test()?.take(k).items;
     let which = args.get(3).map_or("both", String::as_str);
     let metrics = Metrics {

@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         fixtures.join("gsm8k_smollm2_transformers.json"),
     )?)?;
     let device = lm_core::device::device_from_name("cpu")?;
-    let model = LanguageModel::load("smollm2-135m-instruct", &device)?;
+    let model = LanguageModel::load(lm_core::assets::DEFAULT_MODEL, &device)?;
     let set = KShotSet::gsm8k_test()?.take(n);
     // The reference's own budget (the committed result predates this line and ran with 256).
     let max_new_tokens = reference["max_new_tokens"]

@@ -106,6 +106,41 @@ impl Metrics {
                     .all(|i| i.choices.as_ref().is_some_and(|c| c.len() >= 2)),
         }
     }
+
+    /// Parses a metric list: comma-separated `em` (exact match), `rppl` (reasoning perplexity),
+    /// `ppl` (answer perplexity), `mc` (multiple choice), or `auto` ([`Metrics::auto`] on `items`).
+    pub fn parse(spec: &str, items: &[KShotItem]) -> Result<Self> {
+        if spec.trim() == "auto" {
+            return Ok(Self::auto(items));
+        }
+        let mut m = Self::NONE;
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "em" => m.exact_match = true,
+                "rppl" => m.reasoning_ppl = true,
+                "ppl" => m.answer_ppl = true,
+                "mc" => m.multiple_choice = true,
+                other => {
+                    return Err(KshotError::InvalidConfig(format!(
+                        "unknown metric {other:?}; expected em, rppl, ppl, mc or auto"
+                    )));
+                }
+            }
+        }
+        if m == Self::NONE {
+            return Err(KshotError::InvalidConfig(format!(
+                "metric list {spec:?} names no metric; expected em, rppl, ppl, mc or auto"
+            )));
+        }
+        Ok(m)
+    }
+
+    const NONE: Self = Self {
+        exact_match: false,
+        reasoning_ppl: false,
+        answer_ppl: false,
+        multiple_choice: false,
+    };
 }
 
 /// One item's generation and verdict.
@@ -774,4 +809,20 @@ pub(crate) fn score_rows(
             score_per_row_experts(model, &all, &idx, &options)?
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_specs() {
+        let items = vec![KShotItem::new("q", "1")];
+        let auto = Metrics::parse("auto", &items).unwrap();
+        assert!(auto.exact_match && !auto.reasoning_ppl && !auto.multiple_choice);
+        let m = Metrics::parse("em, mc", &items).unwrap();
+        assert!(m.exact_match && m.multiple_choice && !m.answer_ppl);
+        assert!(Metrics::parse("bleu", &items).is_err());
+        assert!(Metrics::parse(",", &items).is_err());
+    }
 }

@@ -12,7 +12,8 @@
 //! - [`bank`]: every adapter of a [`lora_zoo::LoraBank`] against one loaded base;
 //! - [`select`] and [`rank`]: Rocket's shortlist, group-diversity tuple choice and blind-guesser
 //!   flags;
-//! - [`report`] and [`cli`]: Markdown tables and the `openexpert eval` / `rank-bank` commands.
+//! - [`report`]: Markdown tables of evaluations and rankings (the `openexpert eval` / `rank-bank`
+//!   commands, in the `openexpert` crate, write them).
 //!
 //! ## Example
 //!
@@ -24,7 +25,7 @@
 //!
 //! # fn main() -> kshot_eval::Result<()> {
 //! let device = lm_core::device::device_from_name("cpu")?;
-//! let mut model = LanguageModel::load("smollm2-135m-instruct", &device)?;
+//! let mut model = LanguageModel::load(lm_core::assets::DEFAULT_MODEL, &device)?;
 //! let set = KShotSet::from_jsonl("assets/datasets/chain_sum/eval.jsonl".as_ref())?;
 //! let config = EvalConfig { max_new_tokens: 128, ..Default::default() };
 //!
@@ -45,7 +46,6 @@
 #![warn(missing_docs)]
 
 pub mod bank;
-pub mod cli;
 pub mod error;
 pub mod eval;
 pub mod extract;

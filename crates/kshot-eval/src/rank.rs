@@ -12,7 +12,7 @@ use crate::kshot::KShotItem;
 use crate::select::{AdapterInput, Selection, SelectionConfig, select_experts};
 
 /// Which perplexity drives the ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PplSignal {
     /// Mean of per-item reasoning perplexities (Rocket's code).
@@ -24,8 +24,14 @@ pub enum PplSignal {
     AnswerMean,
 }
 
+lm_core::named_enum!(PplSignal, "perplexity signal", {
+    ReasoningMean => "reasoning-mean",
+    ReasoningPooled => "reasoning-pooled",
+    AnswerMean => "answer-mean",
+});
+
 /// Which accuracy drives the ranking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccuracySignal {
     /// Generative exact match.
@@ -34,6 +40,8 @@ pub enum AccuracySignal {
     /// Multiple-choice `acc` (needs choices).
     MultipleChoice,
 }
+
+lm_core::named_enum!(AccuracySignal, "accuracy signal", { ExactMatch => "exact-match", MultipleChoice => "multiple-choice" });
 
 /// Settings of [`rank_bank`].
 #[derive(Debug, Clone, Serialize, Deserialize)]

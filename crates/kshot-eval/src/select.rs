@@ -23,7 +23,7 @@ use crate::error::{KshotError, Result};
 use crate::metrics::{average_ranks, mean};
 
 /// How the shortlist of `M` candidates is ranked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShortlistRule {
     /// Accuracy descending, then perplexity ascending.
@@ -33,8 +33,10 @@ pub enum ShortlistRule {
     RankSum,
 }
 
+lm_core::named_enum!(ShortlistRule, "shortlist rule", { Lexicographic => "lexicographic", RankSum => "rank-sum" });
+
 /// How the final `N`-tuple is chosen among the shortlist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TupleRule {
     /// Smallest summed pairwise similarity (Rocket's code).
@@ -43,6 +45,8 @@ pub enum TupleRule {
     /// Rank-sum of mean accuracy, mean perplexity and group diversity.
     CombinedRank,
 }
+
+lm_core::named_enum!(TupleRule, "tuple rule", { Diversity => "diversity", CombinedRank => "combined-rank" });
 
 /// Selection settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

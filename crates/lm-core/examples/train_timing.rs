@@ -12,7 +12,7 @@ use lm_core::train::{LoraTrainConfig, LoraWeights};
 
 fn main() -> lm_core::Result<()> {
     let device = lm_core::device::device_from_name("cpu")?;
-    let model = LanguageModel::load("smollm2-135m-instruct", &device)?;
+    let model = LanguageModel::load(lm_core::assets::DEFAULT_MODEL, &device)?;
     let vocab = model.config().vocab_size as u64;
     let examples: Vec<TokenizedExample> = (0..4)
         .map(|b| {

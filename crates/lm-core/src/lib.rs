@@ -10,7 +10,8 @@
 //!   linears are [`model::AdaptedLinear`]s, the seam for LoRA experts;
 //! - [`generate`], [`score`], [`embed`]: batched generation, teacher-forced log-probs and
 //!   perplexity, mean-pooled embeddings;
-//! - [`assets`]: the registry of default models pinned in `assets/manifest.toml` and their fetcher.
+//! - [`assets`]: the registry of default models pinned in `assets/manifest.toml` and their fetcher;
+//! - [`names`]: one spelling per algorithm switch ([`named_enum!`]), shared by configs and the CLI.
 #![warn(missing_docs)]
 
 pub mod assets;
@@ -22,6 +23,7 @@ pub mod export;
 pub mod generate;
 pub mod io;
 pub mod model;
+pub mod names;
 pub mod progress;
 pub mod prompt;
 pub mod score;

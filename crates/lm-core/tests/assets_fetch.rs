@@ -141,7 +141,13 @@ fn leftovers(dir: &Path) -> Vec<String> {
 fn embedded_manifest_pins_the_defaults() {
     let m = Manifest::embedded().unwrap();
     let defaults: Vec<&str> = m.defaults().iter().map(|a| a.name.as_str()).collect();
-    assert_eq!(defaults, ["smollm2-135m-instruct", "minilm-l6-v2"]);
+    assert_eq!(
+        defaults,
+        [
+            lm_core::assets::DEFAULT_MODEL,
+            lm_core::assets::DEFAULT_ENCODER
+        ]
+    );
     for a in m.assets() {
         assert!(!a.parts.is_empty() && !a.files.is_empty(), "{}", a.name);
         for f in &a.files {
@@ -166,7 +172,7 @@ fn embedded_manifest_pins_the_defaults() {
             );
         }
     }
-    let minilm = m.get("minilm-l6-v2").unwrap();
+    let minilm = m.get(lm_core::assets::DEFAULT_ENCODER).unwrap();
     assert_eq!(minilm.kind, assets::AssetKind::HfDir);
     let files: Vec<&str> = minilm.files.iter().map(|f| f.path.as_str()).collect();
     for want in [

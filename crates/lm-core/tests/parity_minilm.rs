@@ -9,8 +9,9 @@ use lm_core::testing::{asset_dir, test_device};
 use serde_json::Value;
 
 fn load() -> (SentenceEncoder, Value) {
-    let enc = SentenceEncoder::from_hf_dir(&asset_dir("minilm-l6-v2"), &test_device())
-        .expect("MiniLM loads");
+    let enc =
+        SentenceEncoder::from_hf_dir(&asset_dir(lm_core::assets::DEFAULT_ENCODER), &test_device())
+            .expect("MiniLM loads");
     let text = std::fs::read_to_string(fixture("minilm/reference.json")).unwrap();
     (enc, serde_json::from_str(&text).unwrap())
 }

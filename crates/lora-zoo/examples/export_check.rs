@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|| "/tmp/oe-export-check".into()),
     );
     std::fs::create_dir_all(&out)?;
-    let model = "smollm2-135m-instruct";
+    let model = lm_core::assets::DEFAULT_MODEL;
     export_base(model, &out.join("base"), ExportDtype::F32, true)?;
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/adapters/b_mlp_rslora");

@@ -20,8 +20,6 @@
 //! unchanged for the exact methods.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::str::FromStr;
 
 use ndarray::{Array2, Axis, concatenate};
 use rand::rngs::StdRng;
@@ -34,8 +32,7 @@ use crate::linalg;
 use crate::writer::config_for_modules;
 
 /// How adapters are combined; see the module docs for the formulas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CombineMethod {
     /// Exact weighted ΔW sum; SVD-truncated only when a rank is given.
     Linear,
@@ -55,21 +52,19 @@ pub enum CombineMethod {
     MagnitudePrune,
 }
 
-impl CombineMethod {
-    /// The method's name as written on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            CombineMethod::Linear => "linear",
-            CombineMethod::Cat => "cat",
-            CombineMethod::Svd => "svd",
-            CombineMethod::TaskArithmetic => "task_arithmetic",
-            CombineMethod::Ties => "ties",
-            CombineMethod::Dare => "dare",
-            CombineMethod::DareTies => "dare_ties",
-            CombineMethod::MagnitudePrune => "magnitude_prune",
-        }
-    }
+// The names PEFT's `add_weighted_adapter` and mergekit use (snake case).
+lm_core::named_enum!(CombineMethod, "combine method", {
+    Linear => "linear",
+    Cat => "cat",
+    Svd => "svd",
+    TaskArithmetic => "task_arithmetic",
+    Ties => "ties",
+    Dare => "dare",
+    DareTies => "dare_ties",
+    MagnitudePrune => "magnitude_prune",
+});
 
+impl CombineMethod {
     /// Whether the method materialises ΔW per module (pruning methods).
     pub fn is_pruning(self) -> bool {
         matches!(
@@ -82,22 +77,8 @@ impl CombineMethod {
     }
 }
 
-impl fmt::Display for CombineMethod {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for CombineMethod {
-    type Err = LoraError;
-    fn from_str(s: &str) -> Result<Self> {
-        <Self as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| LoraError::InvalidCombine(format!("unknown method {s:?}")))
-    }
-}
-
 /// How TIES elects the sign of each entry (PEFT's `majority_sign_method`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MajoritySign {
     /// Sign of the sum of the (pruned, unweighted) values.
     #[default]
@@ -105,6 +86,8 @@ pub enum MajoritySign {
     /// Sign held by more adapters.
     Frequency,
 }
+
+lm_core::named_enum!(MajoritySign, "majority sign", { Total => "total", Frequency => "frequency" });
 
 /// Options of [`combine`].
 #[derive(Debug, Clone, PartialEq)]
@@ -846,7 +829,18 @@ mod tests {
         let mut o = CombineOptions::new(CombineMethod::Svd, vec![1.0]);
         o.rank = Some(0);
         assert!(err(combine(&[&a], &o)));
-        assert!("nope".parse::<CombineMethod>().is_err());
+        let unknown = "nope".parse::<CombineMethod>().unwrap_err().to_string();
+        assert!(
+            unknown.contains("\"nope\"") && unknown.contains("dare_ties, magnitude_prune"),
+            "{unknown}"
+        );
+        assert_eq!(
+            "TIES".parse::<CombineMethod>().unwrap(),
+            CombineMethod::Ties
+        );
+        for m in CombineMethod::NAMES {
+            assert_eq!(m.parse::<CombineMethod>().unwrap().to_string(), *m);
+        }
         assert_eq!(
             "dare_ties".parse::<CombineMethod>().unwrap(),
             CombineMethod::DareTies

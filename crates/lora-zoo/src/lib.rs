@@ -11,13 +11,13 @@
 //! - [`similarity`]: the Rocket per-factor criterion and the gauge-invariant ΔW cosine, for a bank.
 //! - [`bank`]: a lazily loaded directory of adapters.
 //! - [`merge`]: merging adapters (any combination) into the base and exporting an HF checkpoint.
-//! - [`cli`]: the `openexpert lora ...` subcommands that need no model.
+//!
+//! The `openexpert lora ...` commands that drive these live in the `openexpert` crate.
 #![warn(missing_docs)]
 
 pub mod adapter;
 pub mod apply;
 pub mod bank;
-pub mod cli;
 pub mod combine;
 pub mod config;
 pub mod error;

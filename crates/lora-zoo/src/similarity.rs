@@ -21,7 +21,7 @@ use crate::adapter::{LoraAdapter, LoraModule};
 pub const COS_EPS: f64 = 1e-8;
 
 /// Which similarity to compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SimilarityMode {
     /// Sum of per-tensor |cos| over lora_A and lora_B factors (the Rocket paper's code).
@@ -30,6 +30,8 @@ pub enum SimilarityMode {
     /// Sum over modules of |cos| between the ΔW's, from r×r products (gauge invariant).
     Delta,
 }
+
+lm_core::named_enum!(SimilarityMode, "similarity mode", { Rocket => "rocket", Delta => "delta" });
 
 /// A named similarity matrix, as written by `openexpert lora similarity`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -370,7 +370,10 @@ sha256 = "{HASH}"
     fn embedded_manifest_parses_with_defaults() {
         let m = Manifest::embedded().unwrap();
         let defaults: Vec<_> = m.defaults().iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(defaults, ["smollm2-135m-instruct", "minilm-l6-v2"]);
+        assert_eq!(
+            defaults,
+            [crate::assets::DEFAULT_MODEL, crate::assets::DEFAULT_ENCODER]
+        );
         assert!(
             m.get("qwen2.5-0.5b-instruct")
                 .is_some_and(|a| !a.default && a.is_joined())

@@ -33,6 +33,12 @@ pub use manifest::{AssetKind, AssetSpec, EMBEDDED_MANIFEST, FilePin, Manifest, W
 
 use crate::error::{LmError, Result};
 
+/// The default decoder: the asset every `--model` flag and example falls back to.
+pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// The default sentence encoder (retrieval, `embed`): sentence-transformers' MiniLM-L6-v2.
+pub const DEFAULT_ENCODER: &str = "minilm-l6-v2";
+
 /// The cache root: `OPENEXPERT_HOME` when set and non-empty, else `~/.cache/openexpert`
 /// (`./.cache/openexpert` when no home folder is known).
 pub fn openexpert_home() -> PathBuf {

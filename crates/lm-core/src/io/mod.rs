@@ -5,10 +5,3 @@
 pub mod dequant;
 pub mod gguf;
 pub mod safetensors;
-
-// Old paths, kept only so the command-line files (being moved on another branch) still compile;
-// remove once they name `crate::export` and `crate::model::hf_config`.
-#[doc(hidden)]
-pub use crate::export as hf_export;
-#[doc(hidden)]
-pub use crate::model::hf_config;

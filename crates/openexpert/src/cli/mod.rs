@@ -1,28 +1,30 @@
-//! Command-line interface: one module per subcommand.
+//! The `openexpert` command line: every command of the workspace, in one place.
+//!
+//! - [`args`]: option groups shared by several commands (`--model`, `--adapter`, outputs, the
+//!   trainer's and the evaluator's flags), flattened into each command;
+//! - [`commands`]: one module per command (`fetch`, `generate`, `score`, `embed`, `train`,
+//!   `select ...`, `eval`, `rank-bank`, `lora ...`; `bench-runtime` and `bench-train` with the
+//!   cargo feature `bench`).
+//!
+//! The libraries hold no command-line code: the commands call their plain functions over config
+//! structs, and every default shown in `--help` is the library's own.
 
-mod adapters;
-mod bench;
-mod bench_train;
-mod embed;
-mod evolve;
-mod fetch;
-mod generate;
+pub mod args;
+pub mod commands;
 mod jsonl;
-mod score;
-mod train;
 
 use clap::{Parser, Subcommand};
+
+use args::model::DeviceArgs;
+use commands::{embed, eval, fetch, generate, lora, rank_bank, score, select, train};
 
 /// openexpert: task experts from open LoRA adapters, open data and a few labelled examples.
 #[derive(Debug, Parser)]
 #[command(name = "openexpert", version, about)]
 pub struct Cli {
-    /// Device to run on: cpu, flex, ndarray, wgpu, cuda (GPU ones need their cargo feature).
-    #[arg(long, global = true, env = "OPENEXPERT_DEVICE", default_value = "cpu")]
-    pub device: String,
-    /// Worker threads for CPU kernels (default: all cores).
-    #[arg(long, global = true, env = "OPENEXPERT_THREADS")]
-    pub threads: Option<usize>,
+    /// Device and threads.
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -39,99 +41,215 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Embed texts to a .npy matrix (sentence encoder or mean-pooled decoder states).
     Embed(embed::EmbedArgs),
-    /// Measure scoring, decoding and embedding throughput (for benches/compare).
-    BenchRuntime(bench::BenchArgs),
-    /// Measure LoRA training throughput (for benches/compare/train).
-    BenchTrain(bench_train::BenchTrainArgs),
-    /// Data selection: DiverseEvol (evolve, k-center), K-shot retrieval + dedup (Rocket), baselines.
-    Select {
-        /// Sentence encoder used by `select retrieve` when no precomputed embeddings are given.
-        #[arg(long, default_value = "minilm-l6-v2")]
-        embedder: String,
-        /// The selection to run.
-        #[command(subcommand)]
-        command: evolve::SelectCommand,
-    },
     /// Fine-tune a LoRA adapter on a JSONL file (written as a PEFT adapter).
     Train(Box<train::TrainArgs>),
-    /// Evaluate a model (and adapters) on a task JSONL: exact match, multiple choice,
-    /// reasoning and answer perplexity.
-    Eval(kshot_eval::cli::EvalArgs),
+    /// Data selection: DiverseEvol (evolve, k-center), K-shot retrieval + dedup (Rocket), baselines.
+    Select {
+        /// The selection to run.
+        #[command(subcommand)]
+        command: select::SelectCommand,
+    },
+    /// Evaluate a model (optionally with adapters) on a task JSONL: exact match, multiple
+    /// choice, reasoning and answer perplexity.
+    Eval(Box<eval::EvalArgs>),
     /// Rank a LoRA bank on a K-shot set and choose diverse experts (Rocket).
-    RankBank(kshot_eval::cli::RankBankArgs),
-    /// LoRA adapters: inspect, combine, similarity.
+    RankBank(Box<rank_bank::RankBankArgs>),
+    /// LoRA adapters: inspect, combine, merge, export, similarity.
     Lora {
         /// The adapter operation.
         #[command(subcommand)]
-        command: lora_zoo::cli::LoraCommand,
+        command: lora::LoraCommand,
     },
+    /// Measure scoring, decoding and embedding throughput (for benches/compare).
+    #[cfg(feature = "bench")]
+    BenchRuntime(commands::bench_runtime::BenchArgs),
+    /// Measure LoRA training throughput (for benches/compare/train).
+    #[cfg(feature = "bench")]
+    BenchTrain(commands::bench_train::BenchTrainArgs),
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(n) = cli.threads {
+    if let Some(n) = cli.device.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
             .map_err(|e| anyhow::anyhow!("could not set {n} threads: {e}"))?;
     }
+    let device = cli.device.device.as_str();
     match cli.command {
         Command::Fetch(a) => fetch::run(a),
-        Command::Generate(a) => generate::run(a, &cli.device),
-        Command::Score(a) => score::run(a, &cli.device),
-        Command::Embed(a) => embed::run(a, &cli.device),
-        Command::BenchRuntime(a) => bench::run(a, &cli.device),
-        Command::BenchTrain(a) => bench_train::run(a, &cli.device),
-        Command::Select { embedder, command } => match command {
-            evolve::SelectCommand::Evolve(a) => evolve::run(a, &cli.device),
-            evolve::SelectCommand::Other(c) => select(c, &embedder, &cli.device),
-        },
-        Command::Train(a) => train::run(*a, &cli.device),
-        Command::Lora { command } => Ok(lora_zoo::cli::run(command)?),
-        Command::Eval(a) => Ok(kshot_eval::cli::run_eval(a, &cli.device)?),
-        Command::RankBank(a) => Ok(kshot_eval::cli::run_rank_bank(a, &cli.device)?),
+        Command::Generate(a) => generate::run(a, device),
+        Command::Score(a) => score::run(a, device),
+        Command::Embed(a) => embed::run(a, device),
+        Command::Train(a) => train::run(*a, device),
+        Command::Select { command } => select::run(command, device),
+        Command::Eval(a) => eval::run(*a, device),
+        Command::RankBank(a) => rank_bank::run(*a, device),
+        Command::Lora { command } => lora::run(command, device),
+        #[cfg(feature = "bench")]
+        Command::BenchRuntime(a) => commands::bench_runtime::run(a, device),
+        #[cfg(feature = "bench")]
+        Command::BenchTrain(a) => commands::bench_train::run(a, device),
     }
 }
 
-/// Runs a `select` subcommand, loading the sentence encoder only when retrieval needs it.
-fn select(
-    command: data_select::cli::SelectCommand,
-    embedder: &str,
-    device: &str,
-) -> anyhow::Result<()> {
-    use data_select::cli::SelectCommand;
-    let needs_embedder = matches!(
-        &command,
-        SelectCommand::Retrieve {
-            pool_embeddings: None,
-            ..
-        } | SelectCommand::Retrieve {
-            kshot_embeddings: None,
-            ..
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("openexpert").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn eval_and_rank_bank_lines_parse() {
+        let Command::Eval(e) = parse(&[
+            "eval",
+            "--task",
+            "t.jsonl",
+            "--shots",
+            "3",
+            "--each-adapter",
+            "a/",
+            "--each-adapter",
+            "b/",
+            "--metrics",
+            "em,rppl",
+            "--format",
+            "plain",
+            "--output",
+            "r.json",
+        ])
+        .command
+        else {
+            panic!("expected eval")
+        };
+        assert_eq!((e.eval.shots, e.each_adapter.len()), (3, 2));
+        assert!(e.adapter.is_empty());
+        assert_eq!(e.eval.model.model, lm_core::assets::DEFAULT_MODEL);
+        assert_eq!(e.output.markdown_path(), std::path::PathBuf::from("r.md"));
+        // no flag given: the library's evaluation config
+        let config = e.eval.config().unwrap();
+        let lib = kshot_eval::EvalConfig::default();
+        assert_eq!(
+            (
+                config.max_new_tokens,
+                config.batch_size,
+                config.bootstrap_resamples
+            ),
+            (lib.max_new_tokens, lib.batch_size, lib.bootstrap_resamples)
+        );
+        assert_eq!(config.seed, lib.seed);
+        assert_eq!(config.extractor, lib.extractor);
+        assert_eq!(
+            kshot_eval::AnswerExtractor::parse("answer-is,auto").unwrap(),
+            lib.extractor,
+            "--extractor's documented default"
+        );
+
+        let Command::RankBank(r) = parse(&[
+            "rank-bank",
+            "--bank",
+            "bank/",
+            "--kshot",
+            "k.jsonl",
+            "--only",
+            "x,y",
+            "--experts",
+            "2",
+            "--shortlist",
+            "5",
+            "--shortlist-rule",
+            "rank-sum",
+            "--tuple-rule",
+            "combined-rank",
+            "--similarity",
+            "delta",
+            "--output",
+            "r.json",
+        ])
+        .command
+        else {
+            panic!("expected rank-bank")
+        };
+        assert_eq!((r.experts, r.shortlist), (2, 5));
+        assert_eq!(
+            r.only.as_deref(),
+            Some(&["x".to_string(), "y".to_string()][..])
+        );
+        let c = r.config().unwrap();
+        assert_eq!(c.selection.tuple_rule, kshot_eval::TupleRule::CombinedRank);
+        assert_eq!(
+            c.selection.shortlist_rule,
+            kshot_eval::ShortlistRule::RankSum
+        );
+        assert_eq!(c.similarity, lora_zoo::SimilarityMode::Delta);
+        assert!(c.include_base);
+        assert!(Cli::try_parse_from(["openexpert", "eval", "--output", "r.json"]).is_err());
+    }
+
+    /// `--format` means the same in `train` and `eval`; `raw` is the old spelling of `plain`.
+    #[test]
+    fn format_is_chat_plain_or_raw_everywhere() {
+        for (spelling, want) in [
+            ("chat", args::format::FormatArg::Chat),
+            ("plain", args::format::FormatArg::Plain),
+            ("raw", args::format::FormatArg::Raw),
+        ] {
+            let Command::Train(t) = parse(&[
+                "train", "--data", "d.jsonl", "--output", "o", "--format", spelling,
+            ])
+            .command
+            else {
+                panic!("expected train")
+            };
+            assert_eq!(t.trainer.format, want);
         }
-    );
-    if needs_embedder {
-        let device = lm_core::device::device_from_name(device)?;
-        let encoder = openexpert::embedders::SentenceEmbedder::load(embedder, &device)?;
-        Ok(data_select::cli::run_with_embedder(
-            command,
-            Some(&encoder),
-        )?)
-    } else {
-        Ok(data_select::cli::run(command)?)
+        let help = Cli::command()
+            .find_subcommand_mut("eval")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("chat") && help.contains("plain") && help.contains("raw"),
+            "{help}"
+        );
     }
-}
 
-/// A progress bar on stderr, hidden when stderr is not a terminal.
-pub(crate) fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} rows, {per_sec}, eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+    /// `--device` is global: before or after the subcommand, and `lora merge` checks on it.
+    #[test]
+    fn device_is_global() {
+        let cli = parse(&[
+            "lora",
+            "merge",
+            "--adapter",
+            "a",
+            "--output",
+            "o",
+            "--device",
+            "wgpu",
+        ]);
+        assert_eq!(cli.device.device, "wgpu");
+        let cli = parse(&[
+            "--device",
+            "ndarray",
+            "select",
+            "kcenter",
+            "--embeddings",
+            "e.npy",
+            "--k",
+            "1",
+            "--output",
+            "p.json",
+        ]);
+        assert_eq!(cli.device.device, "ndarray");
+    }
 }

@@ -7,19 +7,20 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use lm_core::assets::{ModelSource, resolve_model};
+use lm_core::assets::{DEFAULT_ENCODER, ModelSource, resolve_model};
 use lm_core::device::device_from_name;
 use lm_core::embed::decoder_embeddings;
-use lm_core::io::hf_config::{HfModelConfig, read_hf_config};
+use lm_core::model::hf_config::{HfModelConfig, read_hf_config};
 use lm_core::model::{ExpertMix, LanguageModel, SentenceEncoder};
 
-use super::jsonl::{read_objects, write_atomic};
+use crate::cli::jsonl::read_objects;
+use atomic_fs::write_atomic;
 
 /// Arguments of `embed`.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// A BERT HF directory, a decoder (GGUF / HF directory), or a default asset name.
-    #[arg(long, default_value = "minilm-l6-v2")]
+    #[arg(long, default_value = DEFAULT_ENCODER)]
     pub model: String,
     /// Input JSONL with a `text` field per line.
     #[arg(long)]

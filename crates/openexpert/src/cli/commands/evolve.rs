@@ -1,12 +1,13 @@
 //! `openexpert select evolve`: the DiverseEvol loop on a JSONL pool with LoRA training each
 //! round (see `openexpert::pipelines::diverse_evol` and `data_select::evolve` for the files it
-//! writes and how `--resume` works). Also defines the `select` subcommand set: data-select's
-//! model-free selections plus `evolve`.
+//! writes and how `--resume` works).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use std::sync::LazyLock;
+
+use clap::Args;
 use data_select::Metric;
 use data_select::evolve::{EvolveConfig, EvolveStrategy, run_evolve};
 use lm_core::device::device_from_name;
@@ -15,19 +16,13 @@ use lm_core::train::{TrainConfig, TrainExample};
 use openexpert::pipelines::diverse_evol::LoraEvolveModel;
 use openexpert::training_data::{example_from_value, read_training_jsonl};
 
-use super::jsonl::{read_objects, write_atomic};
-use super::train::TrainerFlags;
+use crate::cli::args::model::ModelArgs;
+use crate::cli::args::named;
+use crate::cli::args::trainer::TrainerFlags;
+use crate::cli::jsonl::read_objects;
+use atomic_fs::write_atomic;
 
-/// `select` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum SelectCommand {
-    /// DiverseEvol: random --init items, then --rounds rounds of "embed the pool with the
-    /// current model, add --per-round k-center picks, train a LoRA on all picks".
-    Evolve(EvolveArgs),
-    /// The model-free selections.
-    #[command(flatten)]
-    Other(data_select::cli::SelectCommand),
-}
+static DEFAULTS: LazyLock<EvolveConfig> = LazyLock::new(EvolveConfig::default);
 
 /// Arguments of `select evolve`.
 #[derive(Debug, Args)]
@@ -38,26 +33,26 @@ pub struct EvolveArgs {
     /// Run directory (picks, adapters and reports of every round; see docs/data-select.md).
     #[arg(long)]
     pub output: PathBuf,
-    /// A GGUF file, an HF directory, or a default asset name.
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    /// The decoder trained (and embedding the pool) each round.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Items drawn at random in round 0.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULTS.init)]
     pub init: usize,
     /// Items added per round.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = DEFAULTS.per_round)]
     pub per_round: usize,
     /// Rounds after round 0.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULTS.rounds)]
     pub rounds: usize,
     /// How each round's items are chosen.
-    #[arg(long, value_enum, default_value_t = EvolveStrategy::KCenter)]
+    #[arg(long, value_parser = named::<EvolveStrategy>(), default_value_t = DEFAULTS.strategy)]
     pub strategy: EvolveStrategy,
     /// Distance of the k-center picks.
-    #[arg(long, value_enum, default_value_t = Metric::Euclidean)]
+    #[arg(long, value_parser = named::<Metric>(), default_value_t = DEFAULTS.metric)]
     pub metric: Metric,
     /// Seed of round 0's draw (and of the random strategy).
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = DEFAULTS.seed)]
     pub select_seed: u64,
     /// Continue each round's training from the previous round's adapter (default: from the base).
     #[arg(long)]
@@ -121,12 +116,17 @@ pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model, &device)?;
+    let model = LanguageModel::load(&args.model.model, &device)?;
     let format = args.trainer.prompt_format();
-    let mut evolve =
-        LoraEvolveModel::new(model, &args.model, examples, args.train_config(), format)?
-            .with_eval(eval)
-            .with_progress(true);
+    let mut evolve = LoraEvolveModel::new(
+        model,
+        &args.model.model,
+        examples,
+        args.train_config(),
+        format,
+    )?
+    .with_eval(eval)
+    .with_progress(true);
     let fingerprint = evolve.fingerprint();
     let report = run_evolve(
         &mut evolve,

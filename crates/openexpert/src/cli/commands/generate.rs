@@ -1,4 +1,6 @@
-//! `openexpert generate`: text from a prompt.
+//! `openexpert generate`: text from a prompt (with adapters combined by `--adapter`).
+
+use std::sync::LazyLock;
 
 use clap::Args;
 use lm_core::chat_template::ChatMessage;
@@ -6,15 +8,20 @@ use lm_core::device::device_from_name;
 use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::LanguageModel;
 
+use crate::cli::args::adapters::AdapterArgs;
+use crate::cli::args::model::ModelArgs;
+
+static DEFAULTS: LazyLock<GenerationConfig> = LazyLock::new(GenerationConfig::default);
+
 /// Arguments of `generate`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A GGUF file, an HF directory, or a default asset name.
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    /// The decoder.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// PEFT adapters to apply.
     #[command(flatten)]
-    pub adapter: super::adapters::AdapterArgs,
+    pub adapter: AdapterArgs,
     /// The prompt (repeat for a batch).
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
@@ -22,19 +29,19 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub chat: bool,
     /// Most new tokens.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULTS.max_new_tokens)]
     pub max_new_tokens: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = DEFAULTS.temperature)]
     pub temperature: f32,
     /// Nucleus sampling mass.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = DEFAULTS.top_p)]
     pub top_p: f32,
     /// Stop strings (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
     /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULTS.seed)]
     pub seed: u64,
     /// Print one JSON object per prompt instead of plain text.
     #[arg(long)]
@@ -44,7 +51,7 @@ pub struct GenerateArgs {
 /// Runs `generate`.
 pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
-    let mut model = LanguageModel::load(&args.model, &device)?;
+    let mut model = LanguageModel::load(&args.model.model, &device)?;
     let mix = args.adapter.apply(&mut model)?;
     let prompts = args
         .prompt

@@ -13,17 +13,20 @@ use lm_core::device::device_from_name;
 use lm_core::model::LanguageModel;
 use lm_core::score::{ScoreOptions, ScoreRequest, score_with_progress};
 
-use super::jsonl::{read_objects, write_atomic};
+use crate::cli::args::adapters::AdapterArgs;
+use crate::cli::args::model::ModelArgs;
+use crate::cli::jsonl::read_objects;
+use atomic_fs::write_atomic;
 
 /// Arguments of `score`.
 #[derive(Debug, Args)]
 pub struct ScoreArgs {
-    /// A GGUF file, an HF directory, or a default asset name.
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    /// The decoder.
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// PEFT adapters to apply.
     #[command(flatten)]
-    pub adapter: super::adapters::AdapterArgs,
+    pub adapter: AdapterArgs,
     /// Input JSONL.
     #[arg(long)]
     pub input: PathBuf,
@@ -34,7 +37,7 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
     /// Rows per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = ScoreOptions::default().batch_size)]
     pub batch_size: usize,
 }
 
@@ -42,7 +45,7 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
     let rows = read_objects(&args.input)?;
     let device = device_from_name(device)?;
-    let mut model = LanguageModel::load(&args.model, &device)?;
+    let mut model = LanguageModel::load(&args.model.model, &device)?;
     let mix = args.adapter.apply(&mut model)?;
     let requests = rows
         .iter()
@@ -57,7 +60,7 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
         keep_last_logits: args.dump_logits.is_some(),
         ..Default::default()
     };
-    let bar = super::progress_bar(requests.len() as u64, "scoring");
+    let bar = lm_core::progress::bar(requests.len() as u64, "scoring", "rows");
     let scores = score_with_progress(&model, &requests, &options, &mix, &mut |done, _| {
         bar.set_position(done as u64)
     })?;

@@ -1,4 +1,5 @@
-//! `openexpert bench-runtime`: the Rust side of `benches/compare/` (see its README).
+//! `openexpert bench-runtime` (cargo feature `bench`): the Rust side of `benches/compare/` (see
+//! its README).
 //!
 //! Measures, on the default models and the anchor's inputs (`benches/compare/inputs.json`):
 //! scoring throughput (batch 8 × 256 tokens, teacher-forced log-probs), greedy decoding (batch 1,
@@ -10,12 +11,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use lm_core::assets::DEFAULT_ENCODER;
 use lm_core::device::device_from_name;
 use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::{ExpertMix, LanguageModel, SentenceEncoder};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
 
-use super::jsonl::write_atomic;
+use crate::cli::args::model::ModelArgs;
+use atomic_fs::write_atomic;
 
 /// Arguments of `bench-runtime`.
 #[derive(Debug, Args)]
@@ -24,10 +27,10 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: PathBuf,
     /// Decoder to measure.
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Sentence encoder to measure.
-    #[arg(long, default_value = "minilm-l6-v2")]
+    #[arg(long, default_value = DEFAULT_ENCODER)]
     pub encoder: String,
     /// Timed runs of the scoring benchmark.
     #[arg(long, default_value_t = 5)]
@@ -73,7 +76,7 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         )
     })?;
     let inputs: BenchInputs = serde_json::from_str(&text)?;
-    let model = LanguageModel::load(&args.model, &device)?;
+    let model = LanguageModel::load(&args.model.model, &device)?;
 
     // (a) Scoring: 8 × 256.
     let requests: Vec<ScoreRequest> = inputs

@@ -1,10 +1,11 @@
-//! `openexpert bench-train`: LoRA training throughput on the workload of the PyTorch + PEFT
+//! `openexpert bench-train` (cargo feature `bench`): LoRA training throughput on the workload of the PyTorch + PEFT
 //! anchor (`benches/compare/train/anchor_train.py`): SmolLM2, LoRA r = 8 / alpha 16 / dropout 0
 //! on q_proj + v_proj, batches of 4 × 128 deterministic token ids with a loss on every
 //! next-token target, AdamW lr 1e-4; warm-up steps discarded, then the median step time.
 
 use std::path::PathBuf;
 
+use crate::cli::args::model::ModelArgs;
 use clap::Args;
 use lm_core::device::device_from_name;
 use lm_core::model::LanguageModel;
@@ -17,8 +18,8 @@ pub struct BenchTrainArgs {
     #[arg(long)]
     pub json: PathBuf,
     /// Decoder to train.
-    #[arg(long, default_value = "smollm2-135m-instruct")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Timed steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -44,7 +45,7 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
 /// Runs `bench-train`.
 pub fn run(args: BenchTrainArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model, &device)?;
+    let model = LanguageModel::load(&args.model.model, &device)?;
     let vocab = model.config().vocab_size as u64;
     let steps = args.warmup + args.steps.max(1);
     // The anchor's ids: ids[b][t] = ((b * 128 + t) * 7919 + 13) % vocab, the same batch each step.
@@ -99,7 +100,7 @@ pub fn run(args: BenchTrainArgs, device: &str) -> anyhow::Result<()> {
         "losses": losses,
         "peak_rss_mb": peak_rss_mb(),
     });
-    super::jsonl::write_atomic(
+    atomic_fs::write_atomic(
         &args.json,
         serde_json::to_string_pretty(&result)?.as_bytes(),
     )?;
