@@ -24,7 +24,11 @@ pub mod evolve;
 pub mod indices;
 pub mod jsonl;
 pub mod kcenter;
-pub mod names;
+/// One spelling per algorithm switch (the `named-enum` crate).
+pub mod names {
+    pub use named_enum::UnknownName;
+}
+pub use named_enum::named_enum;
 pub mod npy;
 pub mod pool;
 pub mod retrieve;

@@ -23,7 +23,11 @@ pub mod export;
 pub mod generate;
 pub mod io;
 pub mod model;
-pub mod names;
+/// One spelling per algorithm switch (the `named-enum` crate).
+pub mod names {
+    pub use named_enum::UnknownName;
+}
+pub use named_enum::named_enum;
 pub mod progress;
 pub mod prompt;
 pub mod score;

@@ -1,6 +1,8 @@
-//! Names of algorithm switches, as written in configs and on the command line.
+//! named-enum: names of algorithm switches, as written in configs and on the command line.
 //!
-//! (The same macro as `lm_core::names`: data-select stays free of the model runtime.)
+//! Its own crate so that every library crate, with or without the model runtime (data-select
+//! stays free of burn), spells its switches with the same macro; `lm_core::named_enum!` and
+//! `data_select::named_enum!` re-export it.
 //!
 //! [`named_enum!`](crate::named_enum) gives a fieldless enum one spelling per variant, used by
 //! its [`Display`](std::fmt::Display) and [`FromStr`](std::str::FromStr) implementations and
@@ -26,7 +28,7 @@ pub struct UnknownName {
 /// ```
 /// #[derive(Debug, Clone, Copy, PartialEq)]
 /// enum Mode { Fast, VerySlow }
-/// data_select::named_enum!(Mode, "mode", { Fast => "fast", VerySlow => "very-slow" });
+/// lm_core::named_enum!(Mode, "mode", { Fast => "fast", VerySlow => "very-slow" });
 ///
 /// assert_eq!("very-slow".parse::<Mode>().unwrap(), Mode::VerySlow);
 /// assert_eq!(Mode::Fast.to_string(), "fast");
@@ -55,7 +57,7 @@ macro_rules! named_enum {
         }
 
         impl ::std::str::FromStr for $ty {
-            type Err = $crate::names::UnknownName;
+            type Err = $crate::UnknownName;
 
             fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
                 $(
@@ -63,7 +65,7 @@ macro_rules! named_enum {
                         return Ok($ty::$variant);
                     }
                 )+
-                Err($crate::names::UnknownName {
+                Err($crate::UnknownName {
                     what: $what,
                     found: s.to_string(),
                     expected: Self::NAMES,
