@@ -28,7 +28,7 @@ pub struct UnknownName {
 /// ```
 /// #[derive(Debug, Clone, Copy, PartialEq)]
 /// enum Mode { Fast, VerySlow }
-/// lm_core::named_enum!(Mode, "mode", { Fast => "fast", VerySlow => "very-slow" });
+/// named_enum::named_enum!(Mode, "mode", { Fast => "fast", VerySlow => "very-slow" });
 ///
 /// assert_eq!("very-slow".parse::<Mode>().unwrap(), Mode::VerySlow);
 /// assert_eq!(Mode::Fast.to_string(), "fast");
