@@ -139,7 +139,7 @@ fn adapted_linear_gradients_match_finite_differences() {
         lin.experts = Some(ExpertSet {
             a: Param::from_tensor(at.clone()),
             b: Param::from_tensor(bt.clone()),
-            router: Some(router),
+            router: Some(router.into()),
             scales: vec![0.5, 2.0],
             rank: r,
             dropout: None,
