@@ -199,6 +199,10 @@ pub enum MoeError {
     /// The CMA-ES optimiser refused its options.
     #[error("CMA-ES refused its options: {0}")]
     Optimizer(String),
+
+    /// The mixture directory could not be written.
+    #[error("writing the mixture directory: {0}")]
+    Output(#[source] Box<atomic_fs::Error>),
 }
 
 impl MoeError {

@@ -8,6 +8,7 @@
 //! - [`arrow`]: Arrow prototypes (top right-singular vectors of each expert's `ΔW`).
 //! - [`lorahub`]: LoraHub's gradient-free search of static expert weights (CMA-ES).
 //! - [`fingerprint`]: the base-model identity a saved mixture is checked against.
+//! - [`train`]: [`train::MoeTrainable`], a mixture's routers (and experts) as the trainer's parameters.
 //!
 //! The routed forward itself is lm-core's: `AdaptedLinear` with
 //! `ExpertMix::Routed { top_k }` computes each expert only on the tokens routed to it.
@@ -35,6 +36,7 @@ pub mod fingerprint;
 pub mod lorahub;
 pub mod losses;
 pub mod moe;
+pub mod train;
 
 pub use config::{ExpertSpec, MoeConfig, RouterInit, RouterPlacement};
 pub use error::{MoeError, Result};

@@ -576,9 +576,20 @@ impl Moe {
             .collect())
     }
 
-    /// Saves the mixture (as it is now in `decoder`) to `dir` (created if needed).
+    /// Saves the mixture (as it is now in `decoder`) to `dir`, replacing the directory as a
+    /// whole (built aside, then swapped in: a crash leaves the old mixture or the new one).
     pub fn save(&self, decoder: &Decoder, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| MoeError::io(dir, e))?;
+        let staged =
+            atomic_fs::StagedDir::replacing(dir).map_err(|e| MoeError::Output(Box::new(e)))?;
+        self.write_into(decoder, staged.path())?;
+        staged.commit().map_err(|e| MoeError::Output(Box::new(e)))?;
+        tracing::info!(dir = %dir.display(), "mixture saved");
+        Ok(())
+    }
+
+    /// Writes the mixture's files into an existing directory `dir` (for callers that compose a
+    /// larger directory and swap it in themselves); [`save`](Self::save) is the atomic version.
+    pub fn write_into(&self, decoder: &Decoder, dir: &Path) -> Result<()> {
         for (info, adapter) in self.experts.iter().zip(self.expert_adapters(decoder)?) {
             let path = dir.join(EXPERTS_DIR).join(&info.name);
             adapter.save(&path).map_err(|source| MoeError::SaveExpert {
@@ -641,7 +652,6 @@ impl Moe {
             source,
         })?;
         std::fs::write(&cpath, text).map_err(|e| MoeError::io(&cpath, e))?;
-        tracing::info!(dir = %dir.display(), "mixture saved");
         Ok(())
     }
 

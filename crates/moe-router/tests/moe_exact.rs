@@ -517,3 +517,111 @@ fn a_corrupt_router_file_is_refused() {
     let err = Moe::load(&mut tiny(10).decoder, dir.path()).unwrap_err();
     assert!(matches!(err, MoeError::NonFiniteRouter { .. }), "{err}");
 }
+
+fn train_data() -> Vec<lm_core::train::TrainExample> {
+    (0..12)
+        .map(|i| lm_core::train::TrainExample::PromptResponse {
+            prompt: format!("q{i}:"),
+            response: format!(" {}", "xy".repeat(i % 4 + 1)),
+        })
+        .collect()
+}
+
+fn train_config(steps: usize) -> lm_core::train::TrainConfig {
+    lm_core::train::TrainConfig::new(lm_core::train::LoraTrainConfig::new())
+        .with_max_steps(Some(steps))
+        .with_batch_size(4)
+        .with_lr(5e-2)
+        .with_warmup_ratio(0.0)
+        .with_max_len(32)
+}
+
+/// Router-only training moves the routers and nothing else, lowers the loss, and the balance
+/// loss takes part in the objective; router + experts moves the experts too.
+#[test]
+fn training_moves_routers_and_optionally_experts() {
+    use lm_core::train::{LoraTrainer, PromptFormat, Trainable};
+    use moe_router::train::MoeTrainable;
+    let mut m = tiny(3);
+    let adapters = three(&m.decoder);
+    let config = MoeConfig {
+        balance_loss: 0.01,
+        ..MoeConfig::new(specs(3)).with_top_k(2)
+    };
+    let moe = Moe::build(&mut m.decoder, config, &adapters).unwrap();
+    let start = MoeTrainable::new(&moe, &m.decoder, true).unwrap();
+    let (trained, report) = LoraTrainer::new(&m, train_config(8))
+        .with_format(PromptFormat::raw())
+        .fit_trainable(start.clone(), &train_data(), &train_data())
+        .unwrap();
+    assert_eq!(report.trainable_params, start.values().len());
+    let (first, last) = (report.losses[0], *report.losses.last().unwrap());
+    assert!(last < first, "loss {first} -> {last}");
+    let eval = report.eval_losses.last().unwrap().1;
+    assert!(eval < report.base_eval_loss.unwrap() + 10.0 && eval.is_finite());
+    // Only the router slots changed.
+    let slots = start.slots();
+    let changed = |a: &MoeTrainable, b: &MoeTrainable, i: usize| {
+        let from = slots[i].offset;
+        let to = slots.get(i + 1).map_or(a.values().len(), |s| s.offset);
+        a.values()[from..to] != b.values()[from..to]
+    };
+    assert!(slots.iter().all(|s| s.name.ends_with(".router")));
+    assert!((0..slots.len()).all(|i| changed(&start, &trained, i)));
+    // Applied to the decoder, the trained routers change the logits.
+    let ids = tokens(2, 5, 4);
+    let before = logits(&m.decoder, &ids, 2, &moe.mix());
+    trained.apply(&mut m.decoder).unwrap();
+    let after = logits(&m.decoder, &ids, 2, &moe.mix());
+    assert!(max_diff(&before, &after) > 1e-4);
+
+    // Router + experts: expert slots move as well.
+    let mut m = tiny(3);
+    let moe = Moe::build(&mut m.decoder, MoeConfig::new(specs(3)), &adapters).unwrap();
+    let start = MoeTrainable::new(&moe, &m.decoder, false).unwrap();
+    let (trained, _) = LoraTrainer::new(&m, train_config(3))
+        .with_format(PromptFormat::raw())
+        .fit_trainable(start.clone(), &train_data(), &[])
+        .unwrap();
+    let slots = start.slots();
+    let experts: Vec<usize> = (0..slots.len())
+        .filter(|&i| slots[i].name.contains(".experts"))
+        .collect();
+    assert!(!experts.is_empty());
+    assert!(experts.iter().all(|&i| changed(&start, &trained, i)));
+}
+
+/// A run killed after its checkpoint resumes to the same parameters as an uninterrupted run.
+#[test]
+fn mixture_training_resumes_exactly_from_a_checkpoint() {
+    use lm_core::train::{LoraTrainer, PromptFormat, Trainable};
+    use moe_router::train::MoeTrainable;
+    let mut m = tiny(5);
+    let adapters = three(&m.decoder);
+    let moe = Moe::build(&mut m.decoder, MoeConfig::new(specs(3)), &adapters).unwrap();
+    let start = MoeTrainable::new(&moe, &m.decoder, true).unwrap();
+    let run = |steps: usize, dir: &std::path::Path, resume: bool| {
+        LoraTrainer::new(&m, train_config(6).with_checkpoint_every(steps))
+            .with_format(PromptFormat::raw())
+            .with_checkpoints(dir, resume)
+            .fit_trainable(start.clone(), &train_data(), &[])
+            .unwrap()
+            .0
+    };
+    let whole = tempfile::tempdir().unwrap();
+    let straight = run(6, whole.path(), false);
+    let cut = tempfile::tempdir().unwrap();
+    let _ = run(3, cut.path(), false);
+    let ckpts: Vec<_> = std::fs::read_dir(cut.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Keep only the step-3 checkpoint (the oldest), as if killed right after writing it.
+    let keep = ckpts.iter().min().unwrap().clone();
+    assert!(keep.ends_with("step-000003"), "{keep:?}");
+    for p in ckpts.iter().filter(|p| **p != keep) {
+        let _ = std::fs::remove_dir_all(p);
+    }
+    let resumed = run(3, cut.path(), true);
+    assert_eq!(straight.values(), resumed.values());
+}

@@ -111,8 +111,9 @@ pub struct TrainConfig {
     /// Evaluate the held-out loss every this many steps (and at the end); 0 = only at the end.
     #[config(default = 0)]
     pub eval_every: usize,
-    /// Write a checkpoint every this many steps (0 = never); needs a checkpoint directory.
-    #[config(default = 0)]
+    /// Write a checkpoint every this many steps (0 = only at the end); needs a checkpoint
+    /// directory. A run killed between checkpoints resumes from the last one.
+    #[config(default = 50)]
     pub checkpoint_every: usize,
     /// Checkpoints kept on disk (older ones are deleted after a newer one is safely written).
     #[config(default = 2)]

@@ -3,7 +3,7 @@
 //! - [`args`]: option groups shared by several commands (`--model`, `--adapter`, outputs, the
 //!   trainer's and the evaluator's flags), flattened into each command;
 //! - [`commands`]: one module per command (`fetch`, `generate`, `score`, `embed`, `train`,
-//!   `select ...`, `eval`, `rank-bank`, `lora ...`; `bench-runtime` and `bench-train` with the
+//!   `select ...`, `eval`, `rank-bank`, `lora ...`, `moe ...`; `bench-runtime` and `bench-train` with the
 //!   cargo feature `bench`).
 //!
 //! The libraries hold no command-line code: the commands call their plain functions over config
@@ -16,7 +16,7 @@ mod jsonl;
 use clap::{Parser, Subcommand};
 
 use args::model::DeviceArgs;
-use commands::{embed, eval, fetch, generate, lora, rank_bank, score, select, train};
+use commands::{embed, eval, fetch, generate, lora, moe, rank_bank, score, select, train};
 
 /// openexpert: task experts from open LoRA adapters, open data and a few labelled examples.
 #[derive(Debug, Parser)]
@@ -60,6 +60,12 @@ pub enum Command {
         #[command(subcommand)]
         command: lora::LoraCommand,
     },
+    /// Mixtures of LoRA experts: build, arrow, train, routes, lorahub (Rocket stages 6-7).
+    Moe {
+        /// The mixture operation.
+        #[command(subcommand)]
+        command: moe::MoeCommand,
+    },
     /// Measure scoring, decoding and embedding throughput (for benches/compare).
     #[cfg(feature = "bench")]
     BenchRuntime(commands::bench_runtime::BenchArgs),
@@ -87,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(*a, device),
         Command::RankBank(a) => rank_bank::run(*a, device),
         Command::Lora { command } => lora::run(command, device),
+        Command::Moe { command } => moe::run(command, device),
         #[cfg(feature = "bench")]
         Command::BenchRuntime(a) => commands::bench_runtime::run(a, device),
         #[cfg(feature = "bench")]

@@ -1,5 +1,6 @@
 //! `--adapter DIR` / `--adapter-weight W`: PEFT adapters combined into one expert, in every
-//! command that takes them. `generate`, `score` and `eval` apply them unmerged as
+//! command that takes them; `--moe DIR`: a saved mixture of LoRA experts (`openexpert moe
+//! build|train|arrow`) routed per token instead. `generate`, `score` and `eval` apply them unmerged as
 //! `W + Σ wᵢ·ΔWᵢ` ([`ExpertMix::Static`]); `lora combine` / `lora merge` combine them with
 //! `--method` (linear by default, the same sum). Evaluating adapters *separately* is a different
 //! flag: `eval --each-adapter`, `rank-bank --bank`.
@@ -33,12 +34,16 @@ pub struct AdapterArgs {
         allow_negative_numbers = true
     )]
     pub weights: Vec<f32>,
+    /// A mixture-of-experts directory (`moe_config.json`, `router.safetensors`, `experts/`),
+    /// routed per token; instead of --adapter.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["adapters", "weights"])]
+    pub moe: Option<PathBuf>,
 }
 
 impl AdapterArgs {
-    /// Whether no adapter was given.
+    /// Whether no adapter and no mixture was given.
     pub fn is_empty(&self) -> bool {
-        self.adapters.is_empty()
+        self.adapters.is_empty() && self.moe.is_none()
     }
 
     /// One weight per adapter: the given ones, or 1 each.
@@ -67,6 +72,11 @@ impl AdapterArgs {
     /// Attaches the adapters to the model and returns the mix that applies them
     /// ([`ExpertMix::Base`] when none is given).
     pub fn apply(&self, model: &mut LanguageModel) -> anyhow::Result<ExpertMix> {
+        if let Some(dir) = &self.moe {
+            let moe = moe_router::Moe::load(&mut model.decoder, dir)
+                .with_context(|| format!("loading the mixture {}", dir.display()))?;
+            return Ok(moe.mix());
+        }
         let weights = self.weights()?;
         if self.is_empty() {
             return Ok(ExpertMix::Base);
@@ -79,6 +89,9 @@ impl AdapterArgs {
 
     /// A name for the combination in reports: `base`, `a`, `a+b`, or `0.5*a+-1*b` with weights.
     pub fn label(&self) -> anyhow::Result<String> {
+        if let Some(dir) = &self.moe {
+            return Ok(format!("moe:{}", dir_name(dir)));
+        }
         if self.is_empty() {
             return Ok("base".into());
         }

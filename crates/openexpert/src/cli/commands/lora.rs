@@ -81,6 +81,11 @@ pub struct CombineFlags {
 impl CombineFlags {
     /// The combination these flags describe, with `method`.
     pub fn options(&self, method: CombineMethod) -> anyhow::Result<CombineOptions> {
+        if self.adapter.moe.is_some() {
+            bail!(
+                "--moe routes a mixture per token and cannot be combined into one adapter; give the experts with --adapter (they are in MOE/experts/)"
+            );
+        }
         if self.adapter.is_empty() {
             bail!("give at least one --adapter");
         }

@@ -11,6 +11,7 @@ pub mod evolve;
 pub mod fetch;
 pub mod generate;
 pub mod lora;
+pub mod moe;
 pub mod rank_bank;
 pub mod score;
 pub mod select;

@@ -1,0 +1,524 @@
+//! `openexpert moe ...`: mixtures of LoRA experts (Rocket stages 6-7) and their baselines.
+//!
+//! - `moe build`: the chosen bank adapters become experts with a router in every adapted module
+//!   (`--router-init kaiming|zero|arrow`); written as a mixture directory.
+//! - `moe arrow`: the same with training-free Arrow routing (`build --router-init arrow`).
+//! - `moe train`: fine-tunes the routers (`--router-only`) or routers and experts on a JSONL file,
+//!   with the trainer of `openexpert train` (checkpoints, `--resume`); writes a new directory.
+//! - `moe routes`: routing statistics over the rows of a JSONL file (per module, layer and
+//!   expert: load share, mean gate, entropy), with an SVG heatmap layer × expert.
+//! - `moe lorahub`: LoraHub's gradient-free search of static expert weights on a K-shot set;
+//!   writes `lorahub.json` (apply with `--adapter e1,e2,... --adapter-weight w1,w2,...`).
+//!
+//! A mixture directory is accepted by `score`, `generate` and `eval` through `--moe DIR`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use atomic_fs::{write_atomic, write_json};
+use clap::{Args, Subcommand};
+use lm_core::device::device_from_name;
+use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::score::{ScoreOptions, ScoreRequest, score};
+use lm_core::train::{LoraTrainer, TrainExample, Trainable};
+use moe_router::config::{default_balance_loss, default_seed, default_top_k, default_z_loss};
+use moe_router::train::MoeTrainable;
+use moe_router::{ExpertSpec, LoraHubOptions, ModuleRouting, Moe, MoeConfig, RouterInit};
+use openexpert::training_data::read_training_jsonl;
+
+use crate::cli::args::model::ModelArgs;
+use crate::cli::args::trainer::TrainerFlags;
+use crate::cli::jsonl::read_objects;
+
+/// The `moe` operations.
+#[derive(Debug, Subcommand)]
+pub enum MoeCommand {
+    /// Build a mixture of bank adapters with a learned router per adapted module.
+    Build(BuildArgs),
+    /// Build a training-free Arrow mixture (routers = experts' top singular directions).
+    Arrow(BuildArgs),
+    /// Fine-tune a mixture's routers (and experts) on a JSONL file.
+    Train(Box<MoeTrainArgs>),
+    /// Routing statistics of a mixture over JSONL rows, with an SVG heatmap layer × expert.
+    Routes(RoutesArgs),
+    /// LoraHub: search static expert weights on a K-shot set (CMA-ES), written as lorahub.json.
+    Lorahub(LoraHubArgs),
+}
+
+/// The experts of a mixture: bank adapters by name, or adapter directories.
+#[derive(Debug, Clone, Args)]
+pub struct ExpertArgs {
+    /// The bank directory holding the experts' PEFT adapters (one subdirectory each).
+    #[arg(long)]
+    pub bank: Option<PathBuf>,
+    /// Expert names (subdirectories of --bank) or adapter directories, comma-separated, in order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub experts: Vec<String>,
+}
+
+impl ExpertArgs {
+    /// The expert specs: `BANK/name` for names, the path itself otherwise.
+    pub fn specs(&self) -> anyhow::Result<Vec<ExpertSpec>> {
+        self.experts
+            .iter()
+            .map(|e| {
+                let path = match &self.bank {
+                    Some(bank) => bank.join(e),
+                    None => PathBuf::from(e),
+                };
+                if !path.join("adapter_config.json").is_file() {
+                    bail!(
+                        "expert {e:?}: expected a PEFT adapter directory at {} (adapter_config.json), found none{}",
+                        path.display(),
+                        if self.bank.is_none() { "; give --bank DIR to name bank adapters" } else { "" }
+                    );
+                }
+                let name = path
+                    .file_name()
+                    .map_or_else(|| e.clone(), |n| n.to_string_lossy().into_owned());
+                Ok(ExpertSpec { name, path })
+            })
+            .collect()
+    }
+}
+
+/// Arguments of `moe build` and `moe arrow`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The base decoder the experts were trained on.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The experts.
+    #[command(flatten)]
+    pub experts: ExpertArgs,
+    /// Experts kept per token (1..=E; E = dense soft routing).
+    #[arg(long, default_value_t = default_top_k())]
+    pub top_k: usize,
+    /// Router initialisation: kaiming (the authors' code), zero (uniform gates) or arrow.
+    #[arg(long, value_parser = parse_init, default_value = "kaiming")]
+    pub router_init: RouterInit,
+    /// Seed of the router initialisation.
+    #[arg(long, default_value_t = default_seed())]
+    pub seed: u64,
+    /// Switch load-balancing loss coefficient used when the mixture trains.
+    #[arg(long, default_value_t = default_balance_loss())]
+    pub balance_loss: f32,
+    /// Router z-loss coefficient used when the mixture trains.
+    #[arg(long, default_value_t = default_z_loss())]
+    pub z_loss: f32,
+    /// Output mixture directory (replaced as a whole).
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+fn parse_init(s: &str) -> Result<RouterInit, String> {
+    match s {
+        "kaiming" => Ok(RouterInit::Kaiming),
+        "zero" => Ok(RouterInit::Zero),
+        "arrow" => Ok(RouterInit::Arrow),
+        other => Err(format!(
+            "unknown router init {other:?}; expected kaiming, zero or arrow"
+        )),
+    }
+}
+
+/// Arguments of `moe train`.
+#[derive(Debug, Args)]
+pub struct MoeTrainArgs {
+    /// The base decoder.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The mixture to train.
+    #[arg(long = "moe")]
+    pub moe: PathBuf,
+    /// Training JSONL (the same shapes as `openexpert train`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Held-out JSONL for the evaluation loss.
+    #[arg(long)]
+    pub eval: Option<PathBuf>,
+    /// Train the routers only (the authors' `train_router_only`); experts stay frozen.
+    #[arg(long)]
+    pub router_only: bool,
+    /// Override the mixture's balance-loss coefficient.
+    #[arg(long)]
+    pub balance_loss: Option<f32>,
+    /// Override the mixture's router z-loss coefficient.
+    #[arg(long)]
+    pub z_loss: Option<f32>,
+    /// Output mixture directory (the trained mixture, reports, checkpoints).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Continue from the newest checkpoint in OUTPUT/checkpoints.
+    #[arg(long)]
+    pub resume: bool,
+    /// Optimisation settings (the LoRA shape flags do not apply: the experts keep theirs).
+    #[command(flatten)]
+    pub trainer: TrainerFlags,
+}
+
+/// Arguments of `moe routes`.
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// The base decoder.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The mixture.
+    #[arg(long = "moe")]
+    pub moe: PathBuf,
+    /// JSONL rows: `{"text"}`, `{"prompt", "target"}` or K-shot `{"question", ...}` (question).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Statistics JSON (per module, per layer, overall).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also draw the mean load share per layer and expert as an SVG heatmap.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+}
+
+/// Arguments of `moe lorahub`.
+#[derive(Debug, Args)]
+pub struct LoraHubArgs {
+    /// The base decoder.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The experts.
+    #[command(flatten)]
+    pub experts: ExpertArgs,
+    /// K-shot JSONL (question/answer[/rationale]): the loss is the mean response-token loss.
+    #[arg(long)]
+    pub kshot: PathBuf,
+    /// Objective evaluations (LoraHub's max_inference_step).
+    #[arg(long, default_value_t = LoraHubOptions::default().budget)]
+    pub budget: usize,
+    /// L1 penalty λ on the mean absolute weight.
+    #[arg(long, default_value_t = LoraHubOptions::default().l1)]
+    pub l1: f64,
+    /// Seed of the search.
+    #[arg(long, default_value_t = LoraHubOptions::default().seed)]
+    pub seed: u64,
+    /// Output JSON (weights per expert, losses, the --adapter line that applies them).
+    #[arg(long)]
+    pub output: PathBuf,
+}
+
+/// Runs a `moe` operation.
+pub fn run(command: MoeCommand, device: &str) -> anyhow::Result<()> {
+    match command {
+        MoeCommand::Build(a) => build(a, None, device),
+        MoeCommand::Arrow(a) => build(a, Some(RouterInit::Arrow), device),
+        MoeCommand::Train(a) => train(*a, device),
+        MoeCommand::Routes(a) => routes(a, device),
+        MoeCommand::Lorahub(a) => lorahub(a, device),
+    }
+}
+
+fn load_model(model: &ModelArgs, device: &str) -> anyhow::Result<LanguageModel> {
+    let device = device_from_name(device)?;
+    Ok(LanguageModel::load(&model.model, &device)?)
+}
+
+fn build(a: BuildArgs, init: Option<RouterInit>, device: &str) -> anyhow::Result<()> {
+    let mut model = load_model(&a.model, device)?;
+    let config = MoeConfig {
+        balance_loss: a.balance_loss,
+        z_loss: a.z_loss,
+        ..MoeConfig::new(a.experts.specs()?)
+            .with_top_k(a.top_k)
+            .with_router_init(init.unwrap_or(a.router_init))
+            .with_seed(a.seed)
+    };
+    let moe = Moe::from_config(&mut model.decoder, config)?;
+    moe.save(&model.decoder, &a.output)?;
+    eprintln!(
+        "mixture of {} experts (top-{}, {:?} routers) over {} modules written to {}",
+        moe.experts.len(),
+        moe.config.top_k,
+        moe.config.router_init,
+        moe.modules.len(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn train(a: MoeTrainArgs, device: &str) -> anyhow::Result<()> {
+    let checkpoints = a.output.join("checkpoints");
+    if !a.resume && !lm_core::train::checkpoint::list(&checkpoints)?.is_empty() {
+        bail!(
+            "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose another --output",
+            checkpoints.display()
+        );
+    }
+    let train = read_training_jsonl(&a.data)?;
+    let eval = match &a.eval {
+        Some(p) => read_training_jsonl(p)?,
+        None => Vec::new(),
+    };
+    let mut model = load_model(&a.model, device)?;
+    let mut moe = Moe::load(&mut model.decoder, &a.moe)
+        .with_context(|| format!("loading the mixture {}", a.moe.display()))?;
+    if let Some(b) = a.balance_loss {
+        moe.config.balance_loss = b;
+    }
+    if let Some(z) = a.z_loss {
+        moe.config.z_loss = z;
+    }
+    let params = MoeTrainable::new(&moe, &model.decoder, a.router_only)?;
+    let config = a.trainer.config();
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("creating {}", a.output.display()))?;
+    let (trained, report) = LoraTrainer::new(&model, config.clone())
+        .with_format(a.trainer.prompt_format())
+        .with_checkpoints(&checkpoints, a.resume)
+        .with_progress(true)
+        .fit_trainable(params, &train, &eval)?;
+    trained.apply(&mut model.decoder)?;
+    // The new directory: the mixture, the reports, and the checkpoints moved in before the swap.
+    let staged = atomic_fs::StagedDir::replacing(&a.output)?;
+    moe.write_into(&model.decoder, staged.path())?;
+    write_json(&staged.path().join("train_report.json"), &report)?;
+    write_json(&staged.path().join("train_config.json"), &config)?;
+    if checkpoints.is_dir() {
+        std::fs::rename(&checkpoints, staged.path().join("checkpoints"))?;
+    }
+    staged.commit()?;
+    eprintln!(
+        "trained {} of a {}-expert mixture for {} steps ({} parameters), loss {:.4} -> {:.4}{}; written to {}",
+        if a.router_only {
+            "the routers"
+        } else {
+            "routers and experts"
+        },
+        moe.experts.len(),
+        report.steps,
+        trained.values().len(),
+        report.losses.first().copied().unwrap_or(f64::NAN),
+        report.final_train_loss,
+        match (report.base_eval_loss, report.eval_losses.last()) {
+            (Some(b), Some((_, e))) => format!(", held-out {b:.4} (base) -> {e:.4}"),
+            _ => String::new(),
+        },
+        a.output.display()
+    );
+    Ok(())
+}
+
+/// The text a row is routed on.
+fn row_text(row: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let s = |k: &str| row.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    s("text")
+        .or_else(|| {
+            Some(format!(
+                "{}{}",
+                s("prompt")?,
+                s("target").unwrap_or_default()
+            ))
+        })
+        .or_else(|| s("question"))
+}
+
+fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
+    let mut model = load_model(&a.model, device)?;
+    let moe = Moe::load(&mut model.decoder, &a.moe)
+        .with_context(|| format!("loading the mixture {}", a.moe.display()))?;
+    let rows = read_objects(&a.input)?;
+    let mut requests = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let Some(text) = row_text(row) else {
+            bail!(
+                "{} row {}: expected a \"text\", \"prompt\" or \"question\" field",
+                a.input.display(),
+                i + 1
+            );
+        };
+        requests.push(ScoreRequest::text(model.encode(&text)?));
+    }
+    let recorders = moe.record(&mut model.decoder, true, false);
+    score(&model, &requests, &ScoreOptions::default(), &moe.mix())?;
+    let modules = recorders.stats();
+    let experts: Vec<String> = moe.experts.iter().map(|e| e.name.clone()).collect();
+    let layers = per_layer(&modules, experts.len());
+    let report = serde_json::json!({
+        "experts": experts,
+        "top_k": moe.config.top_k,
+        "rows": rows.len(),
+        "overall": recorders.overall(),
+        "layers": layers.iter().map(|(l, share)| serde_json::json!({"layer": l, "load_share": share})).collect::<Vec<_>>(),
+        "modules": modules,
+    });
+    write_json(&a.output, &report)?;
+    if let Some(svg) = &a.svg {
+        let text = routing_heatmap(&layers, &experts)?;
+        write_atomic(svg, text.as_bytes())?;
+    }
+    if let Some(o) = recorders.overall() {
+        eprintln!(
+            "{} rows, {} tokens per module; overall load share {}; normalised entropy {:.3}",
+            rows.len(),
+            o.tokens,
+            experts
+                .iter()
+                .zip(&o.load_share)
+                .map(|(n, s)| format!("{n} {:.1}%", 100.0 * s))
+                .collect::<Vec<_>>()
+                .join(", "),
+            o.normalized_entropy
+        );
+    }
+    Ok(())
+}
+
+/// Mean load share per layer (over the layer's routed modules) and expert.
+fn per_layer(modules: &[ModuleRouting], e: usize) -> Vec<(usize, Vec<f64>)> {
+    let mut by_layer: std::collections::BTreeMap<usize, (Vec<f64>, usize)> = Default::default();
+    for m in modules {
+        let Some(layer) = lm_core::model::layout::layer_index(&m.module) else {
+            continue;
+        };
+        let entry = by_layer.entry(layer).or_insert((vec![0.0; e], 0));
+        entry
+            .0
+            .iter_mut()
+            .zip(&m.load_share)
+            .for_each(|(a, b)| *a += b);
+        entry.1 += 1;
+    }
+    by_layer
+        .into_iter()
+        .map(|(l, (sum, n))| (l, sum.into_iter().map(|s| s / n as f64).collect()))
+        .collect()
+}
+
+/// An SVG heatmap of load share, one row per layer and one column per expert.
+fn routing_heatmap(layers: &[(usize, Vec<f64>)], experts: &[String]) -> anyhow::Result<String> {
+    use plotters::prelude::*;
+    let (cell, left, top) = (36u32, 70u32, 40u32);
+    let width = left + cell * experts.len() as u32 + 20;
+    let height = top + cell * layers.len() as u32 + 20;
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let max = layers
+            .iter()
+            .flat_map(|(_, s)| s.iter().copied())
+            .fold(1e-9, f64::max);
+        for (row, (layer, shares)) in layers.iter().enumerate() {
+            let y = (top + cell * row as u32) as i32;
+            root.draw(&Text::new(
+                format!("layer {layer}"),
+                (4, y + cell as i32 / 3),
+                ("sans-serif", 12),
+            ))?;
+            for (col, share) in shares.iter().enumerate() {
+                let x = (left + cell * col as u32) as i32;
+                let v = share / max;
+                let shade = (255.0 * (1.0 - v)) as u8;
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32 - 2, y + cell as i32 - 2)],
+                    RGBColor(shade, shade, 255).filled(),
+                ))?;
+            }
+        }
+        for (col, name) in experts.iter().enumerate() {
+            let x = (left + cell * col as u32) as i32;
+            let short: String = name.chars().take(6).collect();
+            root.draw(&Text::new(short, (x, 12), ("sans-serif", 11)))?;
+        }
+        root.present()?;
+    }
+    Ok(text)
+}
+
+fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
+    let specs = a.experts.specs()?;
+    let mut model = load_model(&a.model, device)?;
+    let adapters = moe_router::load_experts(&MoeConfig::new(specs.clone()), None)?;
+    let refs: Vec<&lora_zoo::LoraAdapter> = adapters.iter().collect();
+    lora_zoo::apply::attach_adapters(&mut model.decoder, &refs)?;
+    let kshot = kshot_eval::KShotSet::from_jsonl(&a.kshot)?;
+    let examples: Vec<TrainExample> = kshot
+        .items
+        .iter()
+        .map(|it| {
+            let (prompt, response) = it.prompt_response();
+            TrainExample::PromptResponse { prompt, response }
+        })
+        .collect();
+    let config = lm_core::train::TrainConfig::new(lm_core::train::LoraTrainConfig::new());
+    let format = lm_core::prompt::PromptFormat::default();
+    let (tokenized, _) = lm_core::train::data::tokenize_examples(
+        &model,
+        &examples,
+        &format,
+        config.max_len.min(model.max_context()),
+        config.overflow,
+    )?;
+    let pad = model.eos_ids.first().copied().unwrap_or(0);
+    let batches = lm_core::train::data::make_batches(
+        &tokenized,
+        config.batch_size,
+        config.max_len,
+        false,
+        pad,
+        None,
+    );
+    let targets: usize = batches.iter().map(|b| b.num_targets()).sum();
+    let bar = lm_core::progress::bar(a.budget as u64 + 1, "lorahub", "evaluations");
+    let loss = |w: &[f32]| -> f64 {
+        let mix = ExpertMix::Static(w.to_vec());
+        let nll: f64 = batches
+            .iter()
+            .map(|b| {
+                f64::from(
+                    lm_core::train::trainer::loss_sum_with(&model.decoder, b, &model.device, &mix)
+                        .into_scalar::<f32>(),
+                )
+            })
+            .sum();
+        bar.inc(1);
+        nll / targets.max(1) as f64
+    };
+    let options = LoraHubOptions {
+        budget: a.budget,
+        l1: a.l1,
+        seed: a.seed,
+        ..LoraHubOptions::default()
+    };
+    let result = moe_router::lorahub_search(adapters.len(), loss, &options)?;
+    bar.finish_and_clear();
+    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    let adapter_line = format!(
+        "--adapter {} --adapter-weight {}",
+        specs
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        result
+            .weights
+            .iter()
+            .map(|w| format!("{w:.4}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    write_json(
+        &a.output,
+        &serde_json::json!({
+            "experts": names,
+            "paths": specs.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
+            "result": result,
+            "apply_with": adapter_line,
+        }),
+    )?;
+    eprintln!(
+        "LoraHub over {} experts: K-shot loss {:.4} (base {:.4}) after {} evaluations; weights {:?}\napply with: {adapter_line}",
+        names.len(),
+        result.loss,
+        result.initial_loss,
+        result.evaluations,
+        result.weights
+    );
+    Ok(())
+}
