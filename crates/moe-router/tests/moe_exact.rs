@@ -560,12 +560,14 @@ fn training_moves_routers_and_optionally_experts() {
     let eval = report.eval_losses.last().unwrap().1;
     assert!(eval < report.base_eval_loss.unwrap() + 10.0 && eval.is_finite());
     // Only the router slots changed.
-    let slots = start.slots();
-    let changed = |a: &MoeTrainable, b: &MoeTrainable, i: usize| {
+    // Whether slot `i`'s values differ between two parameter sets of the same layout.
+    fn changed(a: &MoeTrainable, b: &MoeTrainable, i: usize) -> bool {
+        let slots = a.slots();
         let from = slots[i].offset;
         let to = slots.get(i + 1).map_or(a.values().len(), |s| s.offset);
         a.values()[from..to] != b.values()[from..to]
-    };
+    }
+    let slots = start.slots();
     assert!(slots.iter().all(|s| s.name.ends_with(".router")));
     assert!((0..slots.len()).all(|i| changed(&start, &trained, i)));
     // Applied to the decoder, the trained routers change the logits.
