@@ -1,0 +1,150 @@
+//! `openexpert moe` end to end on the default model and bank: the logit equalities of the
+//! mixture through the command line (one expert at top-1 = `--adapter`; zero routers with
+//! k = E = the equal-weight `--adapter-weight` mix), routing statistics and refusals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_openexpert"))
+}
+
+fn bank() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/bank")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("binary runs")
+}
+
+fn ok(cmd: &mut Command) {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `logprob` of every row of a `score` output.
+fn logprobs(path: &Path) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["logprob"].as_f64().unwrap())
+        .collect()
+}
+
+fn score(dir: &Path, input: &Path, name: &str, extra: &[&str]) -> Vec<f64> {
+    let out = dir.join(format!("{name}.jsonl"));
+    ok(bin()
+        .args(["score", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(&out)
+        .args(extra));
+    logprobs(&out)
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= tol * x.abs().max(1.0), "{x} vs {y}");
+    }
+}
+
+#[test]
+fn mixtures_reduce_to_plain_adapters_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &input,
+        "{\"prompt\": \"What is the gcd of 12 and 18?\", \"target\": \" The answer is 6.\"}\n\
+         {\"text\": \"All cats are animals. Some animals sleep.\"}\n",
+    )
+    .unwrap();
+    let gcd = bank().join("gcd");
+    let syl = bank().join("syllogism");
+
+    // One expert, top-1: the adapter itself.
+    let one = dir.path().join("one");
+    ok(bin()
+        .args(["moe", "build", "--experts"])
+        .arg(&gcd)
+        .args(["--top-k", "1", "--output"])
+        .arg(&one));
+    let via_moe = score(dir.path(), &input, "moe1", &["--moe", one.to_str().unwrap()]);
+    let via_adapter = score(dir.path(), &input, "a1", &["--adapter", gcd.to_str().unwrap()]);
+    let base = score(dir.path(), &input, "base", &[]);
+    close(&via_moe, &via_adapter, 1e-5);
+    assert!((via_adapter[0] - base[0]).abs() > 1e-3, "the adapter changes the scores");
+
+    // Zero routers, k = E = 2: the equal-weight static mix.
+    let two = dir.path().join("two");
+    ok(bin()
+        .args(["moe", "build", "--bank"])
+        .arg(bank())
+        .args(["--experts", "gcd,syllogism", "--top-k", "2", "--router-init", "zero"])
+        .arg("--output")
+        .arg(&two));
+    let via_moe = score(dir.path(), &input, "moe2", &["--moe", two.to_str().unwrap()]);
+    let both = format!("{},{}", gcd.display(), syl.display());
+    let via_mix = score(
+        dir.path(),
+        &input,
+        "mix",
+        &["--adapter", &both, "--adapter-weight", "0.5,0.5"],
+    );
+    close(&via_moe, &via_mix, 1e-5);
+
+    // Routing statistics: shares sum to k per token, a heatmap is drawn.
+    let stats = dir.path().join("routes.json");
+    let svg = dir.path().join("routes.svg");
+    ok(bin()
+        .args(["moe", "routes", "--moe"])
+        .arg(&two)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&stats)
+        .arg("--svg")
+        .arg(&svg));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    let share: f64 = report["overall"]["load_share"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((share - 1.0).abs() < 1e-6, "load shares sum to {share}");
+    assert_eq!(report["layers"].as_array().unwrap().len(), 30);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+
+    // Refusals: an expert listed twice, top-k above E, --moe with --adapter.
+    let out = run(bin()
+        .args(["moe", "build", "--bank"])
+        .arg(bank())
+        .args(["--experts", "gcd,gcd", "--output"])
+        .arg(dir.path().join("bad")));
+    assert!(!out.status.success() && out.status.code() != Some(101));
+    let out = run(bin()
+        .args(["moe", "build", "--bank"])
+        .arg(bank())
+        .args(["--experts", "gcd,syllogism", "--top-k", "3", "--output"])
+        .arg(dir.path().join("bad")));
+    assert!(!out.status.success() && out.status.code() != Some(101));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("top_k") || err.contains("top-k"), "{err}");
+    let out = run(bin()
+        .args(["score", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("x.jsonl"))
+        .arg("--moe")
+        .arg(&two)
+        .arg("--adapter")
+        .arg(&gcd));
+    assert_eq!(out.status.code(), Some(2));
+}
