@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use openexpert::kshot_eval::{AnswerExtractor, KShotItem, KShotSet, answers_match};
 use atomic_fs::write_json;
+use openexpert::kshot_eval::{AnswerExtractor, KShotItem, KShotSet, answers_match};
 use openexpert::lm_core::chat_template::ChatMessage;
 use openexpert::lm_core::generate::{GenerationConfig, generate};
 use openexpert::lm_core::model::{ExpertMix, LanguageModel};

@@ -22,8 +22,8 @@ pub mod export;
 pub mod generate;
 pub mod io;
 pub mod model;
-pub mod prompt;
 pub mod progress;
+pub mod prompt;
 pub mod score;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -22,8 +22,8 @@ use super::lora::LoraWeights;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_factor, warmup_steps};
 use crate::error::{LmError, Result};
 use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel};
-use crate::prompt::PromptFormat;
 use crate::progress;
+use crate::prompt::PromptFormat;
 
 /// One optimiser step, as reported to observers and the progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
