@@ -39,7 +39,7 @@ pub enum SelectError {
         reason: String,
     },
 
-    /// An `.npy` file has a header this crate cannot read.
+    /// An `.npy` file has a header or data this crate cannot read.
     #[error(
         "bad .npy file {what}: {reason} (expected a v1/v2/v3 header, dtype '<f4' or '<f8', C order, 2-D shape)"
     )]
@@ -48,6 +48,9 @@ pub enum SelectError {
         what: String,
         /// What was wrong.
         reason: String,
+        /// The `.npy` reader's own error, where it found the problem.
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// A matrix contains NaN or infinite values.

@@ -1,26 +1,29 @@
-//! A small `.npy` reader and writer for 2-D `f32` matrices (embeddings).
+//! `.npy` reading and writing of 2-D `f32` matrices (embeddings), on the `ndarray-npy` crate.
 //!
-//! Writes version 1.0 headers (`'<f4'`, C order), padded so the data starts at a multiple of 64 bytes as numpy does.
-//! Reads versions 1, 2 and 3, dtype `'<f4'` (and `'<f8'`, converted to `f32`), C order only, 1-D (read as one
-//! column) or 2-D shapes.
+//! Writes numpy's format (`'<f4'`, C order, version 1.0 headers unless the header needs 2.0, padded so the data
+//! starts at a multiple of 64 bytes as numpy does). Reads versions 1, 2 and 3, dtype `'<f4'` (and `'<f8'`,
+//! converted to `f32`), C order only, 1-D (read as one column) or 2-D shapes. The header is parsed and the data
+//! read by `ndarray-npy`; this module adds the checks that make a bad file a clear [`SelectError::BadNpy`] naming
+//! the file (the data length is checked against the file before anything is allocated for it).
 
-use std::io::{Read, Write};
+use std::io::{BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use ndarray::{Array2, ArrayView2};
+use ndarray_npy::npy::header::{Header, ReadHeaderError};
+use ndarray_npy::{ReadDataError, ReadableElement, WriteNpyExt};
+use py_literal::Value as PyValue;
 
-use crate::error::{Result, SelectError};
+use crate::error::{BoxError, Result, SelectError};
 
-const MAGIC: &[u8; 6] = b"\x93NUMPY";
-
-/// Writes `matrix` as a version 1.0 `.npy` (`'<f4'`, C order).
+/// Writes `matrix` as a `.npy` (`'<f4'`, C order), atomically (a temporary sibling renamed over `path`).
 ///
 /// # Shapes
 /// `matrix: [rows, cols]`
 pub fn write_npy(path: &Path, matrix: ArrayView2<'_, f32>) -> Result<()> {
-    let mut bytes = Vec::with_capacity(128 + matrix.len() * 4);
-    encode_npy(&mut bytes, matrix);
-    Ok(atomic_fs::write_atomic(path, &bytes)?)
+    Ok(atomic_fs::write_atomic_with(path, |f| {
+        write_npy_to(&mut BufWriter::with_capacity(1 << 20, f), matrix)
+    })?)
 }
 
 /// Encodes `matrix` as `.npy` bytes into `out`.
@@ -28,133 +31,36 @@ pub fn write_npy(path: &Path, matrix: ArrayView2<'_, f32>) -> Result<()> {
 /// # Shapes
 /// `matrix: [rows, cols]`
 pub fn encode_npy(out: &mut Vec<u8>, matrix: ArrayView2<'_, f32>) {
-    let (r, c) = matrix.dim();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({r}, {c}), }}");
-    // magic (6) + version (2) + header length (2) + header + '\n' must be a multiple of 64.
-    let unpadded = 10 + header.len() + 1;
-    let pad = (64 - unpadded % 64) % 64;
-    header.extend(std::iter::repeat_n(' ', pad));
-    header.push('\n');
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in matrix.iter() {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.reserve(128 + matrix.len() * 4);
+    write_npy_to(out, matrix).expect("writing to a Vec cannot fail");
 }
 
-/// Reads a `.npy` file into an `f32` matrix, streaming the data (peak memory is the matrix plus a 1 MiB buffer).
+/// Writes `.npy` bytes of `matrix` (`'<f4'`, C order) to any writer.
+///
+/// # Shapes
+/// `matrix: [rows, cols]`
+pub fn write_npy_to(w: &mut impl Write, matrix: ArrayView2<'_, f32>) -> std::io::Result<()> {
+    // ndarray-npy writes a Fortran-ordered header for column-major views; keep the files C order.
+    matrix
+        .as_standard_layout()
+        .write_npy(w)
+        .map_err(std::io::Error::other)
+}
+
+/// Reads a `.npy` file into an `f32` matrix. The data is read straight into the matrix (peak memory is the
+/// matrix; for `'<f8'` files the f64 data as well).
 ///
 /// # Shapes
 /// returns `[rows, cols]`; a 1-D file of length `n` is returned as `[n, 1]`.
 pub fn read_npy(path: &Path) -> Result<Array2<f32>> {
-    let what = path.display().to_string();
-    let bad = |reason: String| SelectError::BadNpy {
-        what: what.clone(),
-        reason,
-    };
     let mut file = std::fs::File::open(path).map_err(|e| SelectError::io(path, e))?;
     let file_len = file.metadata().map_err(|e| SelectError::io(path, e))?.len();
-    let mut pre = [0u8; 12];
-    let got = read_up_to(&mut file, &mut pre[..10]).map_err(|e| SelectError::io(path, e))?;
-    if got < 10 || &pre[..6] != MAGIC {
-        return Err(bad("missing the \\x93NUMPY magic".into()));
-    }
-    let (header_len, start) = match pre[6] {
-        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10usize),
-        2 | 3 => {
-            if read_up_to(&mut file, &mut pre[10..12]).map_err(|e| SelectError::io(path, e))? < 2 {
-                return Err(bad("truncated header length".into()));
-            }
-            (
-                u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]]) as usize,
-                12,
-            )
-        }
-        v => return Err(bad(format!("unsupported format version {v}"))),
-    };
-    if (start + header_len) as u64 > file_len {
-        return Err(bad(format!(
-            "header length {header_len} runs past the end of the file"
-        )));
-    }
-    let mut header = vec![0u8; header_len];
-    file.read_exact(&mut header)
-        .map_err(|e| SelectError::io(path, e))?;
-    let header = std::str::from_utf8(&header).map_err(|_| bad("header is not UTF-8".into()))?;
-    let (elem, rows, cols) = parse_header(header).map_err(bad)?;
-    let count = rows * cols;
-    let data_len = file_len - (start + header_len) as u64;
-    if data_len != (count * elem) as u64 {
-        return Err(bad(format!(
-            "shape ({rows}, {cols}) needs {} data bytes, file has {data_len}",
-            count * elem
-        )));
-    }
-    let mut values: Vec<f32> = Vec::with_capacity(count);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut remaining = count * elem;
-    while remaining > 0 {
-        let take = remaining.min(buf.len());
-        file.read_exact(&mut buf[..take])
-            .map_err(|e| SelectError::io(path, e))?;
-        push_values(&mut values, &buf[..take], elem);
-        remaining -= take;
-    }
-    Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(e.to_string()))
-}
-
-fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-fn push_values(values: &mut Vec<f32>, data: &[u8], elem: usize) {
-    if elem == 4 {
-        values.extend(
-            data.chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
-    } else {
-        values.extend(
-            data.chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32),
-        );
-    }
-}
-
-/// Parses a header dict into (element size, rows, cols).
-fn parse_header(header: &str) -> std::result::Result<(usize, usize, usize), String> {
-    let descr = dict_value(header, "descr").ok_or("header has no 'descr'")?;
-    let fortran = dict_value(header, "fortran_order").ok_or("header has no 'fortran_order'")?;
-    let shape = dict_value(header, "shape").ok_or("header has no 'shape'")?;
-    let elem = match descr.trim_matches(|c| c == '\'' || c == '"') {
-        "<f4" => 4,
-        "<f8" => 8,
-        other => return Err(format!("dtype {other} is not supported")),
-    };
-    if fortran != "False" {
-        return Err(format!(
-            "fortran_order is {fortran}; save with np.ascontiguousarray"
-        ));
-    }
-    let dims = parse_shape(shape).ok_or_else(|| format!("cannot parse shape {shape}"))?;
-    let (rows, cols) = match dims.as_slice() {
-        [n] => (*n, 1),
-        [r, c] => (*r, *c),
-        other => return Err(format!("shape has {} dimensions, expected 2", other.len())),
-    };
-    rows.checked_mul(cols)
-        .and_then(|c| c.checked_mul(elem))
-        .ok_or_else(|| format!("shape ({rows}, {cols}) overflows"))?;
-    Ok((elem, rows, cols))
+    decode_from(
+        &mut file,
+        |f| Ok(file_len.saturating_sub(f.stream_position()?)),
+        &path.display().to_string(),
+        |e| SelectError::io(path, e),
+    )
 }
 
 /// Decodes `.npy` bytes; `what` names the input in errors.
@@ -162,91 +68,100 @@ fn parse_header(header: &str) -> std::result::Result<(usize, usize, usize), Stri
 /// # Shapes
 /// returns `[rows, cols]`
 pub fn decode_npy(bytes: &[u8], what: &str) -> Result<Array2<f32>> {
-    let bad = |reason: String| SelectError::BadNpy {
+    let mut reader = bytes;
+    decode_from(
+        &mut reader,
+        |r| Ok(r.len() as u64),
+        what,
+        |e| SelectError::BadNpy {
+            what: what.to_string(),
+            reason: "cannot read the data".into(),
+            source: Some(e.into()),
+        },
+    )
+}
+
+/// The shared reader: header by `ndarray-npy`, checks, then the data by `ndarray-npy`.
+/// `data_len` tells how many bytes follow the header; `io` turns an I/O error into this crate's error.
+fn decode_from<R: Read>(
+    r: &mut R,
+    data_len: impl FnOnce(&mut R) -> std::io::Result<u64>,
+    what: &str,
+    io: impl Fn(std::io::Error) -> SelectError,
+) -> Result<Array2<f32>> {
+    let bad = |reason: String, source: Option<BoxError>| SelectError::BadNpy {
         what: what.to_string(),
         reason,
+        source,
     };
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(bad("missing the \\x93NUMPY magic".into()));
-    }
-    let (header_len, start): (usize, usize) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(bad("truncated header length".into()));
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
+    let header = match Header::from_reader(r) {
+        Ok(h) => h,
+        Err(ReadHeaderError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(bad(
+                "the file ends inside the header".into(),
+                Some(e.into()),
+            ));
         }
-        v => return Err(bad(format!("unsupported format version {v}"))),
+        Err(ReadHeaderError::Io(e)) => return Err(io(e)),
+        Err(e @ ReadHeaderError::Parse(_)) => {
+            return Err(bad("cannot parse the header".into(), Some(e.into())));
+        }
     };
-    let end = start
-        .checked_add(header_len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| {
-            bad(format!(
-                "header length {header_len} runs past the end of the file"
-            ))
-        })?;
-    let header =
-        std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not UTF-8".into()))?;
-    let (elem, rows, cols) = parse_header(header).map_err(bad)?;
-    let count = rows * cols;
-    let data = &bytes[end..];
-    if data.len() != count * elem {
-        return Err(bad(format!(
-            "shape ({rows}, {cols}) needs {} data bytes, file has {}",
-            count * elem,
-            data.len()
-        )));
+    let elem = match &header.type_descriptor {
+        PyValue::String(s) if s == "<f4" => 4,
+        PyValue::String(s) if s == "<f8" => 8,
+        other => return Err(bad(format!("dtype {other} is not supported"), None)),
+    };
+    if header.layout.is_fortran() {
+        return Err(bad(
+            "fortran_order is True; save with np.ascontiguousarray".into(),
+            None,
+        ));
     }
-    let mut values = Vec::with_capacity(count);
-    push_values(&mut values, data, elem);
-    Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(e.to_string()))
-}
-
-/// Writes `.npy` bytes of `matrix` to any writer.
-pub fn write_npy_to(w: &mut impl Write, matrix: ArrayView2<'_, f32>) -> std::io::Result<()> {
-    let mut bytes = Vec::new();
-    encode_npy(&mut bytes, matrix);
-    w.write_all(&bytes)
-}
-
-/// Finds the raw text of `'key': value` in a numpy header dict.
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let pat_s = format!("'{key}'");
-    let pat_d = format!("\"{key}\"");
-    let pos = header
-        .find(&pat_s)
-        .map(|p| p + pat_s.len())
-        .or_else(|| header.find(&pat_d).map(|p| p + pat_d.len()))?;
-    let rest = header[pos..].trim_start().strip_prefix(':')?.trim_start();
-    if rest.starts_with('(') {
-        let close = rest.find(')')?;
-        Some(&rest[..=close])
+    let (rows, cols) = match header.shape.as_slice() {
+        [n] => (*n, 1),
+        [r, c] => (*r, *c),
+        other => {
+            return Err(bad(
+                format!("shape has {} dimensions, expected 2", other.len()),
+                None,
+            ));
+        }
+    };
+    let count = rows.checked_mul(cols);
+    let bytes = count.and_then(|c| c.checked_mul(elem));
+    let (Some(count), Some(bytes)) = (count, bytes) else {
+        return Err(bad(format!("shape ({rows}, {cols}) overflows"), None));
+    };
+    let have = data_len(r).map_err(&io)?;
+    if have != bytes as u64 {
+        return Err(bad(
+            format!("shape ({rows}, {cols}) needs {bytes} data bytes, file has {have}"),
+            None,
+        ));
+    }
+    let data = |e: ReadDataError| match e {
+        ReadDataError::Io(e) => io(e),
+        e => bad("cannot read the data".into(), Some(e.into())),
+    };
+    let values: Vec<f32> = if elem == 4 {
+        f32::read_to_end_exact_vec(r, &header.type_descriptor, count).map_err(data)?
     } else {
-        let end = rest.find([',', '}']).unwrap_or(rest.len());
-        Some(rest[..end].trim())
-    }
-}
-
-/// Parses `(3, 4)`, `(3,)` or `()` into dimensions.
-fn parse_shape(s: &str) -> Option<Vec<usize>> {
-    let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    inner
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| p.trim_end_matches('L').parse().ok())
-        .collect()
+        f64::read_to_end_exact_vec(r, &header.type_descriptor, count)
+            .map_err(data)?
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
+    };
+    Array2::from_shape_vec((rows, cols), values).map_err(|e| bad(e.to_string(), Some(e.into())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
     proptest! {
         #[test]
@@ -295,6 +210,101 @@ mod tests {
         assert!(matches!(read_npy(&p), Err(SelectError::BadNpy { .. })));
         std::fs::write(&p, b"\x93NUMPY").unwrap();
         assert!(matches!(read_npy(&p), Err(SelectError::BadNpy { .. })));
+    }
+
+    #[test]
+    fn truncated_wrong_dtype_and_oversized_files_are_clear_errors() {
+        use std::error::Error as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emb.npy");
+        let m = Array2::from_shape_fn((7, 4), |(i, j)| i as f32 * 0.5 - j as f32);
+        write_npy(&p, m.view()).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes.len(), 128 + 7 * 4 * 4);
+        let name = p.display().to_string();
+        for cut in [
+            0,
+            3,
+            6,
+            9,
+            10,
+            40,
+            127,
+            128,
+            129,
+            bytes.len() - 4,
+            bytes.len() - 1,
+        ] {
+            std::fs::write(&p, &bytes[..cut]).unwrap();
+            let err = read_npy(&p).unwrap_err();
+            assert!(
+                matches!(err, SelectError::BadNpy { .. }),
+                "cut {cut}: {err}"
+            );
+            assert!(err.to_string().contains(&name), "cut {cut}: {err}");
+        }
+        // one byte too many is an error as well
+        let mut long = bytes.clone();
+        long.push(0);
+        std::fs::write(&p, &long).unwrap();
+        assert!(matches!(read_npy(&p), Err(SelectError::BadNpy { .. })));
+        // a file cut inside the header keeps the reader's error as its source
+        std::fs::write(&p, &bytes[..40]).unwrap();
+        assert!(read_npy(&p).unwrap_err().source().is_some());
+        // a header that does not parse keeps the parser's error as its source
+        let garbled = with_header(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, }\n",
+            &[0; 8],
+        );
+        std::fs::write(&p, &garbled).unwrap();
+        let err = read_npy(&p).unwrap_err();
+        assert!(
+            matches!(err, SelectError::BadNpy { .. }) && err.source().is_some(),
+            "{err}"
+        );
+        for (descr, data) in [("<i4", 8), ("<f2", 4), (">f4", 8), ("|u1", 2), ("<c8", 16)] {
+            let h = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,), }}\n");
+            std::fs::write(&p, with_header(&h, &vec![0; data])).unwrap();
+            let err = read_npy(&p).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, SelectError::BadNpy { .. }), "{descr}: {msg}");
+            assert!(
+                msg.contains(&name) && msg.contains("dtype"),
+                "{descr}: {msg}"
+            );
+        }
+        // a shape far larger than the file is refused before anything is allocated for it
+        for shape in [
+            "(1099511627776, 1048576)",
+            "(18446744073709551615, 2)",
+            "(1000000000000,)",
+        ] {
+            let h = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+            std::fs::write(&p, with_header(&h, &[0; 16])).unwrap();
+            let err = read_npy(&p).unwrap_err();
+            assert!(matches!(err, SelectError::BadNpy { .. }), "{shape}: {err}");
+            assert!(decode_npy(&with_header(&h, &[0; 16]), "bytes").is_err());
+        }
+    }
+
+    #[test]
+    fn writes_c_order_for_any_layout() {
+        let m = Array2::from_shape_fn((3, 5), |(i, j)| (i * 10 + j) as f32);
+        let mut c = Vec::new();
+        encode_npy(&mut c, m.t());
+        let mut f = Vec::new();
+        encode_npy(&mut f, m.t().as_standard_layout().view());
+        assert_eq!(c, f);
+        assert!(
+            std::str::from_utf8(&c[10..128])
+                .unwrap()
+                .contains("'fortran_order': False")
+        );
+        assert_eq!(decode_npy(&c, "t").unwrap(), m.t());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/t.npy");
+        write_npy(&p, m.slice(ndarray::s![.., ..;2])).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), m.slice(ndarray::s![.., ..;2]));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Small dense linear algebra on `ndarray`, in f64: thin Householder QR, one-sided Jacobi SVD, the
-//! SVD of a low-rank product `B · A` from its factors, and a truncated SVD of a large matrix by
-//! subspace iteration.
+//! Small dense linear algebra on `ndarray`, in f64: thin QR and SVD (both from `faer`), the SVD of a
+//! low-rank product `B · A` from its factors, and a truncated SVD of a large matrix by Golub–Kahan–Lanczos
+//! (falling back to subspace iteration).
 //!
 //! Everything the adapter algebra needs and nothing more: adapter ranks are small, so the expensive
 //! parts are QRs of tall-skinny factor stacks and SVDs of `R × R` cores.
@@ -56,154 +56,75 @@ impl Svd {
     }
 }
 
-/// Thin Householder QR: `M = Q · R` with `Q` having orthonormal columns.
+/// Calls `f` with `m` as a faer matrix: a view of the same memory when `m` is row- or column-major
+/// contiguous, else of a row-major copy.
+fn with_faer<T>(m: ArrayView2<'_, f64>, f: impl FnOnce(faer::MatRef<'_, f64>) -> T) -> T {
+    let (rows, cols) = m.dim();
+    if let Some(data) = m.as_slice() {
+        f(faer::MatRef::from_row_major_slice(data, rows, cols))
+    } else if let Some(data) = m.t().as_slice() {
+        f(faer::MatRef::from_column_major_slice(data, rows, cols))
+    } else {
+        let c = m.as_standard_layout();
+        f(faer::MatRef::from_row_major_slice(
+            c.as_slice().expect("standard layout"),
+            rows,
+            cols,
+        ))
+    }
+}
+
+/// A faer matrix as a row-major `ndarray` one.
+fn from_faer(m: faer::MatRef<'_, f64>) -> Array2<f64> {
+    Array2::from_shape_fn((m.nrows(), m.ncols()), |(i, j)| m[(i, j)])
+}
+
+/// Thin QR (faer's blocked Householder QR): `M = Q · R` with `Q` having orthonormal columns.
 ///
 /// # Shapes
 /// `m: [rows, cols]` -> `Q: [rows, k]`, `R: [k, cols]` with `k = min(rows, cols)`; `R` is upper
 /// triangular (upper trapezoidal when `cols > rows`).
 pub fn qr(m: ArrayView2<'_, f64>) -> (Array2<f64>, Array2<f64>) {
     let (rows, cols) = m.dim();
-    let k = rows.min(cols);
-    // Work on the transpose so that each column of M is a contiguous row.
-    let mut w: Array2<f64> = m.t().to_owned(); // [cols, rows]
-    let mut vs: Vec<Array1<f64>> = Vec::with_capacity(k);
-    for j in 0..k {
-        let mut v = w.slice(s![j, j..]).to_owned();
-        let norm = v.dot(&v).sqrt();
-        if norm == 0.0 {
-            vs.push(Array1::zeros(rows - j));
-            continue;
-        }
-        let alpha = if v[0] >= 0.0 { -norm } else { norm };
-        v[0] -= alpha;
-        let vnorm2 = v.dot(&v);
-        if vnorm2 == 0.0 {
-            vs.push(Array1::zeros(rows - j));
-            continue;
-        }
-        // Apply H = I - 2 v vᵀ / (vᵀ v) to columns j.. of M (rows j.. of w).
-        for c in j..cols {
-            let mut col = w.slice_mut(s![c, j..]);
-            let f = 2.0 * col.dot(&v) / vnorm2;
-            col.scaled_add(-f, &v);
-        }
-        vs.push(v / vnorm2.sqrt());
+    if rows.min(cols) == 0 {
+        return (Array2::zeros((rows, 0)), Array2::zeros((0, cols)));
     }
-    let mut r = Array2::<f64>::zeros((k, cols));
-    for i in 0..k {
-        for c in i..cols {
-            r[[i, c]] = w[[c, i]];
-        }
-    }
-    // Q = H_0 H_1 ... H_{k-1} applied to the first k columns of the identity.
-    let mut qt = Array2::<f64>::zeros((k, rows)); // rows of qt are columns of Q
-    for i in 0..k {
-        qt[[i, i]] = 1.0;
-    }
-    for j in (0..k).rev() {
-        let v = &vs[j];
-        for i in 0..k {
-            let mut col = qt.slice_mut(s![i, j..]);
-            let f = 2.0 * col.dot(v);
-            if f != 0.0 {
-                col.scaled_add(-f, v);
-            }
-        }
-    }
-    (qt.reversed_axes(), r)
+    with_faer(m, |f| {
+        let qr = f.qr();
+        (
+            from_faer(qr.compute_thin_Q().as_ref()),
+            from_faer(qr.thin_R()),
+        )
+    })
 }
 
-/// Thin SVD by one-sided (Hestenes) Jacobi rotations: accurate to working precision, O(n²·m) per
-/// sweep; meant for small or skinny matrices. Tall matrices are first reduced by QR.
+/// Thin SVD (faer's bidiagonalisation followed by divide and conquer), singular values descending.
 ///
 /// # Shapes
 /// `m: [rows, cols]` -> `U: [rows, k]`, `s: [k]`, `Vᵀ: [k, cols]`, `k = min(rows, cols)`.
+///
+/// # Panics
+/// When faer's SVD does not converge, which only non-finite entries cause (adapter factors are
+/// checked finite when read, like the Jacobi SVD this replaces, which panicked on them too).
 pub fn svd(m: ArrayView2<'_, f64>) -> Svd {
     let (rows, cols) = m.dim();
-    if rows < cols {
-        let t = svd(m.t());
-        return Svd {
-            u: t.vt.reversed_axes(),
-            s: t.s,
-            vt: t.u.reversed_axes(),
-        };
-    }
-    if cols == 0 {
+    let k = rows.min(cols);
+    if k == 0 {
         return Svd {
             u: Array2::zeros((rows, 0)),
             s: Array1::zeros(0),
             vt: Array2::zeros((0, cols)),
         };
     }
-    if rows > cols + cols / 2 {
-        let (q, r) = qr(m);
-        let inner = svd_jacobi_square_or_tall(r.view());
-        return Svd {
-            u: q.dot(&inner.u),
-            s: inner.s,
-            vt: inner.vt,
-        };
-    }
-    svd_jacobi_square_or_tall(m)
-}
-
-fn svd_jacobi_square_or_tall(m: ArrayView2<'_, f64>) -> Svd {
-    let (rows, n) = m.dim();
-    let mut ut: Array2<f64> = m.t().to_owned(); // [n, rows]: row i = column i of M
-    let mut vt: Array2<f64> = Array2::eye(n); // row i = column i of V
-    let eps = f64::EPSILON;
-    for _sweep in 0..80 {
-        let mut rotated = false;
-        for p in 0..n {
-            for q in (p + 1)..n {
-                let (alpha, beta, gamma) = {
-                    let up = ut.row(p);
-                    let uq = ut.row(q);
-                    (up.dot(&up), uq.dot(&uq), up.dot(&uq))
-                };
-                if gamma == 0.0 || gamma.abs() <= eps * (alpha * beta).sqrt() {
-                    continue;
-                }
-                rotated = true;
-                let zeta = (beta - alpha) / (2.0 * gamma);
-                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
-                let c = 1.0 / (1.0 + t * t).sqrt();
-                let sn = c * t;
-                rotate_rows(&mut ut, p, q, c, sn);
-                rotate_rows(&mut vt, p, q, c, sn);
-            }
+    with_faer(m, |f| {
+        let d = f.thin_svd().expect("the SVD converges on a finite matrix");
+        let s = d.S().column_vector();
+        Svd {
+            u: from_faer(d.U()),
+            s: Array1::from_shape_fn(k, |i| s[i]),
+            vt: from_faer(d.V().transpose()),
         }
-        if !rotated {
-            break;
-        }
-    }
-    let mut s: Vec<f64> = ut.outer_iter().map(|r| r.dot(&r).sqrt()).collect();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| s[b].partial_cmp(&s[a]).expect("finite singular values"));
-    let mut u = Array2::<f64>::zeros((rows, n));
-    let mut v_t = Array2::<f64>::zeros((n, n));
-    for (dst, &src) in order.iter().enumerate() {
-        let sv = s[src];
-        if sv > 0.0 {
-            u.column_mut(dst).assign(&(&ut.row(src) / sv));
-        }
-        v_t.row_mut(dst).assign(&vt.row(src));
-    }
-    s = order.iter().map(|&i| s[i]).collect();
-    Svd {
-        u,
-        s: Array1::from(s),
-        vt: v_t,
-    }
-}
-
-fn rotate_rows(m: &mut Array2<f64>, p: usize, q: usize, c: f64, sn: f64) {
-    let (mut rp, mut rq) = m.multi_slice_mut((s![p, ..], s![q, ..]));
-    ndarray::Zip::from(&mut rp).and(&mut rq).for_each(|x, y| {
-        let (a, b) = (*x, *y);
-        *x = c * a - sn * b;
-        *y = sn * a + c * b;
-    });
+    })
 }
 
 /// SVD of the product `B · A` computed from the factors only: QR of `B` and of `Aᵀ`, then an SVD of
@@ -231,10 +152,11 @@ pub fn svd_of_product(b: ArrayView2<'_, f64>, a: ArrayView2<'_, f64>) -> Svd {
 }
 
 /// Leading `k` singular triplets of a (large) matrix: Golub–Kahan–Lanczos bidiagonalisation with full
-/// reorthogonalisation, in f64, from a deterministic start vector; small problems go to the Jacobi SVD.
+/// reorthogonalisation, in f64, from a deterministic start vector; small problems go to the full SVD.
 /// Stops when every leading Ritz triplet has residual `‖Mᵀu − σv‖ ≤ 1e-10 · σ₁` (checked every 8
 /// steps, at most `min(rows, cols)` steps). On breakdown before convergence (an invariant subspace
-/// smaller than `k`, e.g. repeated singular values) it falls back to block subspace iteration.
+/// smaller than `k`, e.g. repeated singular values or rank below `k`) it falls back to block subspace
+/// iteration.
 ///
 /// # Shapes
 /// `m: [rows, cols]` -> `U: [rows, k']`, `s: [k']`, `Vᵀ: [k', cols]`, `k' = min(k, rows, cols)`.
@@ -397,7 +319,7 @@ fn lanczos_ritz(
 }
 
 /// Fallback of [`truncated_svd`]: leading `k` singular triplets by subspace iteration with Rayleigh–Ritz, in
-/// f64, with oversampling `l = k + max(k, 16)`; falls back to the full Jacobi SVD when `k` is not much
+/// f64, with oversampling `l = k + max(k, 16)`; falls back to the full SVD when `k` is not much
 /// smaller than the matrix. Iterates until the leading `k` Ritz values agree to `1e-12 · σ₁` between
 /// two iterations (at most 300 iterations). Slow convergence only happens when `σ_k ≈ σ_{k+1}`, where
 /// the competing rank-`k` approximations are almost equally good.
@@ -530,6 +452,80 @@ mod tests {
             prop_assert!(max_abs_diff(&d.reconstruct(), &dense) < 1e-9);
             let e = svd(dense.view());
             for i in 0..d.s.len() { prop_assert!((d.s[i] - e.s[i]).abs() < 1e-9 * (1.0 + e.s[0])); }
+        }
+    }
+
+    /// A `[rows, cols]` matrix of rank at most `rank` (plus `noise`), from a seed.
+    fn low_rank(rows: usize, cols: usize, rank: usize, noise: f64, seed: u64) -> Array2<f64> {
+        let mut st = seed | 1;
+        let mut rnd = move || {
+            st = st
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (st >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let b = Array2::from_shape_fn((rows, rank), |(_, j)| rnd() * 0.8f64.powi(j as i32));
+        let a = Array2::from_shape_fn((rank, cols), |_| rnd());
+        let n = Array2::from_shape_fn((rows, cols), |_| noise * rnd());
+        b.dot(&a) + n
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// faer's decompositions on random shapes (tall, wide, beyond the block sizes), products of
+        /// random ranks and non-contiguous views: U·S·Vᵀ ≈ M, orthonormal U and V, Q·R ≈ M.
+        #[test]
+        fn faer_decompositions_reconstruct(rows in 1usize..90, cols in 1usize..90, rank in 1usize..12,
+                                           noise in prop::sample::select(vec![0.0, 1e-6, 1.0]),
+                                           transposed in any::<bool>(), seed in any::<u64>()) {
+            let owned = low_rank(rows, cols, rank, noise, seed);
+            let m = if transposed { owned.t() } else { owned.view() };
+            let scale = 1.0 + frobenius(m);
+            let d = svd(m);
+            let k = rows.min(cols);
+            prop_assert_eq!((d.u.dim(), d.s.len(), d.vt.dim()), ((m.nrows(), k), k, (k, m.ncols())));
+            prop_assert!(max_abs_diff(&d.reconstruct(), &m.to_owned()) < 1e-12 * scale);
+            prop_assert!(orthonormal_cols(&d.u) < 1e-12 * k as f64);
+            prop_assert!(orthonormal_cols(&d.vt.t().to_owned()) < 1e-12 * k as f64);
+            for w in d.s.as_slice().unwrap().windows(2) { prop_assert!(w[0] >= w[1]); }
+            prop_assert!(d.s.iter().all(|&x| x >= 0.0));
+            let (q, r) = qr(m);
+            prop_assert!(max_abs_diff(&q.dot(&r), &m.to_owned()) < 1e-12 * scale);
+            prop_assert!(orthonormal_cols(&q) < 1e-12 * k as f64);
+            // the low-rank path agrees with the dense SVD of the product
+            let b = low_rank(rows, rank, rank, 0.0, seed ^ 1);
+            let a = low_rank(rank, cols, rank, 0.0, seed ^ 2);
+            let p = svd_of_product(b.view(), a.view());
+            let dense = b.dot(&a);
+            let e = svd(dense.view());
+            let pscale = 1.0 + e.s[0];
+            prop_assert!(max_abs_diff(&p.reconstruct(), &dense) < 1e-12 * pscale);
+            prop_assert!(orthonormal_cols(&p.u) < 1e-12 * k as f64);
+            prop_assert!(orthonormal_cols(&p.vt.t().to_owned()) < 1e-12 * k as f64);
+            for i in 0..p.s.len() { prop_assert!((p.s[i] - e.s[i]).abs() < 1e-12 * pscale); }
+        }
+
+        /// The partial SVD agrees with faer's truncated full SVD (values, and the rank-k reconstruction,
+        /// which does not depend on the signs of the vectors) for sizes that take the Lanczos path.
+        #[test]
+        fn truncated_svd_agrees_with_full(rows in 65usize..160, cols in 65usize..160, rank in 1usize..20,
+                                          k in 1usize..16, seed in any::<u64>()) {
+            // k inside the signal, so the k-th value is separated from the noise cluster
+            let k = k.min(rank);
+            let m = low_rank(rows, cols, rank, 1e-6, seed);
+            let exact = svd(m.view()).truncate(k);
+            // f64 operator: to the Lanczos tolerance; f32 operator: to f32 rounding of the matrix.
+            let runs = [(truncated_svd(m.view(), k), 1e-9), (truncated_svd_f32(m.mapv(|x| x as f32).view(), k), 1e-5)];
+            for (t, tol) in runs {
+                prop_assert_eq!(t.s.len(), k);
+                for i in 0..k {
+                    prop_assert!((t.s[i] - exact.s[i]).abs() <= tol * exact.s[0], "{} {} vs {}", i, t.s[i], exact.s[i]);
+                }
+                let err_t = frobenius((&m - &t.reconstruct()).view());
+                let err_e = frobenius((&m - &exact.reconstruct()).view());
+                prop_assert!(err_t <= err_e + tol * exact.s[0], "{} vs {}", err_t, err_e);
+            }
         }
     }
 
