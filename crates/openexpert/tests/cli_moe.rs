@@ -33,7 +33,11 @@ fn logprobs(path: &Path) -> Vec<f64> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["logprob"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["logprob"]
+                .as_f64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -75,21 +79,46 @@ fn mixtures_reduce_to_plain_adapters_through_the_cli() {
         .arg(&gcd)
         .args(["--top-k", "1", "--output"])
         .arg(&one));
-    let via_moe = score(dir.path(), &input, "moe1", &["--moe", one.to_str().unwrap()]);
-    let via_adapter = score(dir.path(), &input, "a1", &["--adapter", gcd.to_str().unwrap()]);
+    let via_moe = score(
+        dir.path(),
+        &input,
+        "moe1",
+        &["--moe", one.to_str().unwrap()],
+    );
+    let via_adapter = score(
+        dir.path(),
+        &input,
+        "a1",
+        &["--adapter", gcd.to_str().unwrap()],
+    );
     let base = score(dir.path(), &input, "base", &[]);
     close(&via_moe, &via_adapter, 1e-5);
-    assert!((via_adapter[0] - base[0]).abs() > 1e-3, "the adapter changes the scores");
+    assert!(
+        (via_adapter[0] - base[0]).abs() > 1e-3,
+        "the adapter changes the scores"
+    );
 
     // Zero routers, k = E = 2: the equal-weight static mix.
     let two = dir.path().join("two");
     ok(bin()
         .args(["moe", "build", "--bank"])
         .arg(bank())
-        .args(["--experts", "gcd,syllogism", "--top-k", "2", "--router-init", "zero"])
+        .args([
+            "--experts",
+            "gcd,syllogism",
+            "--top-k",
+            "2",
+            "--router-init",
+            "zero",
+        ])
         .arg("--output")
         .arg(&two));
-    let via_moe = score(dir.path(), &input, "moe2", &["--moe", two.to_str().unwrap()]);
+    let via_moe = score(
+        dir.path(),
+        &input,
+        "moe2",
+        &["--moe", two.to_str().unwrap()],
+    );
     let both = format!("{},{}", gcd.display(), syl.display());
     let via_mix = score(
         dir.path(),
