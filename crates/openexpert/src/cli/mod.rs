@@ -12,6 +12,7 @@
 pub mod args;
 pub mod commands;
 mod jsonl;
+mod run_dir;
 
 use clap::{Parser, Subcommand};
 

@@ -24,11 +24,11 @@ use lm_core::train::{LoraTrainer, TrainExample, Trainable};
 use moe_router::config::{default_balance_loss, default_seed, default_top_k, default_z_loss};
 use moe_router::train::MoeTrainable;
 use moe_router::{ExpertSpec, LoraHubOptions, ModuleRouting, Moe, MoeConfig, RouterInit};
-use openexpert::training_data::read_training_jsonl;
 
 use crate::cli::args::model::ModelArgs;
 use crate::cli::args::trainer::TrainerFlags;
 use crate::cli::jsonl::read_objects;
+use crate::cli::run_dir;
 
 /// The `moe` operations.
 #[derive(Debug, Subcommand)]
@@ -243,18 +243,8 @@ fn build(a: BuildArgs, init: Option<RouterInit>, device: &str) -> anyhow::Result
 }
 
 fn train(a: MoeTrainArgs, device: &str) -> anyhow::Result<()> {
-    let checkpoints = a.output.join("checkpoints");
-    if !a.resume && !lm_core::train::checkpoint::list(&checkpoints)?.is_empty() {
-        bail!(
-            "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose another --output",
-            checkpoints.display()
-        );
-    }
-    let train = read_training_jsonl(&a.data)?;
-    let eval = match &a.eval {
-        Some(p) => read_training_jsonl(p)?,
-        None => Vec::new(),
-    };
+    let inputs = run_dir::prepare(&a.output, a.resume, &a.data, a.eval.as_deref())?;
+    let (checkpoints, train, eval) = (inputs.checkpoints, inputs.train, inputs.eval);
     let mut model = load_model(&a.model, device)?;
     let mut moe = Moe::load(&mut model.decoder, &a.moe)
         .with_context(|| format!("loading the mixture {}", a.moe.display()))?;
@@ -266,23 +256,18 @@ fn train(a: MoeTrainArgs, device: &str) -> anyhow::Result<()> {
     }
     let params = MoeTrainable::new(&moe, &model.decoder, a.router_only)?;
     let config = a.trainer.config();
-    std::fs::create_dir_all(&a.output)
-        .with_context(|| format!("creating {}", a.output.display()))?;
     let (trained, report) = LoraTrainer::new(&model, config.clone())
         .with_format(a.trainer.prompt_format())
         .with_checkpoints(&checkpoints, a.resume)
         .with_progress(true)
         .fit_trainable(params, &train, &eval)?;
     trained.apply(&mut model.decoder)?;
-    // The new directory: the mixture, the reports, and the checkpoints moved in before the swap.
-    let staged = atomic_fs::StagedDir::replacing(&a.output)?;
-    moe.write_into(&model.decoder, staged.path())?;
-    write_json(&staged.path().join("train_report.json"), &report)?;
-    write_json(&staged.path().join("train_config.json"), &config)?;
-    if checkpoints.is_dir() {
-        std::fs::rename(&checkpoints, staged.path().join("checkpoints"))?;
-    }
-    staged.commit()?;
+    run_dir::commit(&a.output, |dir| {
+        moe.write_into(&model.decoder, dir)?;
+        write_json(&dir.join("train_report.json"), &report)?;
+        write_json(&dir.join("train_config.json"), &config)?;
+        Ok(())
+    })?;
     eprintln!(
         "trained {} of a {}-expert mixture for {} steps ({} parameters), loss {:.4} -> {:.4}{}; written to {}",
         if a.router_only {

@@ -5,17 +5,16 @@
 //! `OUTPUT/checkpoints/` (at the end, and every `--checkpoint-every` steps) and `--resume`
 //! continues from the newest one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::cli::args::model::ModelArgs;
 use crate::cli::args::trainer::TrainerFlags;
-use anyhow::{Context, bail};
+use crate::cli::run_dir;
 use atomic_fs::write_atomic;
 use clap::Args;
 use lm_core::device::device_from_name;
 use lm_core::model::LanguageModel;
 use lm_core::train::LoraTrainer;
-use openexpert::training_data::read_training_jsonl;
 
 /// Arguments of `train`.
 #[derive(Debug, Args)]
@@ -42,24 +41,12 @@ pub struct TrainArgs {
 
 /// Runs `train`.
 pub fn run(args: TrainArgs, device: &str) -> anyhow::Result<()> {
-    let checkpoints = args.output.join("checkpoints");
-    if !args.resume && !lm_core::train::checkpoint::list(&checkpoints)?.is_empty() {
-        bail!(
-            "{} holds checkpoints of an earlier run: pass --resume to continue it, or choose another --output",
-            checkpoints.display()
-        );
-    }
-    let train = read_training_jsonl(&args.data)?;
-    let eval = match &args.eval {
-        Some(p) => read_training_jsonl(p)?,
-        None => Vec::new(),
-    };
+    let inputs = run_dir::prepare(&args.output, args.resume, &args.data, args.eval.as_deref())?;
+    let (checkpoints, train, eval) = (inputs.checkpoints, inputs.train, inputs.eval);
     let device = device_from_name(device)?;
     let model = LanguageModel::load(&args.model.model, &device)?;
     let config = args.trainer.config();
     let format = args.trainer.prompt_format();
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating {}", args.output.display()))?;
     let outcome = LoraTrainer::new(&model, config.clone())
         .with_format(format)
         .with_checkpoints(&checkpoints, args.resume)
@@ -76,7 +63,13 @@ pub fn run(args: TrainArgs, device: &str) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&config)? + "\n",
         ),
     ];
-    save_run_dir(&adapter, &reports, &args.output)?;
+    run_dir::commit(&args.output, |dir| {
+        adapter.save(dir)?;
+        for (name, text) in &reports {
+            write_atomic(&dir.join(name), text.as_bytes())?;
+        }
+        Ok(())
+    })?;
     let r = &outcome.report;
     eprintln!(
         "trained {} steps ({} examples kept of {}), loss {:.4} -> {:.4}{}, {:.0} tokens/s; adapter in {}",
@@ -93,27 +86,5 @@ pub fn run(args: TrainArgs, device: &str) -> anyhow::Result<()> {
         r.tokens_per_second,
         args.output.display()
     );
-    Ok(())
-}
-
-/// Replaces `dir` as a whole with the PEFT adapter files and the reports, keeping the training
-/// checkpoints (moved into the new directory before the swap), so a crash leaves either the old
-/// directory or the new one, never a new config beside old weights.
-fn save_run_dir(
-    adapter: &lora_zoo::LoraAdapter,
-    reports: &[(&str, String)],
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let staged = atomic_fs::StagedDir::replacing(dir)?;
-    adapter.save(staged.path())?;
-    for (name, text) in reports {
-        write_atomic(&staged.path().join(name), text.as_bytes())?;
-    }
-    let checkpoints = dir.join("checkpoints");
-    if checkpoints.is_dir() {
-        std::fs::rename(&checkpoints, staged.path().join("checkpoints"))
-            .with_context(|| format!("moving {} into the new output", checkpoints.display()))?;
-    }
-    staged.commit()?;
     Ok(())
 }
