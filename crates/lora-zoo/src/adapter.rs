@@ -199,9 +199,35 @@ fn read_matrix(key: &str, view: &safetensors::tensor::TensorView<'_>) -> Result<
     })
 }
 
+/// How [`LoraAdapter::load_with`] treats tensors the config does not target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdapterLoadOptions {
+    /// Refuse ([`LoraError::UntargetedTensors`]) instead of dropping them with a warning.
+    pub strict: bool,
+}
+
+/// What loading left out or found without effect (each also logged with `tracing::warn!`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Modules whose factors are in the file but which the config (`target_modules`,
+    /// `exclude_modules`, `layers_to_transform`) does not target: dropped, as PEFT ignores them.
+    pub untargeted: Vec<String>,
+    /// `rank_pattern` / `alpha_pattern` keys, as `(field, key)`, that match no module of the adapter.
+    pub unmatched_pattern_keys: Vec<(String, String)>,
+}
+
 impl LoraAdapter {
     /// Loads a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`).
+    ///
+    /// The config decides, as in PEFT: factors of modules it does not target are dropped with a
+    /// warning (see [`load_with`](Self::load_with) for the report and a strict mode), and an adapter
+    /// left with no module is refused ([`LoraError::EmptyAdapter`]).
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with(dir, AdapterLoadOptions::default()).map(|(a, _)| a)
+    }
+
+    /// [`load`](Self::load) with options, also returning what was dropped or had no effect.
+    pub fn load_with(dir: &Path, opts: AdapterLoadOptions) -> Result<(Self, LoadReport)> {
         let config = AdapterConfig::from_file(&dir.join(CONFIG_FILE))?;
         let weights = dir.join(WEIGHTS_FILE);
         let file = std::fs::File::open(&weights).map_err(|e| {
@@ -216,27 +242,47 @@ impl LoraAdapter {
         // SAFETY: the map is read-only and dropped before returning; a concurrent writer truncating
         // the file is the only hazard and is outside what this loader promises.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LoraError::io(&weights, e))?;
-        Self::from_safetensors_bytes(config, &map, &weights)
+        Self::from_safetensors_bytes_with(config, &map, &weights, opts)
     }
 
-    /// Builds an adapter from a config and the bytes of a safetensors file (`path` for errors only).
+    /// Builds an adapter from a config and the bytes of a safetensors file (`path` for errors only),
+    /// dropping untargeted factors with a warning (see [`load`](Self::load)).
     pub fn from_safetensors_bytes(
         config: AdapterConfig,
         bytes: &[u8],
         path: &Path,
     ) -> Result<Self> {
+        Self::from_safetensors_bytes_with(config, bytes, path, AdapterLoadOptions::default())
+            .map(|(a, _)| a)
+    }
+
+    /// [`from_safetensors_bytes`](Self::from_safetensors_bytes) with options and the report.
+    pub fn from_safetensors_bytes_with(
+        config: AdapterConfig,
+        bytes: &[u8],
+        path: &Path,
+        opts: AdapterLoadOptions,
+    ) -> Result<(Self, LoadReport)> {
         config.check_supported()?;
         let matcher = config.matcher()?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| LoraError::InvalidSafetensors {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        // Without target_modules the config cannot decide (PEFT would infer them from the model
+        // type), so every module with factors is kept.
+        let decides = config.target_modules.is_some();
+        let mut untargeted: BTreeSet<String> = BTreeSet::new();
         let mut a_map: BTreeMap<String, Array2<f32>> = BTreeMap::new();
         let mut b_map: BTreeMap<String, Array2<f32>> = BTreeMap::new();
         let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
         names.sort();
         for key in &names {
             let (module, factor) = parse_key(key)?;
+            if decides && !matcher.is_target(&module) {
+                untargeted.insert(module);
+                continue;
+            }
             let view = st.tensor(key).map_err(|e| LoraError::InvalidSafetensors {
                 path: path.to_path_buf(),
                 message: e.to_string(),
@@ -299,7 +345,55 @@ impl LoraAdapter {
                 },
             );
         }
-        Ok(LoraAdapter { config, modules })
+        let untargeted: Vec<String> = untargeted.into_iter().collect();
+        if !untargeted.is_empty() {
+            if opts.strict {
+                return Err(LoraError::UntargetedTensors {
+                    path: path.to_path_buf(),
+                    modules: untargeted,
+                });
+            }
+            tracing::warn!(
+                adapter = %path.display(),
+                count = untargeted.len(),
+                modules = ?untargeted,
+                "ignoring LoRA factors of modules the adapter config does not target \
+                 (target_modules / layers_to_transform / exclude_modules); PEFT ignores them too"
+            );
+        }
+        if modules.is_empty() {
+            let detail = if untargeted.is_empty() {
+                "the file holds no lora_A / lora_B tensors".to_string()
+            } else {
+                format!(
+                    "all {} module(s) with factors are outside target_modules / layers_to_transform \
+                     (first: {})",
+                    untargeted.len(),
+                    untargeted[0]
+                )
+            };
+            return Err(LoraError::EmptyAdapter {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
+        let unmatched: Vec<(String, String)> = matcher
+            .unmatched_pattern_keys(modules.keys().map(String::as_str))
+            .into_iter()
+            .map(|(field, key)| (field.to_string(), key))
+            .collect();
+        for (field, key) in &unmatched {
+            tracing::warn!(
+                adapter = %path.display(),
+                "{field} key {key:?} does not match any module of the adapter, so it has no effect \
+                 (PEFT matches keys as ^(.*\\.)?(key)$ against full module names)"
+            );
+        }
+        let report = LoadReport {
+            untargeted,
+            unmatched_pattern_keys: unmatched,
+        };
+        Ok((LoraAdapter { config, modules }, report))
     }
 
     /// The largest rank over modules (0 for an empty adapter).

@@ -206,6 +206,12 @@ pub fn combine(
             modules.insert(name, m);
         }
     }
+    if modules.is_empty() {
+        return Err(LoraError::EmptyCombination {
+            method: opts.method.name().to_string(),
+            detail: empty_reason(opts),
+        });
+    }
     let config = config_for_modules(&modules, &adapters[0].config);
     let out = LoraAdapter { config, modules };
     let report = CombineReport {
@@ -214,6 +220,22 @@ pub fn combine(
         min_energy_kept: min_kept,
     };
     Ok((out, report))
+}
+
+/// Why a combination came out empty, in words, for [`LoraError::EmptyCombination`].
+pub(crate) fn empty_reason(opts: &CombineOptions) -> String {
+    if opts.lambda == 0.0 {
+        "lambda is 0".into()
+    } else if opts.weights.iter().all(|w| *w == 0.0) {
+        format!("every weight is 0: {:?}", opts.weights)
+    } else if opts.method.is_pruning() {
+        format!(
+            "every combined update is zero after pruning at density {}",
+            opts.density
+        )
+    } else {
+        "every combined update is zero".into()
+    }
 }
 
 /// The combined dense update of every module, for merging into base weights: `f(module, ΔW)` is
@@ -369,6 +391,16 @@ fn combine_module(
                 CombineMethod::Svd => Some(opts.rank.unwrap_or(max_rank)),
                 _ => opts.rank,
             };
+            // An all-zero contribution adapts nothing: drop the module, as the SVD path does for a
+            // zero update, instead of writing zero factors.
+            if opts.lambda == 0.0
+                || parts
+                    .iter()
+                    .all(|p| p.weight == 0.0 || p.module.scale == 0.0)
+            {
+                tracing::debug!(module = name, "every weight is zero; module dropped");
+                return Ok((None, 1.0));
+            }
             if parts.len() == 1
                 && parts[0].weight == 1.0
                 && opts.lambda == 1.0
@@ -794,6 +826,42 @@ mod tests {
                 &weighted_delta(&[&a, &b], &[0.5, 0.5], "m.q")
             ) < 1e-5
         );
+    }
+
+    #[test]
+    fn a_combination_that_adapts_nothing_is_refused() {
+        let a = adapter(&[("m.q", 4, 2.0), ("m.v", 2, 1.0)], 1);
+        let b = adapter(&[("m.q", 2, 0.5)], 2);
+        let empty = |r: Result<(LoraAdapter, CombineReport)>| match r {
+            Err(e @ LoraError::EmptyCombination { .. }) => e.to_string(),
+            other => panic!("expected EmptyCombination, got {other:?}"),
+        };
+        for m in CombineMethod::NAMES {
+            let method: CombineMethod = m.parse().unwrap();
+            let msg = empty(combine(
+                &[&a, &b],
+                &CombineOptions::new(method, vec![0.0, 0.0]),
+            ));
+            assert!(msg.contains("every weight is 0"), "{m}: {msg}");
+            let mut o = CombineOptions::new(method, vec![0.6, 0.4]);
+            o.lambda = 0.0;
+            assert!(empty(combine(&[&a, &b], &o)).contains("lambda"), "{m}");
+        }
+        // density so small that magnitude pruning keeps round_down(density · n) = 0 entries
+        for method in [CombineMethod::Ties, CombineMethod::MagnitudePrune] {
+            let mut o = CombineOptions::new(method, vec![0.6, 0.4]);
+            o.density = 1e-30;
+            assert!(empty(combine(&[&a, &b], &o)).contains("density"));
+        }
+        // a zero weight drops only what it alone contributes: m.v (only in a) goes, m.q stays exact
+        let (out, report) = combine(
+            &[&a, &b],
+            &CombineOptions::new(CombineMethod::Linear, vec![0.0, 1.0]),
+        )
+        .unwrap();
+        assert_eq!(out.modules.keys().collect::<Vec<_>>(), vec!["m.q"]);
+        assert_eq!(report.modules, 1);
+        assert!(max_diff(&out.modules["m.q"].delta(), &b.modules["m.q"].delta()) < 1e-6);
     }
 
     #[test]

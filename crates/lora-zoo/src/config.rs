@@ -345,6 +345,17 @@ impl AdapterConfig {
                 module: format!("config (rank_pattern {k:?})"),
             });
         }
+        if let serde_json::Value::String(init) = &self.init_lora_weights {
+            if rewrites_base(init) {
+                return Err(LoraError::ResidualBaseInit { init: init.clone() });
+            }
+            if !PLAIN_BASE_INITS.contains(&init.to_ascii_lowercase().as_str()) {
+                tracing::warn!(
+                    init_lora_weights = %init,
+                    "unknown init_lora_weights; assuming the adapter applies to the unmodified base model"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -352,6 +363,19 @@ impl AdapterConfig {
     pub fn matcher(&self) -> Result<ModuleMatcher> {
         ModuleMatcher::new(self)
     }
+}
+
+/// `init_lora_weights` strings whose adapters apply to the unmodified base (the initial `B·A` is zero
+/// or the base is untouched): `gaussian`, `eva`, `orthogonal`. `true` / `false` are booleans.
+pub const PLAIN_BASE_INITS: [&str; 3] = ["gaussian", "eva", "orthogonal"];
+
+/// Whether an `init_lora_weights` string names an initialisation that subtracts the initial adapter
+/// from the base weights (PiSSA and `pissa_niter_<n>`, OLoRA, CorDA, LoftQ): such adapters, saved
+/// without PEFT's conversion, are only valid on that residual base.
+pub fn rewrites_base(init: &str) -> bool {
+    let init = init.to_ascii_lowercase();
+    matches!(init.as_str(), "pissa" | "olora" | "corda" | "loftq")
+        || init.starts_with("pissa_niter_")
 }
 
 /// The effective rank, alpha and scale of one module.
@@ -382,8 +406,8 @@ pub struct ModuleMatcher {
     excludes: Option<TargetSel>,
     layers: Option<LayersToTransform>,
     layer_regexes: Vec<Regex>,
-    rank_patterns: Vec<(Regex, usize)>,
-    alpha_patterns: Vec<(Regex, f64)>,
+    rank_patterns: Vec<(String, Regex, usize)>,
+    alpha_patterns: Vec<(String, Regex, f64)>,
     r: usize,
     alpha: f64,
     use_rslora: bool,
@@ -465,6 +489,7 @@ impl ModuleMatcher {
             .iter()
             .map(|(k, v)| {
                 Ok((
+                    k.clone(),
                     compile("rank_pattern", k, &format!(r"^(?:.*\.)?(?:{k})$"))?,
                     *v,
                 ))
@@ -476,6 +501,7 @@ impl ModuleMatcher {
             .iter()
             .map(|(k, v)| {
                 Ok((
+                    k.clone(),
                     compile("alpha_pattern", k, &format!(r"^(?:.*\.)?(?:{k})$"))?,
                     *v,
                 ))
@@ -525,18 +551,39 @@ impl ModuleMatcher {
         found
     }
 
+    /// The `rank_pattern` / `alpha_pattern` keys (as `(field, key)`) that match none of `modules`
+    /// under PEFT's rule `^(.*\.)?(key)$`: such a key has no effect (a common mistake is an
+    /// anchored short key like `"^q_proj"`, which can never match a full module name).
+    pub fn unmatched_pattern_keys<'a>(
+        &self,
+        modules: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Vec<(&'static str, String)> {
+        let rank = self
+            .rank_patterns
+            .iter()
+            .map(|(k, re, _)| ("rank_pattern", k, re));
+        let alpha = self
+            .alpha_patterns
+            .iter()
+            .map(|(k, re, _)| ("alpha_pattern", k, re));
+        rank.chain(alpha)
+            .filter(|(_, _, re)| !modules.clone().into_iter().any(|m| re.is_match(m)))
+            .map(|(field, k, _)| (field, k.clone()))
+            .collect()
+    }
+
     /// Effective rank, alpha and scale of module `name`.
     pub fn scaling(&self, name: &str) -> ModuleScaling {
         let rank = self
             .rank_patterns
             .iter()
-            .find(|(re, _)| re.is_match(name))
-            .map_or(self.r, |(_, v)| *v);
+            .find(|(_, re, _)| re.is_match(name))
+            .map_or(self.r, |(_, _, v)| *v);
         let alpha = self
             .alpha_patterns
             .iter()
-            .find(|(re, _)| re.is_match(name))
-            .map_or(self.alpha, |(_, v)| *v);
+            .find(|(_, re, _)| re.is_match(name))
+            .map_or(self.alpha, |(_, _, v)| *v);
         ModuleScaling {
             rank,
             alpha,
@@ -692,6 +739,46 @@ mod tests {
             parse(r#"{"target_modules": "(?<=a)b"}"#).matcher(),
             Err(LoraError::BadPattern { .. })
         ));
+    }
+
+    #[test]
+    fn residual_base_inits_are_named() {
+        for init in ["pissa", "PiSSA", "pissa_niter_4", "olora", "corda", "loftq"] {
+            assert!(rewrites_base(init), "{init}");
+            let c = parse(&format!(r#"{{"init_lora_weights": "{init}"}}"#));
+            assert!(matches!(
+                c.check_supported(),
+                Err(LoraError::ResidualBaseInit { .. })
+            ));
+        }
+        for init in ["gaussian", "eva", "orthogonal", "pissa_like"] {
+            assert!(!rewrites_base(init), "{init}");
+        }
+        for init in ["true", "false", r#""gaussian""#, r#""eva""#] {
+            let c = parse(&format!(r#"{{"init_lora_weights": {init}}}"#));
+            assert!(c.check_supported().is_ok(), "{init}");
+        }
+    }
+
+    #[test]
+    fn unmatched_pattern_keys_follow_the_anchored_rule() {
+        let m = parse(
+            r#"{"rank_pattern": {"^q_proj": 2, "^model\\.layers\\.0\\.self_attn\\.q_proj": 2, "v_proj": 4},
+                "alpha_pattern": {"layers.1.self_attn.q_proj": 3, "q_proj": 5}}"#,
+        )
+        .matcher()
+        .unwrap();
+        let names = [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.v_proj",
+        ];
+        assert_eq!(
+            m.unmatched_pattern_keys(names),
+            vec![
+                ("rank_pattern", "^q_proj".to_string()),
+                ("alpha_pattern", "layers.1.self_attn.q_proj".to_string()),
+            ]
+        );
     }
 
     #[test]

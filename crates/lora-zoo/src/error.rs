@@ -186,6 +186,52 @@ pub enum LoraError {
         /// What disagrees.
         message: String,
     },
+    /// `init_lora_weights` names an initialisation that rewrites the base weights (PiSSA, OLoRA,
+    /// CorDA, LoftQ): the saved factors are only valid on that residual base, not on the original.
+    #[error(
+        "init_lora_weights = {init:?} refused: this initialisation subtracts the initial adapter from the base \
+         weights, so the saved factors only fit that residual base, not the original model. Convert it to a plain \
+         LoRA with PEFT first: save_pretrained(..., path_initial_model_for_weight_conversion=<the initial \
+         {init} adapter>) (or convert_pissa_to_lora), which writes an adapter with init_lora_weights = true"
+    )]
+    ResidualBaseInit {
+        /// The `init_lora_weights` value found.
+        init: String,
+    },
+    /// An adapter file holds no LoRA module its config targets: applying it would silently run the
+    /// base model.
+    #[error(
+        "adapter {path} adapts no module: {detail}; applying it would silently run the base model"
+    )]
+    EmptyAdapter {
+        /// The weights file.
+        path: PathBuf,
+        /// Why nothing is left (no tensors, or every tensor outside target_modules).
+        detail: String,
+    },
+    /// Strict loading: the file holds factors for modules the config does not target.
+    #[error(
+        "adapter {path} holds LoRA factors for {} module(s) its config does not target ({}); PEFT ignores \
+         them: fix target_modules / layers_to_transform or remove the tensors",
+        modules.len(), modules.join(", ")
+    )]
+    UntargetedTensors {
+        /// The weights file.
+        path: PathBuf,
+        /// The untargeted modules.
+        modules: Vec<String>,
+    },
+    /// A combination or merge whose result adapts no module (every combined update is zero).
+    #[error(
+        "the {method} combination adapts no module ({detail}); nothing was written. Use non-zero --weights / \
+         --lambda, or a larger --density"
+    )]
+    EmptyCombination {
+        /// The combination method.
+        method: String,
+        /// Why (which settings zeroed every update).
+        detail: String,
+    },
     /// Invalid arguments to a combination.
     #[error("invalid combination request: {0}")]
     InvalidCombine(String),

@@ -28,7 +28,7 @@ pub mod spec;
 pub mod trained;
 pub mod writer;
 
-pub use adapter::{LoraAdapter, LoraModule, ValidationReport};
+pub use adapter::{AdapterLoadOptions, LoadReport, LoraAdapter, LoraModule, ValidationReport};
 pub use bank::{BankEntry, LoraBank};
 pub use combine::{CombineMethod, CombineOptions, MajoritySign, combine};
 pub use config::AdapterConfig;

@@ -192,6 +192,13 @@ pub fn merge_into_base(
     let t0 = Instant::now();
     let refs: Vec<&LoraAdapter> = adapters.iter().map(|a| &a.adapter).collect();
     validate_request(&refs, &opts.combine)?;
+    let c = &opts.combine;
+    if c.lambda == 0.0 || c.weights.iter().all(|w| *w == 0.0) {
+        return Err(LoraError::EmptyCombination {
+            method: c.method.name().to_string(),
+            detail: crate::combine::empty_reason(c),
+        });
+    }
     let base = ExportBase::open(model)?;
     let spec = base_spec(&base);
     for a in adapters {
@@ -267,6 +274,19 @@ pub fn merge_into_base(
     )?;
     bar.finish_and_clear();
     let merge_write_s = t1.elapsed().as_secs_f64();
+    // A merge that changed no weight would export the base model under an adapter's name; the
+    // staged directory is dropped (removed) without being committed.
+    if stats
+        .lock()
+        .expect("stats lock")
+        .iter()
+        .all(|m| m.delta_fro == 0.0)
+    {
+        return Err(LoraError::EmptyCombination {
+            method: opts.combine.method.name().to_string(),
+            detail: crate::combine::empty_reason(&opts.combine),
+        });
+    }
 
     let t2 = Instant::now();
     lm_core::export::write_sidecar_files(&base, staged.path(), opts.dtype)?;

@@ -11,7 +11,7 @@ use lm_core::io::safetensors::SafetensorsWeights;
 use lora_zoo::merge::{
     MergeOptions, REPORT_FILE, VerifyOptions, load_named, merge_into_base, plain_merge_options,
 };
-use lora_zoo::{LoraAdapter, LoraError, LoraModule};
+use lora_zoo::{CombineMethod, LoraAdapter, LoraError, LoraModule};
 use ndarray::Array2;
 
 fn fixtures() -> PathBuf {
@@ -197,6 +197,24 @@ fn bad_inputs_fail_before_writing() {
     o.combine.weights = vec![1.0, 2.0];
     assert!(merge_into_base(&gguf(), &good, &o, &out).is_err());
     assert!(!out.exists());
+
+    // a merge that changes no weight: zero weights are refused up front; a density that prunes
+    // every entry after the pass, the staged output removed
+    let mut o = options(1, false);
+    o.combine.weights = vec![0.0];
+    let err = merge_into_base(&gguf(), &good, &o, &out).unwrap_err();
+    assert!(matches!(err, LoraError::EmptyCombination { .. }), "{err}");
+    assert!(!out.exists());
+    let mut o = options(1, false);
+    o.combine.method = CombineMethod::Ties;
+    o.combine.density = 1e-30;
+    let err = merge_into_base(&gguf(), &good, &o, &out).unwrap_err();
+    assert!(
+        matches!(err, LoraError::EmptyCombination { .. }) && err.to_string().contains("density"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
 
     // non-empty output without --force
     std::fs::create_dir(&out).unwrap();

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use lora_zoo::{BaseModelSpec, LoraAdapter, LoraError};
+use lora_zoo::{AdapterLoadOptions, BaseModelSpec, LoadReport, LoraAdapter, LoraError};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 
@@ -257,13 +257,126 @@ fn unknown_target_module() {
     ));
 }
 
+fn load_with(
+    config: &str,
+    tensors: &[T],
+    strict: bool,
+) -> lora_zoo::Result<(LoraAdapter, LoadReport)> {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), config, tensors);
+    LoraAdapter::load_with(dir.path(), AdapterLoadOptions { strict })
+}
+
 #[test]
-fn tensors_the_config_does_not_target_are_reported_unused() {
+fn tensors_the_config_does_not_target_are_dropped_on_load() {
+    // (b) a module suffix outside target_modules
     let mut t = lora(Q, 2, 16, 16);
     t.extend(lora("model.layers.0.mlp.up_proj", 2, 16, 32));
-    let a = load(CONFIG, &t).unwrap();
-    let r = a.validate(&spec()).unwrap();
-    assert_eq!(r.unused, vec!["model.layers.0.mlp.up_proj"]);
+    let (a, report) = load_with(CONFIG, &t, false).unwrap();
+    assert_eq!(a.modules.keys().collect::<Vec<_>>(), vec![Q]);
+    assert_eq!(report.untargeted, vec!["model.layers.0.mlp.up_proj"]);
+    assert!(a.validate(&spec()).unwrap().unused.is_empty());
+    // (a) a layer outside layers_to_transform, even with a rank the config would refuse
+    let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "layers_to_transform": [0]}"#;
+    let mut t = lora(Q, 2, 16, 16);
+    t.extend(lora("model.layers.1.self_attn.q_proj", 3, 16, 16));
+    let (a, report) = load_with(cfg, &t, false).unwrap();
+    assert_eq!(a.modules.len(), 1);
+    assert_eq!(report.untargeted, vec!["model.layers.1.self_attn.q_proj"]);
+    // exclude_modules decides too
+    let cfg = r#"{"r": 2, "target_modules": ["q_proj"], "exclude_modules": ["layers.1.self_attn.q_proj"]}"#;
+    let mut t = lora(Q, 2, 16, 16);
+    t.extend(lora("model.layers.1.self_attn.q_proj", 2, 16, 16));
+    assert_eq!(load_with(cfg, &t, false).unwrap().1.untargeted.len(), 1);
+    // strict refuses, naming the modules
+    let err = load_with(
+        CONFIG,
+        &{
+            let mut t = lora(Q, 2, 16, 16);
+            t.extend(lora("model.layers.0.mlp.up_proj", 2, 16, 32));
+            t
+        },
+        true,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, LoraError::UntargetedTensors { modules, .. } if modules == &["model.layers.0.mlp.up_proj"]),
+        "{err}"
+    );
+    assert!(err.to_string().contains("model.layers.0.mlp.up_proj"));
+    // a clean adapter passes strict loading with an empty report
+    let (_, report) = load_with(CONFIG, &lora(Q, 2, 16, 16), true).unwrap();
+    assert_eq!(report, LoadReport::default());
+}
+
+#[test]
+fn an_adapter_with_no_targeted_module_is_refused() {
+    let cfg = r#"{"r": 2, "target_modules": ["k_proj"]}"#;
+    let err = load(cfg, &lora(Q, 2, 16, 16)).unwrap_err();
+    assert!(matches!(err, LoraError::EmptyAdapter { .. }), "{err}");
+    assert!(
+        err.to_string().contains("adapter_model.safetensors"),
+        "{err}"
+    );
+    assert!(err.to_string().contains(Q), "{err}");
+    let err = load(CONFIG, &[]).unwrap_err();
+    assert!(matches!(err, LoraError::EmptyAdapter { .. }), "{err}");
+    assert!(err.to_string().contains("no lora_A"), "{err}");
+    // without target_modules the config cannot decide: modules are kept
+    assert_eq!(
+        load(r#"{"r": 2}"#, &lora(Q, 2, 16, 16))
+            .unwrap()
+            .modules
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn unmatched_pattern_keys_are_reported() {
+    let cfg = r#"{"r": 2, "lora_alpha": 4, "target_modules": ["q_proj", "v_proj"],
+                 "rank_pattern": {"^model\\.layers\\.0\\.self_attn\\.q_proj": 2, "k_proj": 4},
+                 "alpha_pattern": {"^q_proj": 100, "q_proj": 8}}"#;
+    let (a, report) = load_with(cfg, &lora(Q, 2, 16, 16), false).unwrap();
+    assert_eq!(
+        report.unmatched_pattern_keys,
+        vec![
+            ("rank_pattern".to_string(), "k_proj".to_string()),
+            ("alpha_pattern".to_string(), "^q_proj".to_string()),
+        ]
+    );
+    // "^q_proj" never matches; "q_proj" gives alpha 8 -> scale 8 / 2
+    assert_eq!(a.modules[Q].scale, 4.0);
+}
+
+#[test]
+fn residual_base_inits_are_refused_and_plain_ones_accepted() {
+    for init in [
+        "pissa",
+        "pissa_niter_4",
+        "pissa_niter_16",
+        "olora",
+        "corda",
+        "loftq",
+    ] {
+        let cfg =
+            format!(r#"{{"r": 2, "target_modules": ["q_proj"], "init_lora_weights": "{init}"}}"#);
+        let err = load(&cfg, &lora(Q, 2, 16, 16)).unwrap_err();
+        assert!(
+            matches!(&err, LoraError::ResidualBaseInit { init: i } if i == init),
+            "{init}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("path_initial_model_for_weight_conversion"),
+            "{err}"
+        );
+    }
+    for init in ["true", "false", "\"gaussian\"", "\"eva\"", "\"orthogonal\""] {
+        let cfg =
+            format!(r#"{{"r": 2, "target_modules": ["q_proj"], "init_lora_weights": {init}}}"#);
+        assert!(load(&cfg, &lora(Q, 2, 16, 16)).is_ok(), "{init}");
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use lora_zoo::bank::CARD_FILE;
 use lora_zoo::combine::{CombineMethod, CombineOptions, MajoritySign, combine};
 use lora_zoo::merge::{VerifyOptions, load_named, merge_into_base, plain_merge_options};
 use lora_zoo::similarity::{SimilarityMode, similarity_report};
-use lora_zoo::{LoraAdapter, LoraBank};
+use lora_zoo::{AdapterLoadOptions, LoraAdapter, LoraBank};
 
 use crate::cli::args::adapters::AdapterArgs;
 use crate::cli::args::model::ModelArgs;
@@ -32,6 +32,10 @@ pub enum LoraCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Refuse an adapter whose file holds factors for modules its config does not target
+        /// (by default they are dropped with a warning, as PEFT ignores them).
+        #[arg(long)]
+        strict: bool,
     },
     /// Combine adapters into a new PEFT adapter directory.
     Combine(CombineArgs),
@@ -166,7 +170,7 @@ pub struct ExportArgs {
 /// Runs a `lora` subcommand; `device` runs `merge`'s logit check.
 pub fn run(command: LoraCommand, device: &str) -> anyhow::Result<()> {
     match command {
-        LoraCommand::Inspect { dir, json } => inspect(&dir, json),
+        LoraCommand::Inspect { dir, json, strict } => inspect(&dir, json, strict),
         LoraCommand::Combine(a) => run_combine(a),
         LoraCommand::Merge(a) => merge(a, device),
         LoraCommand::Export(a) => {
@@ -191,8 +195,9 @@ pub fn run(command: LoraCommand, device: &str) -> anyhow::Result<()> {
     }
 }
 
-fn inspect(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let a = LoraAdapter::load(dir).with_context(|| format!("loading adapter {}", dir.display()))?;
+fn inspect(dir: &std::path::Path, json: bool, strict: bool) -> anyhow::Result<()> {
+    let (a, load) = LoraAdapter::load_with(dir, AdapterLoadOptions { strict })
+        .with_context(|| format!("loading adapter {}", dir.display()))?;
     if json {
         let modules: Vec<_> = a
             .modules
@@ -202,7 +207,15 @@ fn inspect(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
                                    "alpha": m.alpha, "scale": m.scale})
             })
             .collect();
-        let v = serde_json::json!({"config": a.config, "modules": modules, "num_params": a.num_params()});
+        let unmatched: Vec<_> = load
+            .unmatched_pattern_keys
+            .iter()
+            .map(|(field, key)| serde_json::json!({"field": field, "key": key}))
+            .collect();
+        let v = serde_json::json!({"config": a.config, "modules": modules, "num_params": a.num_params(),
+                                   "untargeted_dropped": load.untargeted.len(),
+                                   "untargeted_modules": load.untargeted,
+                                   "unmatched_pattern_keys": unmatched});
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -220,6 +233,15 @@ fn inspect(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     println!("targets      {:?}", a.target_suffixes());
     println!("modules      {}", a.modules.len());
     println!("parameters   {}", a.num_params());
+    if !load.untargeted.is_empty() {
+        println!(
+            "dropped      {} untargeted module(s) (not in target_modules / layers_to_transform)",
+            load.untargeted.len()
+        );
+    }
+    for (field, key) in &load.unmatched_pattern_keys {
+        println!("unmatched    {field} key {key:?} (matches no module)");
+    }
     for (n, m) in &a.modules {
         println!(
             "  {n:<48} r={:<3} [{} -> {}] scale={}",
