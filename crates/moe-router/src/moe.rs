@@ -346,6 +346,31 @@ fn layer<'a>(
         })
 }
 
+/// Refuses a path that is not a mixture directory (missing, a file, or without its files)
+/// before anything is read, naming what is missing.
+fn check_mixture_dir(dir: &Path) -> Result<()> {
+    let expected = format!("a directory with {CONFIG_FILE}, {ROUTER_FILE} and {EXPERTS_DIR}/");
+    let not = |found: String| MoeError::NotAMixture {
+        path: dir.to_path_buf(),
+        expected: expected.clone(),
+        found,
+    };
+    if !dir.exists() {
+        return Err(not("nothing (no such directory)".into()));
+    }
+    if !dir.is_dir() {
+        return Err(not("a file".into()));
+    }
+    let missing: Vec<&str> = [CONFIG_FILE, ROUTER_FILE, EXPERTS_DIR]
+        .into_iter()
+        .filter(|f| !dir.join(f).exists())
+        .collect();
+    if !missing.is_empty() {
+        return Err(not(format!("a directory without {}", missing.join(", "))));
+    }
+    Ok(())
+}
+
 /// The first non-finite value of a slice.
 fn non_finite(v: &[f32]) -> Option<(usize, f32)> {
     v.iter().copied().enumerate().find(|(_, x)| !x.is_finite())
@@ -658,6 +683,7 @@ impl Moe {
     /// Loads a mixture saved by [`save`](Self::save) onto `decoder`, refusing one built for
     /// another base model.
     pub fn load(decoder: &mut Decoder, dir: &Path) -> Result<Self> {
+        check_mixture_dir(dir)?;
         let cpath = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cpath).map_err(|e| MoeError::io(&cpath, e))?;
         let file: MoeFile = serde_json::from_str(&text).map_err(|source| MoeError::Json {
