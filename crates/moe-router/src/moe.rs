@@ -138,7 +138,8 @@ impl RouteRecorders {
             .collect()
     }
 
-    /// Statistics of all modules pooled (loads averaged over modules).
+    /// Statistics of all modules pooled (loads averaged over modules; `tokens` is the number of
+    /// tokens each module routed).
     pub fn overall(&self) -> Option<ModuleRouting> {
         let all = self.stats();
         let first = all.first()?;
@@ -155,7 +156,8 @@ impl RouteRecorders {
         };
         Some(ModuleRouting {
             module: "all".into(),
-            tokens: all.iter().map(|m| m.tokens).sum(),
+            // Every module sees every token: the count of one module, not the sum over them.
+            tokens: all.iter().map(|m| m.tokens).max().unwrap_or(0),
             load_share: avg(&|m| &m.load_share),
             top1_share: avg(&|m| &m.top1_share),
             mean_gate: avg(&|m| &m.mean_gate),

@@ -409,6 +409,8 @@ fn routing_statistics_are_collected_during_generation() {
     }
     let overall = rec.overall().unwrap();
     assert_eq!(overall.load_share.len(), 3);
+    // `tokens` of the pooled statistics counts tokens, not token-module pairs.
+    assert_eq!(overall.tokens, stats[0].tokens);
     moe.stop_recording(&mut m.decoder);
     rec.reset();
     generate(&m, &[vec![1, 2]], &config, &moe.mix()).unwrap();
