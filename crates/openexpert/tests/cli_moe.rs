@@ -325,3 +325,51 @@ fn a_corrupt_router_file_is_a_clear_error() {
     );
     assert!(!dir.path().join("s.jsonl").exists());
 }
+
+#[test]
+fn generate_takes_the_format_of_train_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let moe = dir.path().join("moe");
+    ok(bin()
+        .args(["moe", "build", "--bank"])
+        .arg(bank())
+        .args(["--experts", "gcd,syllogism", "--output"])
+        .arg(&moe));
+    let generated = |extra: &[&str]| -> String {
+        let out = run(bin()
+            .args(["generate", "--prompt", "What is the capital of France?"])
+            .args(["--max-new-tokens", "8", "--moe"])
+            .arg(&moe)
+            .args(extra));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The default is the chat template, as in train and eval (an answer, not an empty line);
+    // the old --chat means the same.
+    let chat = generated(&[]);
+    assert!(!chat.trim().is_empty(), "empty answer in chat format");
+    assert_eq!(chat, generated(&["--format", "chat"]));
+    assert_eq!(chat, generated(&["--chat"]));
+    generated(&["--format", "raw"]);
+    generated(&["--format", "plain"]);
+    // Routing statistics count tokens once, not once per module.
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"text\": \"hello\"}\n").unwrap();
+    let stats = dir.path().join("routes.json");
+    ok(bin()
+        .args(["moe", "routes", "--moe"])
+        .arg(&moe)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&stats));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(
+        report["overall"]["tokens"], report["modules"][0]["tokens"],
+        "{report}"
+    );
+}
