@@ -373,3 +373,16 @@ fn generate_takes_the_format_of_train_and_eval() {
         "{report}"
     );
 }
+
+#[test]
+fn moe_arrow_help_shows_no_router_init_it_would_ignore() {
+    let out = run(bin().args(["moe", "arrow", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!help.contains("--router-init"), "{help}");
+    assert!(help.contains("--top-k") && help.contains("--experts"));
+    let out = run(bin().args(["moe", "build", "--help"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--router-init"));
+    let out = run(bin().args(["eval", "--help"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("raw (the prompt"));
+}

@@ -36,7 +36,7 @@ pub enum MoeCommand {
     /// Build a mixture of bank adapters with a learned router per adapted module.
     Build(BuildArgs),
     /// Build a training-free Arrow mixture (routers = experts' top singular directions).
-    Arrow(BuildArgs),
+    Arrow(MixtureArgs),
     /// Fine-tune a mixture's routers (and experts) on a JSONL file.
     Train(Box<MoeTrainArgs>),
     /// Routing statistics of a mixture over JSONL rows, with an SVG heatmap layer × expert.
@@ -143,9 +143,9 @@ fn check_output_file(flag: &str, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Arguments of `moe build` and `moe arrow`.
+/// What `moe build` and `moe arrow` share: the base, the experts, k, the losses, the output.
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct MixtureArgs {
     /// The base decoder the experts were trained on.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -155,12 +155,6 @@ pub struct BuildArgs {
     /// Experts kept per token (1..=E; E = dense soft routing).
     #[arg(long, default_value_t = default_top_k())]
     pub top_k: usize,
-    /// Router initialisation: kaiming (the authors' code), zero (uniform gates) or arrow.
-    #[arg(long, value_parser = parse_init, default_value = "kaiming")]
-    pub router_init: RouterInit,
-    /// Seed of the router initialisation.
-    #[arg(long, default_value_t = default_seed())]
-    pub seed: u64,
     /// Switch load-balancing loss coefficient used when the mixture trains.
     #[arg(long, default_value_t = default_balance_loss())]
     pub balance_loss: f32,
@@ -170,6 +164,20 @@ pub struct BuildArgs {
     /// Output mixture directory (replaced as a whole).
     #[arg(long)]
     pub output: PathBuf,
+}
+
+/// Arguments of `moe build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Base, experts, k, losses, output.
+    #[command(flatten)]
+    pub mixture: MixtureArgs,
+    /// Router initialisation: kaiming (the authors' code), zero (uniform gates) or arrow.
+    #[arg(long, value_parser = parse_init, default_value = "kaiming")]
+    pub router_init: RouterInit,
+    /// Seed of the router initialisation.
+    #[arg(long, default_value_t = default_seed())]
+    pub seed: u64,
 }
 
 fn parse_init(s: &str) -> Result<RouterInit, String> {
@@ -267,8 +275,8 @@ pub struct LoraHubArgs {
 /// Runs a `moe` operation.
 pub fn run(command: MoeCommand, device: &str) -> anyhow::Result<()> {
     match command {
-        MoeCommand::Build(a) => build(a, None, device),
-        MoeCommand::Arrow(a) => build(a, Some(RouterInit::Arrow), device),
+        MoeCommand::Build(a) => build(a.mixture, a.router_init, a.seed, device),
+        MoeCommand::Arrow(a) => build(a, RouterInit::Arrow, default_seed(), device),
         MoeCommand::Train(a) => train(*a, device),
         MoeCommand::Routes(a) => routes(a, device),
         MoeCommand::Lorahub(a) => lorahub(a, device),
@@ -280,7 +288,7 @@ fn load_model(model: &ModelArgs, device: &str) -> anyhow::Result<LanguageModel> 
     Ok(LanguageModel::load(&model.model, &device)?)
 }
 
-fn build(a: BuildArgs, init: Option<RouterInit>, device: &str) -> anyhow::Result<()> {
+fn build(a: MixtureArgs, init: RouterInit, seed: u64, device: &str) -> anyhow::Result<()> {
     check_output_dir(&a.output)?;
     let specs = a.experts.specs()?;
     let mut model = load_model(&a.model, device)?;
@@ -289,8 +297,8 @@ fn build(a: BuildArgs, init: Option<RouterInit>, device: &str) -> anyhow::Result
         z_loss: a.z_loss,
         ..MoeConfig::new(specs)
             .with_top_k(a.top_k)
-            .with_router_init(init.unwrap_or(a.router_init))
-            .with_seed(a.seed)
+            .with_router_init(init)
+            .with_seed(seed)
     };
     let moe = Moe::from_config(&mut model.decoder, config)?;
     moe.save(&model.decoder, &a.output)?;
