@@ -219,6 +219,14 @@ fn bad_banks_experts_and_outputs_are_refused_before_anything_is_written() {
         err.contains("\"nope\"") && err.contains("syllogism"),
         "{err}"
     );
+    let err = refused(
+        bin()
+            .args(["moe", "build", "--bank"])
+            .arg(bank())
+            .args(["--experts", "gcd,", "--output"])
+            .arg(dir.path().join("m")),
+    );
+    assert!(err.contains("empty expert name"), "{err}");
 
     // An output directory that is an existing file, for build and train.
     let err = refused(

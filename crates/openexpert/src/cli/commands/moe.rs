@@ -68,6 +68,12 @@ impl ExpertArgs {
                 if bank.exists() { "a file" } else { "nothing" }
             );
         }
+        if self.experts.iter().any(|e| e.trim().is_empty()) {
+            bail!(
+                "--experts {:?}: found an empty expert name (a stray comma?); expected names or adapter directories separated by commas",
+                self.experts.join(",")
+            );
+        }
         self.experts
             .iter()
             .map(|e| {
