@@ -166,8 +166,24 @@ pub enum MoeError {
         #[source]
         source: std::io::Error,
     },
+    /// A directory given as a mixture is not one.
+    #[error(
+        "{path} is not a mixture directory: expected {expected} (as written by `openexpert moe build`, \
+         `moe arrow` or `moe train`), found {found}"
+    )]
+    NotAMixture {
+        /// The directory.
+        path: PathBuf,
+        /// What a mixture directory holds.
+        expected: String,
+        /// What is there instead.
+        found: String,
+    },
     /// `moe_config.json` is not valid.
-    #[error("invalid {path}")]
+    #[error(
+        "{path} is not a valid mixture config (edited or truncated?); rebuild the mixture with \
+         `openexpert moe build` or `moe train`"
+    )]
     Json {
         /// The file.
         path: PathBuf,
@@ -176,7 +192,10 @@ pub enum MoeError {
         source: serde_json::Error,
     },
     /// `router.safetensors` is not valid.
-    #[error("invalid {path}")]
+    #[error(
+        "{path} is not a valid safetensors file (truncated or corrupt?); rebuild the mixture with \
+         `openexpert moe build` or `moe train`"
+    )]
     Safetensors {
         /// The file.
         path: PathBuf,
@@ -201,7 +220,7 @@ pub enum MoeError {
     Optimizer(String),
 
     /// The mixture directory could not be written.
-    #[error("writing the mixture directory: {0}")]
+    #[error("writing the mixture directory")]
     Output(#[source] Box<atomic_fs::Error>),
 }
 

@@ -138,7 +138,8 @@ impl RouteRecorders {
             .collect()
     }
 
-    /// Statistics of all modules pooled (loads averaged over modules).
+    /// Statistics of all modules pooled (loads averaged over modules; `tokens` is the number of
+    /// tokens each module routed).
     pub fn overall(&self) -> Option<ModuleRouting> {
         let all = self.stats();
         let first = all.first()?;
@@ -155,7 +156,8 @@ impl RouteRecorders {
         };
         Some(ModuleRouting {
             module: "all".into(),
-            tokens: all.iter().map(|m| m.tokens).sum(),
+            // Every module sees every token: the count of one module, not the sum over them.
+            tokens: all.iter().map(|m| m.tokens).max().unwrap_or(0),
             load_share: avg(&|m| &m.load_share),
             top1_share: avg(&|m| &m.top1_share),
             mean_gate: avg(&|m| &m.mean_gate),
@@ -344,6 +346,31 @@ fn layer<'a>(
         .ok_or_else(|| MoeError::NotAttached {
             module: name.to_string(),
         })
+}
+
+/// Refuses a path that is not a mixture directory (missing, a file, or without its files)
+/// before anything is read, naming what is missing.
+fn check_mixture_dir(dir: &Path) -> Result<()> {
+    let expected = format!("a directory with {CONFIG_FILE}, {ROUTER_FILE} and {EXPERTS_DIR}/");
+    let not = |found: String| MoeError::NotAMixture {
+        path: dir.to_path_buf(),
+        expected: expected.clone(),
+        found,
+    };
+    if !dir.exists() {
+        return Err(not("nothing (no such directory)".into()));
+    }
+    if !dir.is_dir() {
+        return Err(not("a file".into()));
+    }
+    let missing: Vec<&str> = [CONFIG_FILE, ROUTER_FILE, EXPERTS_DIR]
+        .into_iter()
+        .filter(|f| !dir.join(f).exists())
+        .collect();
+    if !missing.is_empty() {
+        return Err(not(format!("a directory without {}", missing.join(", "))));
+    }
+    Ok(())
 }
 
 /// The first non-finite value of a slice.
@@ -658,6 +685,7 @@ impl Moe {
     /// Loads a mixture saved by [`save`](Self::save) onto `decoder`, refusing one built for
     /// another base model.
     pub fn load(decoder: &mut Decoder, dir: &Path) -> Result<Self> {
+        check_mixture_dir(dir)?;
         let cpath = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&cpath).map_err(|e| MoeError::io(&cpath, e))?;
         let file: MoeFile = serde_json::from_str(&text).map_err(|source| MoeError::Json {

@@ -409,6 +409,8 @@ fn routing_statistics_are_collected_during_generation() {
     }
     let overall = rec.overall().unwrap();
     assert_eq!(overall.load_share.len(), 3);
+    // `tokens` of the pooled statistics counts tokens, not token-module pairs.
+    assert_eq!(overall.tokens, stats[0].tokens);
     moe.stop_recording(&mut m.decoder);
     rec.reset();
     generate(&m, &[vec![1, 2]], &config, &moe.mix()).unwrap();
@@ -626,4 +628,36 @@ fn mixture_training_resumes_exactly_from_a_checkpoint() {
     }
     let resumed = run(3, cut.path(), true);
     assert_eq!(straight.values(), resumed.values());
+}
+
+#[test]
+fn loading_what_is_not_a_mixture_says_what_is_missing() {
+    let m = tiny(5);
+    let adapters = three(&m.decoder);
+    let mut dec = m.decoder.clone();
+    let moe = Moe::build(&mut dec, MoeConfig::new(specs(3)), &adapters).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("moe");
+    moe.save(&dec, &dir).unwrap();
+    let load = |p: &std::path::Path| Moe::load(&mut tiny(5).decoder, p).unwrap_err();
+
+    // No such directory, a file, a directory without its config.
+    let err = load(&root.path().join("nope"));
+    assert!(matches!(err, MoeError::NotAMixture { .. }), "{err}");
+    assert!(err.to_string().contains("no such directory"), "{err}");
+    let file = root.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    assert!(load(&file).to_string().contains("found a file"));
+    std::fs::remove_file(dir.join("moe_config.json")).unwrap();
+    let err = load(&dir);
+    assert!(err.to_string().contains("without moe_config.json"), "{err}");
+
+    // A truncated router file: a named refusal that says how to recover.
+    moe.save(&dec, &dir).unwrap();
+    let router = dir.join("router.safetensors");
+    let bytes = std::fs::read(&router).unwrap();
+    std::fs::write(&router, &bytes[..100]).unwrap();
+    let err = load(&dir);
+    assert!(matches!(err, MoeError::Safetensors { .. }), "{err}");
+    assert!(err.to_string().contains("moe build"), "{err}");
 }

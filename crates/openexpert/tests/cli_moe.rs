@@ -177,3 +177,220 @@ fn mixtures_reduce_to_plain_adapters_through_the_cli() {
         .arg(&gcd));
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A failing command: not a panic, not a usage error, and its message.
+fn refused(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        !out.status.success() && out.status.code() != Some(101),
+        "expected a clean refusal, got {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_banks_experts_and_outputs_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+
+    // A bank that does not exist, an expert the bank lacks (the bank's adapters are listed).
+    let err = refused(
+        bin()
+            .args(["moe", "build", "--bank"])
+            .arg(dir.path().join("no-bank"))
+            .args(["--experts", "gcd", "--output"])
+            .arg(dir.path().join("m")),
+    );
+    assert!(
+        err.contains("--bank") && err.contains("found nothing"),
+        "{err}"
+    );
+    let err = refused(
+        bin()
+            .args(["moe", "build", "--bank"])
+            .arg(bank())
+            .args(["--experts", "gcd,nope", "--output"])
+            .arg(dir.path().join("m")),
+    );
+    assert!(
+        err.contains("\"nope\"") && err.contains("syllogism"),
+        "{err}"
+    );
+    let err = refused(
+        bin()
+            .args(["moe", "build", "--bank"])
+            .arg(bank())
+            .args(["--experts", "gcd,", "--output"])
+            .arg(dir.path().join("m")),
+    );
+    assert!(err.contains("empty expert name"), "{err}");
+
+    // An output directory that is an existing file, for build and train.
+    let err = refused(
+        bin()
+            .args(["moe", "build", "--bank"])
+            .arg(bank())
+            .args(["--experts", "gcd,syllogism", "--output"])
+            .arg(&file),
+    );
+    assert!(err.contains("found a file"), "{err}");
+    let data = dir.path().join("train.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"1+1=\", \"response\": \"2\"}\n").unwrap();
+    let err = refused(
+        bin()
+            .args(["moe", "train", "--moe"])
+            .arg(dir.path())
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(&file),
+    );
+    assert!(err.contains("found a file"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+
+    // Not a mixture: no such directory, a directory without moe_config.json.
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"text\": \"hello\"}\n").unwrap();
+    for moe in [dir.path().join("no-moe"), dir.path().to_path_buf()] {
+        let err = refused(
+            bin()
+                .args(["score", "--input"])
+                .arg(&input)
+                .arg("--output")
+                .arg(dir.path().join("s.jsonl"))
+                .arg("--moe")
+                .arg(&moe),
+        );
+        assert!(err.contains("is not a mixture directory"), "{err}");
+        assert!(err.contains("moe_config.json"), "{err}");
+    }
+    assert!(!dir.path().join("s.jsonl").exists());
+
+    // moe routes with an --svg into a missing folder writes neither file.
+    let stats = dir.path().join("routes.json");
+    let err = refused(
+        bin()
+            .args(["moe", "routes", "--moe"])
+            .arg(dir.path())
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&stats)
+            .arg("--svg")
+            .arg(dir.path().join("missing/routes.svg")),
+    );
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!stats.exists());
+}
+
+#[test]
+fn moe_train_help_shows_no_lora_shape_flags() {
+    let out = run(bin().args(["moe", "train", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for flag in ["--lora-r", "--lora-alpha", "--targets", "--rslora"] {
+        assert!(
+            !help.contains(flag),
+            "{flag} shown but ignored by moe train"
+        );
+    }
+    for flag in ["--lr", "--max-steps", "--checkpoint-every", "--resume"] {
+        assert!(help.contains(flag), "{flag} missing");
+    }
+    let out = run(bin().args(["train", "--help"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--lora-r"));
+}
+
+#[test]
+fn a_corrupt_router_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let moe = dir.path().join("moe");
+    ok(bin()
+        .args(["moe", "build", "--bank"])
+        .arg(bank())
+        .args(["--experts", "gcd,syllogism", "--output"])
+        .arg(&moe));
+    let router = moe.join("router.safetensors");
+    let bytes = std::fs::read(&router).unwrap();
+    std::fs::write(&router, &bytes[..200]).unwrap();
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"text\": \"hello\"}\n").unwrap();
+    let err = refused(
+        bin()
+            .args(["score", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(dir.path().join("s.jsonl"))
+            .arg("--moe")
+            .arg(&moe),
+    );
+    assert!(
+        err.contains("router.safetensors") && err.contains("moe build"),
+        "{err}"
+    );
+    assert!(!dir.path().join("s.jsonl").exists());
+}
+
+#[test]
+fn generate_takes_the_format_of_train_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let moe = dir.path().join("moe");
+    ok(bin()
+        .args(["moe", "build", "--bank"])
+        .arg(bank())
+        .args(["--experts", "gcd,syllogism", "--output"])
+        .arg(&moe));
+    let generated = |extra: &[&str]| -> String {
+        let out = run(bin()
+            .args(["generate", "--prompt", "What is the capital of France?"])
+            .args(["--max-new-tokens", "8", "--moe"])
+            .arg(&moe)
+            .args(extra));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The default is the chat template, as in train and eval (an answer, not an empty line);
+    // the old --chat means the same.
+    let chat = generated(&[]);
+    assert!(!chat.trim().is_empty(), "empty answer in chat format");
+    assert_eq!(chat, generated(&["--format", "chat"]));
+    assert_eq!(chat, generated(&["--chat"]));
+    generated(&["--format", "raw"]);
+    generated(&["--format", "plain"]);
+    // Routing statistics count tokens once, not once per module.
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"text\": \"hello\"}\n").unwrap();
+    let stats = dir.path().join("routes.json");
+    ok(bin()
+        .args(["moe", "routes", "--moe"])
+        .arg(&moe)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&stats));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&stats).unwrap()).unwrap();
+    assert_eq!(
+        report["overall"]["tokens"], report["modules"][0]["tokens"],
+        "{report}"
+    );
+}
+
+#[test]
+fn moe_arrow_help_shows_no_router_init_it_would_ignore() {
+    let out = run(bin().args(["moe", "arrow", "--help"]));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!help.contains("--router-init"), "{help}");
+    assert!(help.contains("--top-k") && help.contains("--experts"));
+    let out = run(bin().args(["moe", "build", "--help"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--router-init"));
+    let out = run(bin().args(["eval", "--help"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("raw (the prompt"));
+}

@@ -75,6 +75,24 @@ pub enum Command {
     BenchTrain(commands::bench_train::BenchTrainArgs),
 }
 
+/// The message of an error and its causes, joined by `: ` like anyhow's `{:#}`, without a cause
+/// that the message before it already ends with (many error types print their source in their
+/// own message, which would otherwise show twice).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.device.threads {
@@ -110,6 +128,22 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("openexpert").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn error_message_shows_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "File exists");
+        let e = anyhow::Error::new(atomic_fs::Error::Io {
+            path: "out".into(),
+            source: io,
+        })
+        .context("writing routes.svg");
+        assert_eq!(
+            error_message(&e),
+            "writing routes.svg: I/O error on out: File exists"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&plain), "outer: inner");
     }
 
     #[test]
@@ -219,7 +253,7 @@ mod tests {
             else {
                 panic!("expected train")
             };
-            assert_eq!(t.trainer.format, want);
+            assert_eq!(t.trainer.optim.format, want);
         }
         let help = Cli::command()
             .find_subcommand_mut("eval")

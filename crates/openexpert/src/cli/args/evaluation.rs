@@ -26,7 +26,8 @@ pub struct EvalFlags {
     /// Evaluate only the first N items (after the shots are drawn).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Prompt format: the chat template (shots as turns) or lm-eval plain few-shot text.
+    /// Prompt format: the chat template (shots as turns), lm-eval plain few-shot text, or raw
+    /// (the prompt followed directly by the answer); the same as in `train`.
     #[arg(long, value_enum, default_value_t = FormatArg::default())]
     pub format: FormatArg,
     /// Answer extractor steps, comma separated: answer-is, final-number, last-line, auto,

@@ -40,9 +40,10 @@ impl From<OverflowArg> for OverflowPolicy {
     }
 }
 
-/// LoRA and optimisation settings.
+/// The LoRA shape of a new adapter (`train`, `select evolve`; not `moe train`, whose experts keep
+/// their own shapes).
 #[derive(Debug, Clone, Args)]
-pub struct TrainerFlags {
+pub struct LoraShapeFlags {
     /// LoRA rank.
     #[arg(long, default_value_t = DEFAULTS.lora.r)]
     pub lora_r: usize,
@@ -61,6 +62,24 @@ pub struct TrainerFlags {
     /// Only these layers, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
+}
+
+impl LoraShapeFlags {
+    /// The LoRA config these flags describe.
+    pub fn config(&self) -> LoraTrainConfig {
+        LoraTrainConfig::new()
+            .with_r(self.lora_r)
+            .with_alpha(self.lora_alpha)
+            .with_dropout(self.lora_dropout)
+            .with_use_rslora(self.rslora)
+            .with_target_modules(self.targets.clone())
+            .with_layers(self.layers.clone())
+    }
+}
+
+/// Optimisation, data and checkpoint settings, shared by every command that trains.
+#[derive(Debug, Clone, Args)]
+pub struct OptimFlags {
     /// Passes over the data.
     #[arg(long, default_value_t = DEFAULTS.epochs)]
     pub epochs: usize,
@@ -103,21 +122,15 @@ pub struct TrainerFlags {
     /// Checkpoint every N steps (0 = only at the end), where the command keeps checkpoints.
     #[arg(long, default_value_t = DEFAULTS.checkpoint_every)]
     pub checkpoint_every: usize,
-    /// How examples become text: the chat template, or plain prompt + response + EOS.
+    /// How examples become text, the same as in `eval`.
     #[arg(long, value_enum, default_value_t = FormatArg::default())]
     pub format: FormatArg,
 }
 
-impl TrainerFlags {
-    /// The trainer config these flags describe (the library's defaults elsewhere).
-    pub fn config(&self) -> TrainConfig {
-        let lora = LoraTrainConfig::new()
-            .with_r(self.lora_r)
-            .with_alpha(self.lora_alpha)
-            .with_dropout(self.lora_dropout)
-            .with_use_rslora(self.rslora)
-            .with_target_modules(self.targets.clone())
-            .with_layers(self.layers.clone());
+impl OptimFlags {
+    /// The trainer config these flags describe around a LoRA config (the library's defaults
+    /// elsewhere).
+    pub fn config(&self, lora: LoraTrainConfig) -> TrainConfig {
         TrainConfig::new(lora)
             .with_epochs(self.epochs)
             .with_max_steps(self.max_steps)
@@ -141,6 +154,29 @@ impl TrainerFlags {
     }
 }
 
+/// LoRA shape and optimisation settings (`train`, `select evolve`).
+#[derive(Debug, Clone, Args)]
+pub struct TrainerFlags {
+    /// The new adapter's shape.
+    #[command(flatten)]
+    pub lora: LoraShapeFlags,
+    /// Optimisation settings.
+    #[command(flatten)]
+    pub optim: OptimFlags,
+}
+
+impl TrainerFlags {
+    /// The trainer config these flags describe (the library's defaults elsewhere).
+    pub fn config(&self) -> TrainConfig {
+        self.optim.config(self.lora.config())
+    }
+
+    /// How examples become text.
+    pub fn prompt_format(&self) -> lm_core::train::PromptFormat {
+        self.optim.prompt_format()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -160,7 +196,7 @@ mod tests {
         let ours = serde_json::to_value(t.trainer.config()).unwrap();
         let lib = serde_json::to_value(TrainConfig::new(LoraTrainConfig::new())).unwrap();
         assert_eq!(ours, lib);
-        assert_eq!(t.trainer.format, FormatArg::Chat);
+        assert_eq!(t.trainer.optim.format, FormatArg::Chat);
     }
 
     #[test]
@@ -184,7 +220,7 @@ mod tests {
         assert_eq!(c.lora.target_modules, ["q_proj", "k_proj", "v_proj"]);
         assert_eq!(c.max_grad_norm, None);
         assert_eq!(c.checkpoint_every, 7);
-        assert_eq!(t.trainer.format, FormatArg::Raw);
+        assert_eq!(t.trainer.optim.format, FormatArg::Raw);
         assert_eq!(
             t.trainer.prompt_format(),
             lm_core::train::PromptFormat::raw()

@@ -1,7 +1,9 @@
-//! `openexpert generate`: text from a prompt (with adapters combined by `--adapter`).
+//! `openexpert generate`: text from a prompt (with adapters combined by `--adapter`, or a
+//! mixture routed by `--moe`), laid out by `--format` like in `train` and `eval`.
 
 use std::sync::LazyLock;
 
+use anyhow::Context;
 use clap::Args;
 use lm_core::chat_template::ChatMessage;
 use lm_core::device::device_from_name;
@@ -9,6 +11,7 @@ use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::LanguageModel;
 
 use crate::cli::args::adapters::AdapterArgs;
+use crate::cli::args::format::FormatArg;
 use crate::cli::args::model::ModelArgs;
 
 static DEFAULTS: LazyLock<GenerationConfig> = LazyLock::new(GenerationConfig::default);
@@ -19,14 +22,18 @@ pub struct GenerateArgs {
     /// The decoder.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// PEFT adapters to apply.
+    /// PEFT adapters to apply, or a mixture.
     #[command(flatten)]
     pub adapter: AdapterArgs,
     /// The prompt (repeat for a batch).
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
-    /// Wrap each prompt as a user turn in the model's chat template.
-    #[arg(long)]
+    /// How each prompt becomes the model's input, the same as in `train` and `eval` (raw: the
+    /// prompt as given).
+    #[arg(long, value_enum, default_value_t = FormatArg::default())]
+    pub format: FormatArg,
+    /// Same as --format chat (kept for older command lines).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub chat: bool,
     /// Most new tokens.
     #[arg(long, default_value_t = DEFAULTS.max_new_tokens)]
@@ -53,23 +60,34 @@ pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
     let mut model = LanguageModel::load(&args.model.model, &device)?;
     let mix = args.adapter.apply(&mut model)?;
+    let format = if args.chat {
+        FormatArg::Chat
+    } else {
+        args.format
+    }
+    .prompt_format();
     let prompts = args
         .prompt
         .iter()
         .map(|p| {
-            let text = if args.chat {
-                model.render_chat(&[ChatMessage::user(p.clone())], true)?
-            } else {
-                p.clone()
+            let text = match format.plain_pair(p, "") {
+                Some((question, _)) => question,
+                None => model
+                    .render_chat(&[ChatMessage::user(p.clone())], true)
+                    .context(
+                        "--format chat needs the model's chat template; use --format raw or plain",
+                    )?,
             };
-            model.encode(&text)
+            Ok(model.encode(&text)?)
         })
-        .collect::<lm_core::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut stop = args.stop.clone();
+    stop.extend(format.default_stops());
     let config = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
         top_p: args.top_p,
-        stop: args.stop.clone(),
+        stop,
         seed: args.seed,
         ..Default::default()
     };

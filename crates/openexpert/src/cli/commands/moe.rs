@@ -12,7 +12,7 @@
 //!
 //! A mixture directory is accepted by `score`, `generate` and `eval` through `--moe DIR`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use atomic_fs::{write_atomic, write_json};
@@ -26,7 +26,7 @@ use moe_router::train::MoeTrainable;
 use moe_router::{ExpertSpec, LoraHubOptions, ModuleRouting, Moe, MoeConfig, RouterInit};
 
 use crate::cli::args::model::ModelArgs;
-use crate::cli::args::trainer::TrainerFlags;
+use crate::cli::args::trainer::OptimFlags;
 use crate::cli::jsonl::read_objects;
 use crate::cli::run_dir;
 
@@ -36,7 +36,7 @@ pub enum MoeCommand {
     /// Build a mixture of bank adapters with a learned router per adapted module.
     Build(BuildArgs),
     /// Build a training-free Arrow mixture (routers = experts' top singular directions).
-    Arrow(BuildArgs),
+    Arrow(MixtureArgs),
     /// Fine-tune a mixture's routers (and experts) on a JSONL file.
     Train(Box<MoeTrainArgs>),
     /// Routing statistics of a mixture over JSONL rows, with an SVG heatmap layer × expert.
@@ -59,6 +59,21 @@ pub struct ExpertArgs {
 impl ExpertArgs {
     /// The expert specs: `BANK/name` for names, the path itself otherwise.
     pub fn specs(&self) -> anyhow::Result<Vec<ExpertSpec>> {
+        if let Some(bank) = &self.bank
+            && !bank.is_dir()
+        {
+            bail!(
+                "--bank {}: expected a directory of PEFT adapters, found {}",
+                bank.display(),
+                if bank.exists() { "a file" } else { "nothing" }
+            );
+        }
+        if self.experts.iter().any(|e| e.trim().is_empty()) {
+            bail!(
+                "--experts {:?}: found an empty expert name (a stray comma?); expected names or adapter directories separated by commas",
+                self.experts.join(",")
+            );
+        }
         self.experts
             .iter()
             .map(|e| {
@@ -67,10 +82,13 @@ impl ExpertArgs {
                     None => PathBuf::from(e),
                 };
                 if !path.join("adapter_config.json").is_file() {
+                    let hint = match &self.bank {
+                        Some(bank) => format!("; the adapters of {} are: {}", bank.display(), bank_adapters(bank).join(", ")),
+                        None => "; give --bank DIR to name bank adapters".into(),
+                    };
                     bail!(
-                        "expert {e:?}: expected a PEFT adapter directory at {} (adapter_config.json), found none{}",
+                        "expert {e:?}: expected a PEFT adapter directory at {} (adapter_config.json), found none{hint}",
                         path.display(),
-                        if self.bank.is_none() { "; give --bank DIR to name bank adapters" } else { "" }
                     );
                 }
                 let name = path
@@ -82,9 +100,58 @@ impl ExpertArgs {
     }
 }
 
-/// Arguments of `moe build` and `moe arrow`.
+/// The PEFT adapters of a bank directory (subdirectories with an `adapter_config.json`), sorted.
+fn bank_adapters(bank: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(bank)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("adapter_config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        names.push("(none)".into());
+    }
+    names
+}
+
+/// Refuses, before any model is loaded, an output directory that is an existing file.
+fn check_output_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!(
+            "--output {}: expected a directory to write the mixture into, found a file; pick another --output",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses, before any model is loaded, an output file whose folder does not exist or that is
+/// an existing directory (so no output is written when another cannot be).
+fn check_output_file(flag: &str, file: &Path) -> anyhow::Result<()> {
+    if file.is_dir() {
+        bail!(
+            "{flag} {}: expected a file path, found a directory; name a file",
+            file.display()
+        );
+    }
+    let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent
+        && !parent.is_dir()
+    {
+        bail!(
+            "{flag} {}: the folder {} does not exist; create it or pick another path",
+            file.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+/// What `moe build` and `moe arrow` share: the base, the experts, k, the losses, the output.
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub struct MixtureArgs {
     /// The base decoder the experts were trained on.
     #[command(flatten)]
     pub model: ModelArgs,
@@ -94,12 +161,6 @@ pub struct BuildArgs {
     /// Experts kept per token (1..=E; E = dense soft routing).
     #[arg(long, default_value_t = default_top_k())]
     pub top_k: usize,
-    /// Router initialisation: kaiming (the authors' code), zero (uniform gates) or arrow.
-    #[arg(long, value_parser = parse_init, default_value = "kaiming")]
-    pub router_init: RouterInit,
-    /// Seed of the router initialisation.
-    #[arg(long, default_value_t = default_seed())]
-    pub seed: u64,
     /// Switch load-balancing loss coefficient used when the mixture trains.
     #[arg(long, default_value_t = default_balance_loss())]
     pub balance_loss: f32,
@@ -109,6 +170,20 @@ pub struct BuildArgs {
     /// Output mixture directory (replaced as a whole).
     #[arg(long)]
     pub output: PathBuf,
+}
+
+/// Arguments of `moe build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Base, experts, k, losses, output.
+    #[command(flatten)]
+    pub mixture: MixtureArgs,
+    /// Router initialisation: kaiming (the authors' code), zero (uniform gates) or arrow.
+    #[arg(long, value_parser = parse_init, default_value = "kaiming")]
+    pub router_init: RouterInit,
+    /// Seed of the router initialisation.
+    #[arg(long, default_value_t = default_seed())]
+    pub seed: u64,
 }
 
 fn parse_init(s: &str) -> Result<RouterInit, String> {
@@ -152,9 +227,9 @@ pub struct MoeTrainArgs {
     /// Continue from the newest checkpoint in OUTPUT/checkpoints.
     #[arg(long)]
     pub resume: bool,
-    /// Optimisation settings (the LoRA shape flags do not apply: the experts keep theirs).
+    /// Optimisation settings (the experts keep their own LoRA shapes).
     #[command(flatten)]
-    pub trainer: TrainerFlags,
+    pub trainer: OptimFlags,
 }
 
 /// Arguments of `moe routes`.
@@ -206,8 +281,8 @@ pub struct LoraHubArgs {
 /// Runs a `moe` operation.
 pub fn run(command: MoeCommand, device: &str) -> anyhow::Result<()> {
     match command {
-        MoeCommand::Build(a) => build(a, None, device),
-        MoeCommand::Arrow(a) => build(a, Some(RouterInit::Arrow), device),
+        MoeCommand::Build(a) => build(a.mixture, a.router_init, a.seed, device),
+        MoeCommand::Arrow(a) => build(a, RouterInit::Arrow, default_seed(), device),
         MoeCommand::Train(a) => train(*a, device),
         MoeCommand::Routes(a) => routes(a, device),
         MoeCommand::Lorahub(a) => lorahub(a, device),
@@ -219,15 +294,17 @@ fn load_model(model: &ModelArgs, device: &str) -> anyhow::Result<LanguageModel> 
     Ok(LanguageModel::load(&model.model, &device)?)
 }
 
-fn build(a: BuildArgs, init: Option<RouterInit>, device: &str) -> anyhow::Result<()> {
+fn build(a: MixtureArgs, init: RouterInit, seed: u64, device: &str) -> anyhow::Result<()> {
+    check_output_dir(&a.output)?;
+    let specs = a.experts.specs()?;
     let mut model = load_model(&a.model, device)?;
     let config = MoeConfig {
         balance_loss: a.balance_loss,
         z_loss: a.z_loss,
-        ..MoeConfig::new(a.experts.specs()?)
+        ..MoeConfig::new(specs)
             .with_top_k(a.top_k)
-            .with_router_init(init.unwrap_or(a.router_init))
-            .with_seed(a.seed)
+            .with_router_init(init)
+            .with_seed(seed)
     };
     let moe = Moe::from_config(&mut model.decoder, config)?;
     moe.save(&model.decoder, &a.output)?;
@@ -243,6 +320,7 @@ fn build(a: BuildArgs, init: Option<RouterInit>, device: &str) -> anyhow::Result
 }
 
 fn train(a: MoeTrainArgs, device: &str) -> anyhow::Result<()> {
+    check_output_dir(&a.output)?;
     let inputs = run_dir::prepare(&a.output, a.resume, &a.data, a.eval.as_deref())?;
     let (checkpoints, train, eval) = (inputs.checkpoints, inputs.train, inputs.eval);
     let mut model = load_model(&a.model, device)?;
@@ -255,7 +333,7 @@ fn train(a: MoeTrainArgs, device: &str) -> anyhow::Result<()> {
         moe.config.z_loss = z;
     }
     let params = MoeTrainable::new(&moe, &model.decoder, a.router_only)?;
-    let config = a.trainer.config();
+    let config = a.trainer.config(lm_core::train::LoraTrainConfig::new());
     let (trained, report) = LoraTrainer::new(&model, config.clone())
         .with_format(a.trainer.prompt_format())
         .with_checkpoints(&checkpoints, a.resume)
@@ -304,6 +382,10 @@ fn row_text(row: &serde_json::Map<String, serde_json::Value>) -> Option<String> 
 }
 
 fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
+    check_output_file("--output", &a.output)?;
+    if let Some(svg) = &a.svg {
+        check_output_file("--svg", svg)?;
+    }
     let mut model = load_model(&a.model, device)?;
     let moe = Moe::load(&mut model.decoder, &a.moe)
         .with_context(|| format!("loading the mixture {}", a.moe.display()))?;
@@ -332,11 +414,14 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
         "layers": layers.iter().map(|(l, share)| serde_json::json!({"layer": l, "load_share": share})).collect::<Vec<_>>(),
         "modules": modules,
     });
-    write_json(&a.output, &report)?;
-    if let Some(svg) = &a.svg {
-        let text = routing_heatmap(&layers, &experts)?;
+    let heatmap = match &a.svg {
+        Some(_) => Some(routing_heatmap(&layers, &experts)?),
+        None => None,
+    };
+    if let (Some(svg), Some(text)) = (&a.svg, &heatmap) {
         write_atomic(svg, text.as_bytes())?;
     }
+    write_json(&a.output, &report)?;
     if let Some(o) = recorders.overall() {
         eprintln!(
             "{} rows, {} tokens per module; overall load share {}; normalised entropy {:.3}",
@@ -417,6 +502,7 @@ fn routing_heatmap(layers: &[(usize, Vec<f64>)], experts: &[String]) -> anyhow::
 }
 
 fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
+    check_output_file("--output", &a.output)?;
     let specs = a.experts.specs()?;
     let mut model = load_model(&a.model, device)?;
     let adapters = moe_router::load_experts(&MoeConfig::new(specs.clone()), None)?;
