@@ -92,13 +92,7 @@ fn logits(decoder: &Decoder, ids: &[i64], batch: usize, mix: &ExpertMix) -> Vec<
     decoder.forward(t, mix).into_data().iter::<f32>().collect()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use lm_core::testing::max_abs_diff as max_diff;
 
 fn tiny(seed: u64) -> LanguageModel {
     tiny_language_model(seed, &device())

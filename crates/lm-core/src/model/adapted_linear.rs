@@ -575,13 +575,7 @@ mod tests {
         t.into_data().iter::<f32>().collect()
     }
 
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::testing::max_abs_diff as max_diff;
 
     #[test]
     fn sparse_top_k_equals_the_masked_reference() {
