@@ -198,6 +198,32 @@ fn base_name(name: &str) -> String {
         .to_lowercase()
 }
 
+/// Mean load share per decoder layer and expert: the average, over a layer's routed modules,
+/// of each module's load share (`moe routes` and Rocket's routing heatmap).
+///
+/// # Shapes
+/// `modules[i].load_share: [e]` -> `[(layer, [e])]`, layers ascending; modules whose name
+/// carries no layer index are skipped.
+pub fn layer_load_share(modules: &[ModuleRouting], e: usize) -> Vec<(usize, Vec<f64>)> {
+    let mut by_layer: std::collections::BTreeMap<usize, (Vec<f64>, usize)> = Default::default();
+    for m in modules {
+        let Some(layer) = lm_core::model::layout::layer_index(&m.module) else {
+            continue;
+        };
+        let entry = by_layer.entry(layer).or_insert((vec![0.0; e], 0));
+        entry
+            .0
+            .iter_mut()
+            .zip(&m.load_share)
+            .for_each(|(a, b)| *a += b);
+        entry.1 += 1;
+    }
+    by_layer
+        .into_iter()
+        .map(|(l, (sum, n))| (l, sum.into_iter().map(|s| s / n as f64).collect()))
+        .collect()
+}
+
 /// The [`BaseModelSpec`] of a decoder (its adaptable linears and their shapes).
 pub fn decoder_spec(decoder: &Decoder) -> BaseModelSpec {
     BaseModelSpec {
