@@ -10,6 +10,7 @@
 //! - [`data_select`]: instruction pools, k-center, K-shot retrieval and dedup, baselines;
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
 //! - [`pipelines`]: the selection loops that train models (DiverseEvol);
+//! - [`report`]: SVG plots and markdown tables for experiment reports;
 //! - [`kshot_eval`]: K-shot sets, lm-eval-style prompts, exact match / multiple choice /
 //!   reasoning perplexity, packed bank evaluation and Rocket expert selection;
 //! - `tapir-curriculum`, `moe-router`: curriculum distillation and mixtures of LoRA experts
@@ -23,6 +24,7 @@ pub use lora_zoo;
 
 pub mod embedders;
 pub mod pipelines;
+pub mod report;
 pub mod training_data;
 
 /// The most used items in one import.

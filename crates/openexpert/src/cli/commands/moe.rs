@@ -415,7 +415,16 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
         "modules": modules,
     });
     let heatmap = match &a.svg {
-        Some(_) => Some(routing_heatmap(&layers, &experts)?),
+        Some(_) => {
+            let rows: Vec<String> = layers.iter().map(|(l, _)| format!("layer {l}")).collect();
+            let values: Vec<Vec<f64>> = layers.iter().map(|(_, s)| s.clone()).collect();
+            Some(openexpert::report::plots::heatmap_svg(
+                "Routing load share per layer and expert",
+                &rows,
+                &experts,
+                &values,
+            )?)
+        }
         None => None,
     };
     if let (Some(svg), Some(text)) = (&a.svg, &heatmap) {
@@ -458,47 +467,6 @@ fn per_layer(modules: &[ModuleRouting], e: usize) -> Vec<(usize, Vec<f64>)> {
         .into_iter()
         .map(|(l, (sum, n))| (l, sum.into_iter().map(|s| s / n as f64).collect()))
         .collect()
-}
-
-/// An SVG heatmap of load share, one row per layer and one column per expert.
-fn routing_heatmap(layers: &[(usize, Vec<f64>)], experts: &[String]) -> anyhow::Result<String> {
-    use plotters::prelude::*;
-    let (cell, left, top) = (36u32, 70u32, 40u32);
-    let width = left + cell * experts.len() as u32 + 20;
-    let height = top + cell * layers.len() as u32 + 20;
-    let mut text = String::new();
-    {
-        let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let max = layers
-            .iter()
-            .flat_map(|(_, s)| s.iter().copied())
-            .fold(1e-9, f64::max);
-        for (row, (layer, shares)) in layers.iter().enumerate() {
-            let y = (top + cell * row as u32) as i32;
-            root.draw(&Text::new(
-                format!("layer {layer}"),
-                (4, y + cell as i32 / 3),
-                ("sans-serif", 12),
-            ))?;
-            for (col, share) in shares.iter().enumerate() {
-                let x = (left + cell * col as u32) as i32;
-                let v = share / max;
-                let shade = (255.0 * (1.0 - v)) as u8;
-                root.draw(&Rectangle::new(
-                    [(x, y), (x + cell as i32 - 2, y + cell as i32 - 2)],
-                    RGBColor(shade, shade, 255).filled(),
-                ))?;
-            }
-        }
-        for (col, name) in experts.iter().enumerate() {
-            let x = (left + cell * col as u32) as i32;
-            let short: String = name.chars().take(6).collect();
-            root.draw(&Text::new(short, (x, 12), ("sans-serif", 11)))?;
-        }
-        root.present()?;
-    }
-    Ok(text)
 }
 
 fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
