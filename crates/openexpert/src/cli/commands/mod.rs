@@ -13,6 +13,7 @@ pub mod generate;
 pub mod lora;
 pub mod moe;
 pub mod rank_bank;
+pub mod rocket;
 pub mod score;
 pub mod select;
 pub mod train;

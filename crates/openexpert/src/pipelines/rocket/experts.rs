@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use lm_core::model::expert_pack::detach_experts;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::prompt::PromptFormat;
-use lm_core::train::{LoraTrainer, TrainConfig, TrainExample, TrainReport, Trainable};
+use lm_core::train::{LoraTrainer, TrainConfig, TrainExample, TrainReport};
 use moe_router::train::MoeTrainable;
 use moe_router::{ExpertSpec, LoraHubOptions, LoraHubResult, Moe, MoeConfig, RouterInit};
 

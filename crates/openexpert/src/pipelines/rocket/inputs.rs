@@ -39,7 +39,7 @@ pub struct Pool {
 }
 
 /// What the report says about the inputs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct InputSummary {
     /// K-shot file and items used.
     pub kshot: PathBuf,
