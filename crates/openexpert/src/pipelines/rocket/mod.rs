@@ -355,9 +355,6 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
     atomic_fs::write_json(&run_dir.join("selection.json"), &selection)
         .map_err(|e| RocketError::stage("rank", e))?;
     eprintln!("experts ({}): {}. {}", selection.signal, selection.chosen.join(", "), selection.verdict);
-    if !selection.bank_helps {
-        warnings.push(format!("no bank adapter beats the base model on the K-shot set ({})", selection.verdict));
-    }
     let chosen_hashes: Vec<&(String, String, String)> = selection
         .chosen
         .iter()

@@ -319,7 +319,7 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
     let _ = writeln!(s, "## 1. Expert selection on the K-shot set\n");
     let _ = writeln!(
         s,
-        "Signal `{}`; {}. Chosen experts: {}{}.\n",
+        "Signal `{}`. {}. Chosen experts: {}{}.\n",
         r.signal,
         r.selection_verdict,
         r.chosen.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),

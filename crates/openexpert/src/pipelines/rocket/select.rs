@@ -260,7 +260,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
         _ => "reasoning perplexity",
     };
     let verdict = if base.is_none() {
-        "the base model was not evaluated, so no adapter can be compared with it".to_string()
+        "The base model was not evaluated, so no adapter can be compared with it".to_string()
     } else if bank_helps {
         format!(
             "{} of {} bank adapters beat the base model on the K-shot set (higher accuracy, or equal accuracy and lower {ppl_name}): {}",
@@ -270,7 +270,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
         )
     } else {
         format!(
-            "no bank adapter beats the base model on the K-shot set: none has a higher accuracy, or an equal accuracy with a lower {ppl_name}. The experts below were chosen by the configured rule anyway; expect the mixture to gain from fine-tuning on the data, not from the bank"
+            "No bank adapter beats the base model on the K-shot set: none has a higher accuracy, or an equal accuracy with a lower {ppl_name}. The experts below were chosen by the configured rule anyway; expect the mixture to gain from fine-tuning on the data, not from the bank"
         )
     };
     let group_diversity = rank
