@@ -160,7 +160,7 @@ pub fn summarise_mfd(records: &[MfdRecord], config: &MfdConfig) -> MfdSummary {
 /// from the lowest to the highest value (empty bins included), for histograms.
 pub fn histogram(values: &[f64], lo: f64, width: f64) -> Vec<(f64, usize)> {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
-    if finite.is_empty() || !(width > 0.0) {
+    if finite.is_empty() || width.is_nan() || width <= 0.0 {
         return Vec::new();
     }
     let bin = |v: f64| ((v - lo) / width).floor() as i64;
@@ -222,8 +222,10 @@ mod tests {
 
     #[test]
     fn a_judge_that_never_parses_scores_nothing() {
-        let mut j = ScriptedJudge::default();
-        j.fallback = Some(|_| "I think both are good.".to_string());
+        let mut j = ScriptedJudge {
+            fallback: Some(|_| "I think both are good.".to_string()),
+            ..ScriptedJudge::default()
+        };
         let cfg = MfdConfig::default();
         let recs = score_mfd(&mut j, &[item(0), item(1)], &cfg).unwrap();
         assert!(recs.iter().all(|r| r.mfd.is_none()));
