@@ -415,7 +415,7 @@ impl ChatClient {
                 | ErrorKind::UnexpectedEof => ClientError::Disconnected {
                     role,
                     url,
-                    source: e,
+                    source: Box::new(e),
                 },
                 ErrorKind::InvalidData => ClientError::Malformed {
                     role,
@@ -425,7 +425,7 @@ impl ChatClient {
                 _ => ClientError::Unreachable {
                     role,
                     url,
-                    source: e,
+                    source: Box::new(e),
                 },
             },
             ureq::Error::Protocol(_) | ureq::Error::BodyExceedsLimit(_) => ClientError::Malformed {
@@ -436,12 +436,12 @@ impl ChatClient {
             ureq::Error::BodyStalled => ClientError::Disconnected {
                 role,
                 url,
-                source: e,
+                source: Box::new(e),
             },
             _ => ClientError::Unreachable {
                 role,
                 url,
-                source: e,
+                source: Box::new(e),
             },
         }
     }

@@ -47,7 +47,7 @@ pub enum ClientError {
         url: String,
         /// The transport's error.
         #[source]
-        source: ureq::Error,
+        source: Box<ureq::Error>,
     },
     /// The connection broke mid-call (reset, closed early): retried.
     #[error("the {role} endpoint {url} dropped the connection: {source}")]
@@ -58,7 +58,7 @@ pub enum ClientError {
         url: String,
         /// The transport's error.
         #[source]
-        source: ureq::Error,
+        source: Box<ureq::Error>,
     },
     /// HTTP 401 / 403: the key is missing or wrong. Never retried.
     #[error("the {role} endpoint {url} refused the request (HTTP {status}): {hint}")]
