@@ -9,18 +9,20 @@
 //! - [`lora_zoo`]: PEFT adapters in and out, adapter algebra, similarity, bank index;
 //! - [`data_select`]: instruction pools, k-center, K-shot retrieval and dedup, baselines;
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
-//! - [`pipelines`]: the selection loops that train models (DiverseEvol);
+//! - [`pipelines`]: the loops that train models (DiverseEvol, Rocket, TAPIR);
 //! - [`report`]: SVG plots and markdown tables for experiment reports;
 //! - [`kshot_eval`]: K-shot sets, lm-eval-style prompts, exact match / multiple choice /
 //!   reasoning perplexity, packed bank evaluation and Rocket expert selection;
-//! - `tapir-curriculum`, `moe-router`: curriculum distillation and mixtures of LoRA experts
-//!   (filled in by their own issues).
+//! - [`tapir_curriculum`]: TAPIR's roles, judge, difficulty, task rebalancing, expansion,
+//!   refinement and rounds, model-free (`pipelines::tapir` gives them models and endpoints);
+//! - `moe-router`: mixtures of LoRA experts.
 #![warn(missing_docs)]
 
 pub use data_select;
 pub use kshot_eval;
 pub use lm_core;
 pub use lora_zoo;
+pub use tapir_curriculum;
 
 pub mod embedders;
 pub mod pipelines;

@@ -28,6 +28,11 @@ pub enum TapirError {
         source: BoxError,
     },
 
+    /// A chat backend (a model runtime, an HTTP client) failed as a whole; the prompted roles
+    /// wrap it into [`TapirError::Role`] with the role and what it was doing.
+    #[error(transparent)]
+    Backend(BoxError),
+
     /// A role answered a batch with the wrong number of replies (a bug in its implementation).
     #[error(
         "the {role} returned {found} replies for {expected} requests; every request needs exactly one reply"

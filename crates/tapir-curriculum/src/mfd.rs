@@ -28,8 +28,7 @@ use crate::roles::Judge;
 pub struct MfdConfig {
     /// `hard(x) ⇔ MFD(x) ≥ delta` (Lion's code: 1 on the 1-10 scale).
     pub delta: f64,
-    /// How the judge is asked.
-    #[serde(flatten)]
+    /// How the judge is asked (both orders, re-asks, ties).
     pub pairwise: PairwiseConfig,
 }
 
@@ -232,6 +231,18 @@ mod tests {
         assert_eq!(j.seen.len(), 2 * 2 * 3);
         let s = summarise_mfd(&recs, &cfg);
         assert_eq!((s.scored, s.unscored, s.mean_mfd), (0, 2, None));
+    }
+
+    #[test]
+    fn the_config_reads_nested_judge_settings_and_refuses_typos() {
+        let c: MfdConfig =
+            serde_json::from_str(r#"{"delta": 2, "pairwise": {"max_attempts": 5}}"#).unwrap();
+        assert_eq!(
+            (c.delta, c.pairwise.max_attempts, c.pairwise.both_orders),
+            (2.0, 5, true)
+        );
+        assert!(serde_json::from_str::<MfdConfig>(r#"{"max_attempts": 5}"#).is_err());
+        assert!(serde_json::from_str::<MfdConfig>(r#"{"pairwise": {"max_atempts": 5}}"#).is_err());
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct JudgeSampling {
     /// Temperature of re-asks after an unparsable output (a re-ask at temperature 0 would
     /// repeat the same output, and the call cache would replay it).
     pub reask_temperature: f32,
+    /// Ask for an explanation before the scores (Lion's prompt); false asks for the two score
+    /// lines only, which small local judges finish in far fewer tokens.
+    pub explain: bool,
 }
 
 impl Default for JudgeSampling {
@@ -64,6 +67,7 @@ impl Default for JudgeSampling {
             max_new_tokens: 256,
             temperature: 0.0,
             reask_temperature: 0.2,
+            explain: true,
         }
     }
 }
@@ -211,7 +215,12 @@ impl<B: ChatBackend> ChatJudge<B> {
 
     /// The chat request of one judgement (also used to show what was sent).
     pub fn request(&self, r: &JudgeRequest) -> ChatRequest {
-        let mut prompt = judge_prompt(&r.instruction, &r.answer_1, &r.answer_2);
+        let mut prompt = judge_prompt(
+            &r.instruction,
+            &r.answer_1,
+            &r.answer_2,
+            self.sampling.explain,
+        );
         let temperature = if r.attempt == 0 {
             self.sampling.temperature
         } else {

@@ -17,16 +17,28 @@ use crate::taxonomy::{CategoryGroup, TaskCategory};
 pub const JUDGE_SYSTEM: &str =
     "You are a helpful and precise assistant for checking the quality of the answer.";
 
-/// The pairwise judge prompt (Lion's, with tagged scores).
-pub fn judge_prompt(instruction: &str, answer_1: &str, answer_2: &str) -> String {
+/// The pairwise judge prompt (Lion's, with tagged scores). With `explain = false` the judge is
+/// asked for the two score lines only (cheaper for small local judges; Lion asks for the
+/// explanation first).
+pub fn judge_prompt(instruction: &str, answer_1: &str, answer_2: &str, explain: bool) -> String {
+    let (how, format) = if explain {
+        (
+            "Please first provide a brief explanation of your evaluation, avoiding any potential bias and ensuring that the order in which the responses were presented does not affect your judgment. Then, output two lines indicating the scores for Assistant 1 and 2, respectively, each score inside double brackets.",
+            "Evaluation evidence: <your evaluation explanation here>\n",
+        )
+    } else {
+        (
+            "Avoid any potential bias and ensure that the order in which the responses were presented does not affect your judgment. Do not explain: output only two lines indicating the scores for Assistant 1 and 2, respectively, each score inside double brackets.",
+            "",
+        )
+    };
     format!(
         "[Instruction]\n{instruction}\n\n[The Start of Assistant 1's Answer]\n{answer_1}\n[The End of Assistant 1's Answer]\n\n[The Start of Assistant 2's Answer]\n{answer_2}\n[The End of Assistant 2's Answer]\n\n[System]\n\
 We would like to request your feedback on the performance of two AI assistants in response to the user instruction displayed above.\n\n\
 Please rate the helpfulness, relevance, accuracy, level of details of their responses. Each assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better overall performance.\n\n\
-Please first provide a brief explanation of your evaluation, avoiding any potential bias and ensuring that the order in which the responses were presented does not affect your judgment. Then, output two lines indicating the scores for Assistant 1 and 2, respectively, each score inside double brackets.\n\n\
+{how}\n\n\
 Output with the following format:\n\
-Evaluation evidence: <your evaluation explanation here>\n\
-Score of the Assistant 1: [[<score>]]\n\
+{format}Score of the Assistant 1: [[<score>]]\n\
 Score of the Assistant 2: [[<score>]]\n"
     )
 }
@@ -95,7 +107,9 @@ mod tests {
 
     #[test]
     fn prompts_carry_their_inputs_and_formats() {
-        let j = judge_prompt("Q?", "A1", "A2");
+        let j = judge_prompt("Q?", "A1", "A2", true);
+        assert!(j.contains("Evaluation evidence"));
+        assert!(!judge_prompt("Q?", "A1", "A2", false).contains("Evaluation evidence"));
         assert!(j.starts_with("[Instruction]\nQ?\n"));
         assert!(
             j.contains("Assistant 1's Answer]\nA1\n") && j.contains("Assistant 2's Answer]\nA2\n")
