@@ -62,6 +62,11 @@ pub struct CurriculumConfig {
     pub mfd: MfdConfig,
     /// Instruction expansion.
     pub expansion: ExpansionConfig,
+    /// Most times one item may appear in a part (hard or easy) of a round's training set
+    /// (0 = no limit). When a part has fewer distinct items than `α_r N_r` (or `(1-α_r) N_r`)
+    /// needs, sampling repeats them; past this many copies the rest of the places go to the
+    /// other part (reported), so a single hard item is not learnt nine times over. Default 3.
+    pub max_repeats: usize,
     /// Target task mix by category name (default: easydistill's DistilQwen2 mix); categories
     /// not named get 0.
     pub ratios: Option<BTreeMap<String, f64>>,
@@ -78,6 +83,7 @@ impl Default for CurriculumConfig {
             sizes: vec![32, 48, 64],
             mfd: MfdConfig::default(),
             expansion: ExpansionConfig::default(),
+            max_repeats: 3,
             ratios: None,
             ablation: Ablation::default(),
         }

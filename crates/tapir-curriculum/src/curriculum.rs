@@ -19,7 +19,9 @@
 //!    like every pool item from the next round on.
 //! 3. `plan.json`: the training set `D_r = Sample(Hard_r, α_r N_r) ∪ Sample(Easy_r,
 //!    (1 − α_r) N_r)`, each part resampled to the target mix ([`crate::rebalance`]). A part
-//!    with no item is filled from the other (reported). Unscored items are in neither part.
+//!    with no item is filled from the other, and a part too small to fill without more than
+//!    [`CurriculumConfig::max_repeats`] copies of an item hands its extra places to the other
+//!    (both reported). Unscored items are in neither part.
 //! 4. `refined.json`: the teacher refines the targets of the chosen items that have no
 //!    refinement yet ([`crate::refine`]); `data.jsonl` is the round's training data.
 //! 5. `train/`, `train.json`: the student trains on `D_r`, continuing from `S_{r-1}`'s adapter
@@ -50,7 +52,7 @@ use crate::error::{Result, TapirError};
 use crate::expand::{Expansion, ExpansionSummary, SeedPool, expand};
 use crate::mfd::{MfdItem, MfdRecord, MfdSummary, score_mfd, summarise_mfd};
 use crate::pairwise::{Pair, PairJudgement, WinSummary, judge_pairs, summarise};
-use crate::rebalance::{Rebalanced, rebalance, uniform_sample};
+use crate::rebalance::{Rebalanced, rebalance_capped, uniform_sample};
 use crate::refine::{Refined, refine_responses};
 use crate::roles::{Judge, RefineRequest, Student, TaskClassifier, Teacher, TrainPair};
 use crate::similarity::NearDuplicates;
@@ -901,11 +903,36 @@ fn make_plan(
         n_hard += n_easy;
         n_easy = 0;
     }
+    if config.max_repeats > 0 {
+        let cap = |avail: usize| avail * config.max_repeats;
+        if n_hard > cap(hard.len()) {
+            let moved = n_hard - cap(hard.len());
+            notes.push(format!(
+                "{} hard item(s) for {n_hard} hard places: at most {} copies each (curriculum.max_repeats), {moved} place(s) go to easy items",
+                hard.len(),
+                config.max_repeats
+            ));
+            n_hard -= moved;
+            n_easy += moved;
+        }
+        if n_easy > cap(easy.len()) {
+            let moved = n_easy - cap(easy.len());
+            let to_hard = moved.min(cap(hard.len()) - n_hard);
+            notes.push(format!(
+                "{} easy item(s) for {n_easy} easy places: at most {} copies each (curriculum.max_repeats); {to_hard} place(s) go to hard items, {} stay empty",
+                easy.len(),
+                config.max_repeats,
+                moved - to_hard
+            ));
+            n_easy -= moved;
+            n_hard += to_hard;
+        }
+    }
     let sample = |items: &[&PoolItem], n: usize, tag: &str| -> Rebalanced {
         let cats: Vec<TaskCategory> = items.iter().map(|p| p.category).collect();
         let seed = step_seed(config.seed, spec.round, tag);
         if config.ablation.rebalance {
-            rebalance(&cats, mix, n, seed)
+            rebalance_capped(&cats, mix, n, seed, config.max_repeats)
         } else {
             uniform_sample(&cats, n, seed)
         }

@@ -11,7 +11,7 @@ use crate::prompts::{
     JUDGE_REMINDER, JUDGE_SYSTEM, expansion_prompt, judge_prompt, refinement_prompt,
 };
 use crate::roles::{ExpandRequest, Judge, JudgeRequest, RefineRequest, TaskClassifier, Teacher};
-use crate::taxonomy::classifier_prompt;
+use crate::taxonomy::ClassifierPrompt;
 
 /// How a teacher samples (defaults: greedy answers and refinements; Lion's temperature 1 for
 /// new instructions).
@@ -72,17 +72,23 @@ impl Default for JudgeSampling {
     }
 }
 
-/// How a classifier samples (easydistill: temperature 0).
+/// How a classifier is asked and samples (easydistill: its prompt, temperature 0).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClassifierSampling {
     /// Most new tokens of an answer.
     pub max_new_tokens: usize,
+    /// `easydistill` (the reference prompt) or `instruction-first` (for small local models,
+    /// which answer the instruction when it comes last; [`ClassifierPrompt`]).
+    pub prompt: ClassifierPrompt,
 }
 
 impl Default for ClassifierSampling {
     fn default() -> Self {
-        Self { max_new_tokens: 16 }
+        Self {
+            max_new_tokens: 16,
+            prompt: ClassifierPrompt::Easydistill,
+        }
     }
 }
 
@@ -275,7 +281,7 @@ impl<B: ChatBackend> TaskClassifier for ChatClassifier<B> {
         let chat: Vec<ChatRequest> = instructions
             .iter()
             .map(|i| ChatRequest {
-                messages: vec![ChatMessage::user(classifier_prompt(i))],
+                messages: vec![ChatMessage::user(self.sampling.prompt.render(i))],
                 sampling: Sampling::greedy(self.sampling.max_new_tokens),
             })
             .collect();

@@ -47,6 +47,10 @@ Score of the Assistant 2: [[<score>]]\n"
 pub const JUDGE_REMINDER: &str = "\nImportant: your previous answer did not end with the two score lines. End your answer with exactly these two lines, each score a number from 1 to 10 inside double brackets:\nScore of the Assistant 1: [[<score>]]\nScore of the Assistant 2: [[<score>]]";
 
 /// The expansion prompt: a new instruction of category `category` inspired by `seed`.
+///
+/// Lion's prompt ends with the seed; small local teachers then answer the seed instead of
+/// writing a new instruction (Qwen2.5-Coder-0.5B did for 8 of 9 requests, docs/tapir.md), so
+/// the request is restated after it.
 pub fn expansion_prompt(seed: &str, category: TaskCategory) -> String {
     format!(
         "I want you to act as an Instruction Creator.\n\
@@ -54,9 +58,9 @@ Your goal is to draw inspiration from the #Given Instruction# to create a brand 
 This new instruction should belong to the task category \"{category}\" and be as difficult as the #Given Instruction# or harder.\n\
 The LENGTH and difficulty level of the #Created Instruction# should be similar to that of the #Given Instruction#.\n\
 The #Created Instruction# must be reasonable and must be understood and responded to by humans.\n\
-'#Given Instruction#', '#Created Instruction#', 'given instruction' and 'created instruction' are not allowed to appear in #Created Instruction#.\n\
-Write only the #Created Instruction#, wrapped in <answer></answer> tags.\n\n\
-#Given Instruction#:\n{seed}"
+'#Given Instruction#', '#Created Instruction#', 'given instruction' and 'created instruction' are not allowed to appear in #Created Instruction#.\n\n\
+#Given Instruction#:\n{seed}\n\n\
+Do not answer the #Given Instruction#. Write one brand new instruction of the task category \"{category}\", different in content, wrapped in <answer></answer> tags, and nothing else."
     )
 }
 
@@ -91,13 +95,17 @@ pub fn refinement_guidance(group: CategoryGroup) -> &'static str {
     }
 }
 
-/// The task-aware refinement prompt for one item.
+/// The task-aware refinement prompt for one item. The request is restated after the response,
+/// for the same reason as in [`expansion_prompt`]: small local teachers otherwise comment on the
+/// response instead of rewriting it.
 pub fn refinement_prompt(instruction: &str, response: &str, category: TaskCategory) -> String {
+    let guidance = refinement_guidance(category.group());
     format!(
-        "Below are an instruction and a response to it. Rewrite the response to make it better. {}\n\
-Keep what is correct in the original response and fix what is wrong. Reply with the improved response only, without any preamble.\n\n\
-#Instruction#:\n{instruction}\n\n#Response#:\n{response}",
-        refinement_guidance(category.group())
+        "Below are an instruction and a response to it. Rewrite the response to make it better. {guidance}\n\
+Keep what is correct in the original response and fix what is wrong.\n\n\
+#Instruction#:\n{instruction}\n\n#Response#:\n{response}\n\n\
+Now write the improved response to the #Instruction# ({guidance_short}). Reply with the improved response only, without any preamble or comment on the original.",
+        guidance_short = guidance.trim_end_matches('.').to_lowercase()
     )
 }
 
@@ -119,9 +127,11 @@ mod tests {
                 .ends_with("Score of the Assistant 2: [[<score>]]")
         );
         let e = expansion_prompt("Add 2 and 3.", TaskCategory::CodeDebug);
-        assert!(e.contains("\"Code Debug\"") && e.ends_with("Add 2 and 3."));
+        assert!(e.contains("\"Code Debug\"") && e.contains("#Given Instruction#:\nAdd 2 and 3.\n"));
+        assert!(e.ends_with("and nothing else."));
         let r = refinement_prompt("Q", "R", TaskCategory::Math);
-        assert!(r.contains("step by step") && r.ends_with("#Response#:\nR"));
+        assert!(r.contains("step by step") && r.contains("#Response#:\nR\n"));
+        assert!(r.ends_with("comment on the original."));
         let r = refinement_prompt("Q", "R", TaskCategory::Law);
         assert!(r.contains("caveats"));
     }

@@ -87,13 +87,27 @@ fn take_cycled(items: &[usize], k: usize, rng: &mut StdRng) -> Vec<usize> {
 /// Resamples items with `categories` to `n` picks following `mix` (see the module docs).
 /// `n = categories.len()` keeps the size, as easydistill does.
 pub fn rebalance(categories: &[TaskCategory], mix: &TargetMix, n: usize, seed: u64) -> Rebalanced {
+    rebalance_capped(categories, mix, n, seed, 0)
+}
+
+/// [`rebalance`] where no item is picked more than `max_repeats` times (0 = no limit): a
+/// category whose quota would need more copies gets `max_repeats ×` its items, and its excess
+/// is shared among the other categories by their ratios (repeatedly, until no quota exceeds
+/// its cap). When every category is full, fewer than `n` items are picked.
+pub fn rebalance_capped(
+    categories: &[TaskCategory],
+    mix: &TargetMix,
+    n: usize,
+    seed: u64,
+    max_repeats: usize,
+) -> Rebalanced {
     let mut rng = StdRng::seed_from_u64(seed);
     let before = counts(categories.iter().copied());
     let mut by_cat: BTreeMap<TaskCategory, Vec<usize>> = BTreeMap::new();
     for (i, c) in categories.iter().enumerate() {
         by_cat.entry(*c).or_default().push(i);
     }
-    let weights: BTreeMap<TaskCategory, f64> = mix
+    let mut weights: BTreeMap<TaskCategory, f64> = mix
         .ratios()
         .iter()
         .filter(|(c, _)| by_cat.contains_key(c))
@@ -105,7 +119,35 @@ pub fn rebalance(categories: &[TaskCategory], mix: &TargetMix, n: usize, seed: u
         .filter(|c| !by_cat.contains_key(c))
         .copied()
         .collect();
-    let target = apportion(&weights, n);
+    // Water-filling: categories whose quota exceeds their cap are fixed at the cap and the rest
+    // re-apportioned among the others.
+    let mut target: BTreeMap<TaskCategory, usize> = BTreeMap::new();
+    let mut left = n;
+    loop {
+        let quotas = apportion(&weights, left);
+        let over: Vec<TaskCategory> = if max_repeats == 0 {
+            Vec::new()
+        } else {
+            quotas
+                .iter()
+                .filter(|(c, q)| **q > by_cat[*c].len() * max_repeats)
+                .map(|(c, _)| *c)
+                .collect()
+        };
+        if over.is_empty() {
+            target.extend(quotas);
+            break;
+        }
+        for c in over {
+            let cap = by_cat[&c].len() * max_repeats;
+            target.insert(c, cap);
+            left -= cap;
+            weights.remove(&c);
+        }
+        if weights.is_empty() {
+            break;
+        }
+    }
     let mut picks = Vec::with_capacity(n);
     let mut repeats = 0;
     for (c, &want) in &target {
@@ -344,7 +386,38 @@ mod tests {
         assert!((math - 0.75).abs() < 0.03, "{math}");
     }
 
+    #[test]
+    fn capped_resampling_never_repeats_an_item_more_than_allowed() {
+        // 1 Writing item, 9 Math; 50/50 target over 10 picks, at most 2 copies each
+        let cats: Vec<TaskCategory> = [vec![Writing], vec![Math; 9]].concat();
+        let m = mix(&[("Math", 1.0), ("Writing", 1.0)]);
+        let r = rebalance_capped(&cats, &m, 10, 1, 2);
+        assert_eq!(r.picks.len(), 10);
+        assert_eq!(r.achieved[&Writing], 2);
+        assert_eq!(r.achieved[&Math], 8);
+        // every category full: fewer picks
+        let r = rebalance_capped(&cats, &m, 30, 1, 2);
+        assert_eq!(r.picks.len(), 20);
+        // no cap: the exact mix, with repeats
+        assert_eq!(rebalance_capped(&cats, &m, 10, 1, 0).achieved[&Writing], 5);
+    }
+
     proptest! {
+        #[test]
+        fn capped_picks_respect_the_cap(
+            cats in prop::collection::vec(0usize..6, 1..40),
+            n in 0usize..80,
+            cap in 1usize..4,
+            seed in any::<u64>(),
+        ) {
+            let cats: Vec<TaskCategory> = cats.into_iter().map(|i| TaskCategory::all().nth(i).unwrap()).collect();
+            let r = rebalance_capped(&cats, &TargetMix::default(), n, seed, cap);
+            prop_assert_eq!(r.picks.len(), n.min(cats.len() * cap));
+            for i in 0..cats.len() {
+                prop_assert!(r.picks.iter().filter(|&&p| p == i).count() <= cap);
+            }
+        }
+
         #[test]
         fn rebalancing_always_returns_n_valid_picks(
             cats in prop::collection::vec(0usize..32, 1..60),

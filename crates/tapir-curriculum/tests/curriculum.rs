@@ -256,6 +256,32 @@ fn resuming_after_a_crash_inside_any_step_gives_the_same_files() {
 }
 
 #[test]
+fn repeats_are_capped_and_extra_places_go_to_the_other_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut f = Fakes::new();
+    let mut c = config();
+    c.max_repeats = 1;
+    c.alpha = vec![0.9, 0.9];
+    let out = f.run(tmp.path(), &c).unwrap();
+    // round 1: 5 hard seeds + 2 new = 7 hard items, round(0.9 * 8) = 7 places: no cap needed
+    assert_eq!(out.rounds[1].plan.hard_part, 7);
+    // round 2: 12 places, 11 hard: 1 copy each -> 11 hard, 1 easy, noted
+    let r2 = &out.rounds[2].plan;
+    assert_eq!(r2.hard_available, 9);
+    assert_eq!(r2.hard_part, 9);
+    assert_eq!(r2.items.len(), 12);
+    assert!(
+        r2.notes.iter().any(|n| n.contains("max_repeats")),
+        "{:?}",
+        r2.notes
+    );
+    let mut hard_ids: Vec<&String> = r2.items[..r2.hard_part].iter().collect();
+    hard_ids.sort();
+    hard_ids.dedup();
+    assert_eq!(hard_ids.len(), 9, "each hard item once");
+}
+
+#[test]
 fn ablations_turn_components_off() {
     // no MFD filter: the judge sees only held-out pairs; no hard part
     let tmp = tempfile::tempdir().unwrap();
