@@ -112,10 +112,11 @@ fn answer_to(body: &Value, mode: Mode) -> Result<String, u16> {
             return Ok("Both answers are fine.".into());
         }
         let instruction = between(last, "[Instruction]", "[The Start of Assistant 1's Answer]");
+        // the teacher (and refined answers) 8; the student 8 on instructions of even length
+        // (easy), 5 on the others (hard)
         let q = |a: &str| {
-            if a.starts_with("T:") || a.starts_with("Refined:") {
-                8
-            } else if instruction.len() % 2 == 0 {
+            let teacher = a.starts_with("T:") || a.starts_with("Refined:");
+            if teacher || instruction.len().is_multiple_of(2) {
                 8
             } else {
                 5
@@ -554,7 +555,7 @@ fn single_stages_work_on_jsonl() {
     let input = tmp.path().join("pairs.jsonl");
     std::fs::write(
         &input,
-        "{\"instruction\": \"Add 2 and 3.\", \"teacher\": \"T: 5\", \"student\": \"five\"}\n{\"question\": \"Is it odd?\", \"answer_a\": \"T: no\", \"answer_b\": \"no\"}\n",
+        "{\"instruction\": \"Add 2 and 33.\", \"teacher\": \"T: 35\", \"student\": \"thirty-five\"}\n{\"question\": \"Is it odd?\", \"answer_a\": \"T: no\", \"answer_b\": \"no\"}\n",
     )
     .unwrap();
     let out = tmp.path().join("judged.jsonl");
