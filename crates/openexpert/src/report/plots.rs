@@ -67,8 +67,10 @@ const PALETTE: [RGBColor; 10] = [
 const NORMAL: RGBColor = PALETTE[0];
 const CHOSEN: RGBColor = PALETTE[3];
 const FONT: &str = "sans-serif";
-/// Estimated width of one character at font size 12, in pixels.
+/// Estimated width of one character at font size 12, in pixels (generous: text must not clip).
 const CHAR_PX: u32 = 7;
+/// The same for rotated labels, where an over-estimate only leaves white space.
+const ROTATED_CHAR_PX: u32 = 6;
 /// Longest label drawn in full; longer ones end in "…".
 const MAX_LABEL_CHARS: usize = 24;
 
@@ -186,22 +188,24 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
         .clone()
         .map(|b| b.value + se(b).unwrap_or(0.0))
         .fold(0.0, f64::max);
+    // The axis starts at 0: whiskers of positive bars are cut there; only negative bars extend it.
     let bottom = finite
+        .filter(|b| b.value < 0.0)
         .map(|b| b.value - se(b).unwrap_or(0.0))
         .fold(0.0, f64::min);
+    let legend = bars.iter().any(|b| b.highlight && b.value.is_finite());
     let (lo, hi) = if top - bottom <= 0.0 {
         (0.0, 1.0)
     } else {
-        // Room above the bars for the printed values.
+        // Room above the bars for the printed values (and the legend box).
         let span = top - bottom;
-        (
-            if bottom < 0.0 {
-                bottom - 0.08 * span
-            } else {
-                0.0
-            },
-            if top > 0.0 { top + 0.15 * span } else { 0.0 },
-        )
+        let room = if legend { 0.3 } else { 0.15 };
+        let lo = if bottom < 0.0 {
+            bottom - 0.08 * span
+        } else {
+            0.0
+        };
+        (lo, if top > 0.0 { top + room * span } else { 0.0 })
     };
     let n = bars.len();
     let labels: Vec<String> = bars
@@ -211,7 +215,11 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
     let bar_px = 64u32;
     let rotate = longest * CHAR_PX > bar_px - 6;
-    let label_area = if rotate { longest * CHAR_PX + 16 } else { 28 };
+    let label_area = if rotate {
+        longest * ROTATED_CHAR_PX + 16
+    } else {
+        28
+    };
     let (width, height) = ((n as u32 * bar_px + 110).max(420), 440 + label_area);
     let mut svg = String::new();
     {
@@ -246,7 +254,7 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
         chart
             .draw_series(drawn(false).map(|(i, b)| rect(i, b, NORMAL)))
             .map_err(&err)?;
-        if bars.iter().any(|b| b.highlight && b.value.is_finite()) {
+        if legend {
             chart
                 .draw_series(drawn(true).map(|(i, b)| rect(i, b, CHOSEN)))
                 .map_err(&err)?
@@ -277,7 +285,7 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
             }
             let whisker = se(b).unwrap_or(0.0);
             if whisker > 0.0 {
-                let (lo_w, hi_w) = (b.value - whisker, b.value + whisker);
+                let (lo_w, hi_w) = ((b.value - whisker).max(lo), b.value + whisker);
                 let black = BLACK.stroke_width(1);
                 chart
                     .draw_series([
@@ -513,7 +521,7 @@ pub fn heatmap_svg(
         .unwrap_or(0);
     let rotate = longest_col * CHAR_PX > cell - 4;
     let col_area = if rotate {
-        longest_col * CHAR_PX + 10
+        longest_col * ROTATED_CHAR_PX + 10
     } else {
         20
     };
