@@ -220,7 +220,8 @@ pub fn read_test_eval(path: &Path, test: &TestSet) -> Option<RoundTestEval> {
     }
 }
 
-/// The base model's evaluation: read back from `path`, or computed (after
+/// The base model's evaluation: read back from `path` when `reuse` (a resumed run: the file's
+/// fingerprint covers the test set, not the model), else computed (after
 /// [`EvolveModel::reset_to_base`]) and written there.
 ///
 /// # Errors
@@ -229,8 +230,9 @@ pub fn evaluate_base(
     model: &mut LoraEvolveModel,
     test: &TestSet,
     path: &Path,
+    reuse: bool,
 ) -> Result<RoundTestEval> {
-    if let Some(e) = read_test_eval(path, test) {
+    if let Some(e) = reuse.then(|| read_test_eval(path, test)).flatten() {
         return Ok(e);
     }
     model.reset_to_base();
@@ -510,10 +512,18 @@ mod tests {
         );
         // evaluate_base resets, and reads its file back afterwards
         let path = dir.path().join("base.json");
-        let b = evaluate_base(&mut m, &test, &path).unwrap();
+        let b = evaluate_base(&mut m, &test, &path, true).unwrap();
         assert_eq!(b.evaluation, base.evaluation);
         assert!(m.current().is_none());
         assert!(path.exists());
+        let mut stored = b.clone();
+        stored.seconds = -1.0;
+        write_json(&path, &stored).unwrap();
+        assert_eq!(
+            evaluate_base(&mut m, &test, &path, true).unwrap().seconds,
+            -1.0
+        );
+        assert!(evaluate_base(&mut m, &test, &path, false).unwrap().seconds >= 0.0);
     }
 
     #[test]
