@@ -134,12 +134,11 @@ pub fn write_atomic_with(
     let dir = parent_of(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let name = name_of(path)?;
+    let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&format!(".{name}.")).suffix(".tmp");
+    builder.prefix(&prefix).suffix(".tmp");
     published(&mut builder, 0o666);
-    let mut tmp = builder
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let mut tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
     write(tmp.as_file_mut())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io(tmp.path(), e))?;
@@ -200,8 +199,9 @@ impl StagedDir {
         let name = name_of(target)?;
         let parent = parent_of(target);
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let prefix = format!(".{name}.partial-");
         let mut builder = tempfile::Builder::new();
-        builder.prefix(&format!(".{name}.partial-"));
+        builder.prefix(&prefix);
         published(&mut builder, 0o777);
         let staging = builder
             .tempdir_in(&parent)
@@ -300,8 +300,15 @@ mod tests {
         let reference_dir = tmp.path().join("plain-dir");
         std::fs::create_dir(&reference_dir).unwrap();
         let d = tmp.path().join("out");
-        super::StagedDir::create(&d, false).unwrap().commit().unwrap();
-        assert_eq!(mode(&d), mode(&reference_dir), "not tempfile's owner-only 0700");
+        super::StagedDir::create(&d, false)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(
+            mode(&d),
+            mode(&reference_dir),
+            "not tempfile's owner-only 0700"
+        );
     }
 
     use super::*;

@@ -171,8 +171,8 @@ impl RocketArgs {
             for s in &self.set {
                 set_key(&mut doc, s)?;
             }
-            config = RocketConfig::from_toml_str(&toml::to_string(&doc)?)
-                .context("applying --set")?;
+            config =
+                RocketConfig::from_toml_str(&toml::to_string(&doc)?).context("applying --set")?;
         }
         Ok(config)
     }
@@ -197,15 +197,24 @@ pub fn run_cli(args: RocketArgs, device: &str) -> anyhow::Result<()> {
     };
     let outcome = run(&config, &options)?;
     eprint!("{}", outcome.summary);
-    eprintln!("The expert: {} (use with --moe in eval, generate, score)", outcome.expert.display());
+    eprintln!(
+        "The expert: {} (use with --moe in eval, generate, score)",
+        outcome.expert.display()
+    );
     Ok(())
 }
 
 fn shell_line(args: &[String]) -> String {
     let mut out: Vec<String> = Vec::new();
     for (i, a) in args.iter().enumerate() {
-        let a = if i == 0 { "openexpert".to_string() } else { a.clone() };
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c)) {
+        let a = if i == 0 {
+            "openexpert".to_string()
+        } else {
+            a.clone()
+        };
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
+        {
             out.push(a);
         } else {
             out.push(format!("'{}'", a.replace('\'', r"'\''")));

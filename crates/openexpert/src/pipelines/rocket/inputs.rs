@@ -177,7 +177,11 @@ pub fn pool_files(specs: &[String]) -> Result<Vec<PathBuf>> {
 /// Reads one pool row: question-shaped rows (`question`/`answer`/`rationale`) become Alpaca
 /// records whose output is what training learns ([`KShotItem::prompt_response`]); every other
 /// shape is read by data-select.
-fn pool_row(builder: &mut PoolBuilder, raw: &Value, line: usize) -> std::result::Result<(), String> {
+fn pool_row(
+    builder: &mut PoolBuilder,
+    raw: &Value,
+    line: usize,
+) -> std::result::Result<(), String> {
     let value = if raw.get("question").is_some() {
         let item = KShotItem::from_value(raw.clone())?;
         let (prompt, response) = item.prompt_response();
@@ -326,12 +330,22 @@ mod tests {
             ),
         )
         .unwrap();
-        let pool = read_pool(&[f.clone()], &[item("The Kshot one")], &[item("the test one")]).unwrap();
+        let pool = read_pool(
+            std::slice::from_ref(&f),
+            &[item("The Kshot one")],
+            &[item("the test one")],
+        )
+        .unwrap();
         assert_eq!(pool.records.len(), 2);
         assert_eq!((pool.removed_kshot, pool.removed_test), (1, 1));
         assert_eq!(pool.records[0].task, "t1");
         assert_eq!(pool.records[1].task, "mix");
-        assert!(pool.records[0].instruction.retrieval_text("").contains("The answer is 3."));
+        assert!(
+            pool.records[0]
+                .instruction
+                .retrieval_text("")
+                .contains("The answer is 3.")
+        );
         std::fs::write(&f, "{\"question\": \"q\"}\n").unwrap();
         let e = read_pool(&[f], &[], &[]).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");

@@ -79,7 +79,9 @@ pub fn check_kshot(config: &RocketConfig, kshot: &[KShotItem]) -> Result<()> {
     let s = &config.selection;
     let uses_reasoning = matches!(
         s.signal,
-        SelectionSignal::ReasoningPpl | SelectionSignal::Combined | SelectionSignal::CombinedDiversity
+        SelectionSignal::ReasoningPpl
+            | SelectionSignal::Combined
+            | SelectionSignal::CombinedDiversity
     ) && s.ppl != PplSignal::AnswerMean;
     let missing: Vec<usize> = kshot
         .iter()
@@ -192,7 +194,11 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
     };
     let chosen: Vec<String> = match s.signal {
         SelectionSignal::CombinedDiversity => rank.selection.selected.clone(),
-        SelectionSignal::Combined => ranked.iter().take(s.experts).map(|v| v.name.clone()).collect(),
+        SelectionSignal::Combined => ranked
+            .iter()
+            .take(s.experts)
+            .map(|v| v.name.clone())
+            .collect(),
         SelectionSignal::Accuracy => by(&|n| sig(n).and_then(|x| x.accuracy), true)?,
         SelectionSignal::ReasoningPpl => by(&|n| sig(n).and_then(|x| x.reasoning_ppl_mean), false)?,
         SelectionSignal::VanillaPpl => by(&|n| sig(n).and_then(|x| x.answer_ppl_mean), false)?,
@@ -285,10 +291,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
             a == b
         })
         .map(|t| t.group_diversity);
-    let best_expert = ranked
-        .first()
-        .map(|v| v.name.clone())
-        .unwrap_or_default();
+    let best_expert = ranked.first().map(|v| v.name.clone()).unwrap_or_default();
     Ok(SelectionOutcome {
         signal: s.signal.to_string(),
         chosen,
@@ -361,21 +364,38 @@ mod tests {
         base.exact_match.as_mut().unwrap().accuracy = 0.0;
         let o = outcome(r, &c).unwrap();
         assert!(o.bank_helps);
-        let helpers: Vec<&str> = o.rows.iter().filter(|r| r.beats_base).map(|r| r.name.as_str()).collect();
-        assert!(helpers.contains(&"letter_counting") && !helpers.contains(&"gcd"), "{helpers:?}");
+        let helpers: Vec<&str> = o
+            .rows
+            .iter()
+            .filter(|r| r.beats_base)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert!(
+            helpers.contains(&"letter_counting") && !helpers.contains(&"gcd"),
+            "{helpers:?}"
+        );
     }
 
     #[test]
     fn reasoning_signals_need_rationales() {
         let c = RocketConfig::default();
         let bare = vec![KShotItem::new("q", "1")];
-        assert!(check_kshot(&c, &bare).unwrap_err().to_string().contains("rationale"));
+        assert!(
+            check_kshot(&c, &bare)
+                .unwrap_err()
+                .to_string()
+                .contains("rationale")
+        );
         let mut acc = c.clone();
         acc.selection.signal = SelectionSignal::Accuracy;
         check_kshot(&acc, &bare).unwrap();
         let mut vanilla = c;
         vanilla.selection.ppl = PplSignal::AnswerMean;
         check_kshot(&vanilla, &bare).unwrap();
-        check_kshot(&RocketConfig::default(), &[KShotItem::new("q", "1").with_rationale("r")]).unwrap();
+        check_kshot(
+            &RocketConfig::default(),
+            &[KShotItem::new("q", "1").with_rationale("r")],
+        )
+        .unwrap();
     }
 }

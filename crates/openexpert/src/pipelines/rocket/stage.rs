@@ -110,8 +110,8 @@ impl StageStore {
         }
         std::fs::create_dir_all(&self.root).map_err(|e| RocketError::io(&self.root, e))?;
         let start = std::time::Instant::now();
-        let staged = atomic_fs::StagedDir::replacing(&dir)
-            .map_err(|e| RocketError::stage("store", e))?;
+        let staged =
+            atomic_fs::StagedDir::replacing(&dir).map_err(|e| RocketError::stage("store", e))?;
         produce(staged.path())?;
         let record = StageRecord {
             key: key.clone(),
@@ -138,7 +138,9 @@ impl StageStore {
         let bytes = std::fs::read(&path).map_err(|e| RocketError::io(&path, e))?;
         serde_json::from_slice(&bytes).map_err(|e| RocketError::Input {
             path,
-            detail: format!("malformed stage output ({e}); delete the stage directory to recompute it"),
+            detail: format!(
+                "malformed stage output ({e}); delete the stage directory to recompute it"
+            ),
         })
     }
 
