@@ -22,6 +22,7 @@ pub use kshot_eval;
 pub use lm_core;
 pub use lora_zoo;
 
+pub mod bench;
 pub mod embedders;
 pub mod pipelines;
 pub mod report;
