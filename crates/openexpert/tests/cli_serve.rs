@@ -402,8 +402,18 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_openexpert"))
 }
 
+/// A `serve` process, killed (and reaped) when dropped so a failing test leaves no server behind.
+struct ServeProcess(Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `openexpert serve --port 0 ARGS`, and its base URL read from stderr.
-fn spawn_server(args: &[&str]) -> (Child, String) {
+fn spawn_server(args: &[&str]) -> (ServeProcess, String) {
     let mut child = bin()
         .args(["serve", "--port", "0"])
         .args(args)
@@ -412,6 +422,7 @@ fn spawn_server(args: &[&str]) -> (Child, String) {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
+    let child = ServeProcess(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
@@ -429,7 +440,7 @@ fn spawn_server(args: &[&str]) -> (Child, String) {
             return (child, url.to_string());
         }
     }
-    let _ = child.kill();
+    drop(child);
     panic!("serve printed no address:\n{seen}");
 }
 
@@ -465,7 +476,7 @@ fn generate_cli(prompts: &[&str], max_new_tokens: usize) -> Vec<String> {
 #[test]
 fn served_greedy_answers_equal_generate_and_ctrl_c_stops_it() {
     lm_core::testing::default_model_path(); // a clear message when it is not fetched
-    let (mut child, base_url) = spawn_server(&[]);
+    let (mut server, base_url) = spawn_server(&[]);
     let prompts = [
         "What is the capital of France?",
         "Write one sentence about the sea.",
@@ -513,15 +524,15 @@ fn served_greedy_answers_equal_generate_and_ctrl_c_stops_it() {
     #[cfg(unix)]
     {
         let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
+            .args(["-INT", &server.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let status = child.wait().unwrap();
+        let status = server.0.wait().unwrap();
         assert!(status.success(), "serve exited with {status}");
     }
     #[cfg(not(unix))]
-    child.kill().unwrap();
+    drop(server);
 }
 
 #[test]
