@@ -331,6 +331,7 @@ fn shutdown_answers_then_stops_listening() {
         },
     )
     .unwrap();
+    client.check_model().unwrap();
     // the client speaks to the server (the tiny model's bytes may decode to anything, so only
     // the call's success or a clean empty-answer error is asserted)
     match client.chat(&[ChatMessage::user("hi")], &Sampling::greedy(8)) {

@@ -49,7 +49,9 @@ pub struct ServeConfig {
     pub port: u16,
     /// Most requests per generation batch (default 8).
     pub max_batch: usize,
-    /// How long the worker waits for more requests after the first, milliseconds (default 5).
+    /// How long the worker waits for more requests after the first, milliseconds (default 20:
+    /// clients sending together arrive a few milliseconds apart, and one decoding step of a
+    /// small model on a CPU takes longer than the wait).
     pub batch_window_ms: u64,
     /// Most requests waiting for the worker; more are answered 503 (default 64).
     pub max_queue: usize,
@@ -67,7 +69,7 @@ impl Default for ServeConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             max_batch: 8,
-            batch_window_ms: 5,
+            batch_window_ms: 20,
             max_queue: 64,
             default_max_tokens: 256,
             stop_on_ctrl_c: false,
