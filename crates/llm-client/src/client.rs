@@ -553,6 +553,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn clients_and_caches_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync + Clone>() {}
+        shared::<ChatClient>();
+        shared::<CallCache>();
+    }
+
+    #[test]
     fn error_message_prefers_openai_message_and_clips() {
         assert_eq!(
             error_message(r#"{"error":{"message":"slow down","type":"rate_limit"}}"#),
