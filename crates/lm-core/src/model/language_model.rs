@@ -14,7 +14,10 @@ use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::hf_config::{HfModelConfig, read_hf_config};
-use crate::tokenizer::{tokenizer_from_gguf, tokenizer_from_json};
+use crate::tokenizer::{
+    TokenizerSettings, check_ids_fit_embedding, check_ids_in_vocab, tokenizer_from_gguf,
+    tokenizer_from_json,
+};
 
 /// A causal LM ready to tokenize, score and generate.
 #[derive(Debug)]
@@ -48,8 +51,22 @@ impl LanguageModel {
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = decoder_config_from_gguf(&file, path)?;
-        let decoder = build_decoder(&config, &GgufWeights::new(&file, path, &config), device)?;
         let tokenizer = tokenizer_from_gguf(&file)?;
+        // Before the (slow) weights: every id the tokenizer can produce needs an embedding row.
+        let settings = TokenizerSettings::from_gguf(&file)?;
+        let mut specials = special_ids(
+            &config,
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+        );
+        specials.extend(settings.pad_id.map(|id| {
+            (
+                "the padding token (tokenizer.ggml.padding_token_id)".to_string(),
+                id,
+            )
+        }));
+        check_ids_fit_embedding(&tokenizer, &specials, config.vocab_size, path)?;
+        let decoder = build_decoder(&config, &GgufWeights::new(&file, path, &config), device)?;
         let add_bos = file
             .get_bool_opt("tokenizer.ggml.add_bos_token")?
             .unwrap_or(false);
@@ -88,8 +105,6 @@ impl LanguageModel {
                 });
             }
         };
-        let weights = SafetensorsWeights::open_dir(dir)?;
-        let decoder = build_decoder(&config, &weights, device)?;
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.is_file() {
             return Err(LmError::Tokenizer {
@@ -130,6 +145,21 @@ impl LanguageModel {
         {
             eos_ids.push(id);
         }
+        // Before the weights: every id the tokenizer can produce needs an embedding row.
+        let mut specials = special_ids(
+            &config,
+            "bos_token_id in config.json",
+            "eos_token_id in config.json",
+        );
+        if let Some(id) = read_pad_token_id(&dir.join("config.json"))? {
+            specials.push((
+                "the padding token (pad_token_id in config.json)".to_string(),
+                id,
+            ));
+        }
+        check_ids_fit_embedding(&tokenizer, &specials, config.vocab_size, dir)?;
+        let weights = SafetensorsWeights::open_dir(dir)?;
+        let decoder = build_decoder(&config, &weights, device)?;
         Ok(Self {
             bos_to_add: if add_bos { config.bos_token_id } else { None },
             eos_ids,
@@ -173,6 +203,15 @@ impl LanguageModel {
         Ok(ids)
     }
 
+    /// Checks that every id of `ids` has a row in the embedding table, before the ids reach the
+    /// backend (which would fail on them with a panic); `what` names the input for the message.
+    ///
+    /// # Errors
+    /// [`LmError::TokenIdOutOfRange`] with the first id past the table.
+    pub fn check_ids(&self, ids: &[u32], what: impl FnOnce() -> String) -> Result<()> {
+        check_ids_in_vocab(ids, self.decoder.config.vocab_size, what)
+    }
+
     /// Token ids of a text with no special tokens added (for targets appended to a prompt).
     pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
@@ -209,6 +248,38 @@ impl LanguageModel {
                 ),
             })?;
         template.render(messages, add_generation_prompt)
+    }
+}
+
+/// The BOS and EOS ids a decoder config declares, named by where they come from.
+fn special_ids(config: &DecoderConfig, bos_from: &str, eos_from: &str) -> Vec<(String, u32)> {
+    let bos = config
+        .bos_token_id
+        .map(|id| (format!("the BOS token ({bos_from})"), id));
+    let eos = config
+        .eos_token_ids
+        .iter()
+        .map(|&id| (format!("the EOS token ({eos_from})"), id));
+    bos.into_iter().chain(eos).collect()
+}
+
+/// `pad_token_id` of an HF `config.json` (already known to be a JSON object), if set.
+pub(crate) fn read_pad_token_id(path: &Path) -> Result<Option<u32>> {
+    let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| LmError::Config {
+        path: path.to_path_buf(),
+        detail: format!("expected a JSON object, found invalid JSON: {e}"),
+    })?;
+    match v.get("pad_token_id") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .map(Some)
+            .ok_or_else(|| LmError::Config {
+                path: path.to_path_buf(),
+                detail: format!("`pad_token_id`: expected a token id (an integer >= 0), found {x}"),
+            }),
     }
 }
 

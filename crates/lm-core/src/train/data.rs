@@ -175,12 +175,7 @@ pub fn tokenize_examples(
                     loss_mask.len()
                 )));
             }
-            let vocab = model.config().vocab_size;
-            if let Some(bad) = t.iter().find(|&&i| i as usize >= vocab) {
-                return Err(LmError::InvalidInput(format!(
-                    "token example {index}: id {bad} is outside the vocabulary of {vocab}"
-                )));
-            }
+            model.check_ids(t, || format!("token example {index}"))?;
             ids = t.clone();
             target = loss_mask.clone();
         }
