@@ -14,6 +14,7 @@ use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::hf_config::{HfModelConfig, read_hf_config};
+use crate::prompt::PromptFormat;
 use crate::tokenizer::{
     TokenizerSettings, check_ids_fit_embedding, check_ids_in_vocab, tokenizer_from_gguf,
     tokenizer_from_json,
@@ -195,12 +196,55 @@ impl LanguageModel {
         self.decoder.rope.max_positions()
     }
 
-    /// Token ids of a text, with the model's own special-token rule (BOS if it asks for one).
-    /// Special-token strings in the text (e.g. `<|im_start|>`) map to their ids.
+    /// Token ids of a plain text, with the model's own special-token rule: BOS first when the
+    /// model asks for one and the text does not already begin with it (so a text that carries
+    /// its BOS keeps exactly one, as lm-evaluation-harness does since 0.4.10). Special-token
+    /// strings in the text (e.g. `<|im_start|>`) map to their ids.
+    ///
+    /// Text rendered by the chat template goes through [`Self::encode_chat`] (or
+    /// [`Self::encode_prompt`]), which adds nothing.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = self.bos_to_add.into_iter().collect();
-        ids.extend(self.encode_continuation(text)?);
+        let mut ids = self.encode_continuation(text)?;
+        if let Some(bos) = self.bos_to_add
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
         Ok(ids)
+    }
+
+    /// Token ids of a text rendered by the chat template ([`Self::render_chat`]): no special
+    /// token is added, the template writes the ones the model needs (`{{ bos_token }}`...), as
+    /// transformers' `apply_chat_template` encodes with `add_special_tokens=False`.
+    pub fn encode_chat(&self, rendered: &str) -> Result<Vec<u32>> {
+        self.encode_continuation(rendered)
+    }
+
+    /// Token ids of a prompt laid out in `format`: [`Self::encode_chat`] for the chat format
+    /// (the text was rendered by the template), [`Self::encode`] for plain text. Every path
+    /// that tokenises a prompt (training, evaluation, generation) goes through here, so a chat
+    /// prompt gets exactly the special tokens its template writes.
+    pub fn encode_prompt(&self, format: &PromptFormat, text: &str) -> Result<Vec<u32>> {
+        if format.is_chat() {
+            self.encode_chat(text)
+        } else {
+            self.encode(text)
+        }
+    }
+
+    /// Token ids of the prompt that asks `question` in `format` (what generation continues):
+    /// chat renders it as a user turn with the template's generation prompt, plain fills
+    /// `doc_to_text`; then [`Self::encode_prompt`].
+    ///
+    /// # Errors
+    /// [`LmError::ChatTemplate`] for the chat format on a model without a template, or a
+    /// template that fails; [`LmError::Tokenizer`] when encoding fails.
+    pub fn encode_question(&self, format: &PromptFormat, question: &str) -> Result<Vec<u32>> {
+        let text = match format.plain_pair(question, "") {
+            Some((text, _)) => text,
+            None => self.render_chat(&[ChatMessage::user(question)], true)?,
+        };
+        self.encode_prompt(format, &text)
     }
 
     /// Checks that every id of `ids` has a row in the embedding table, before the ids reach the

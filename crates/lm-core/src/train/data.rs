@@ -186,7 +186,8 @@ pub fn tokenize_examples(
         };
         for (k, (text, is_target)) in rendered.iter().enumerate() {
             let seg = if k == 0 {
-                model.encode(text)?
+                // The chat template writes the special tokens itself: nothing is added.
+                model.encode_prompt(format, text)?
             } else {
                 model.encode_continuation(text)?
             };
