@@ -128,13 +128,19 @@ impl LanguageModel {
                 _ => String::new(),
             }
         };
-        let add_bos = tc
-            .get("add_bos_token")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let chat_template = match tc.get("chat_template").and_then(|v| v.as_str()) {
+        let add_bos = match tc.get("add_bos_token") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(LmError::Config {
+                    path: dir.join("tokenizer_config.json"),
+                    detail: format!("`add_bos_token`: expected true or false, found {v}"),
+                });
+            }
+        };
+        let chat_template = match chat_template_source(dir, &tc)? {
             Some(src) => Some(ChatTemplate::new(
-                src,
+                &src,
                 &token_str("bos_token"),
                 &token_str("eos_token"),
             )?),
@@ -325,6 +331,59 @@ pub(crate) fn read_pad_token_id(path: &Path) -> Result<Option<u32>> {
                 detail: format!("`pad_token_id`: expected a token id (an integer >= 0), found {x}"),
             }),
     }
+}
+
+/// The chat template of an HF directory: `chat_template` in `tokenizer_config.json`, as a string
+/// or as transformers' list of named templates (the one named `default` is used, as
+/// `apply_chat_template` does without a name), else the file `chat_template.jinja`.
+fn chat_template_source(
+    dir: &Path,
+    tc: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<String>> {
+    use serde_json::Value;
+    let path = dir.join("tokenizer_config.json");
+    let bad = |detail: String| LmError::Config {
+        path: path.clone(),
+        detail,
+    };
+    match tc.get("chat_template") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => return Ok(Some(s.clone())),
+        Some(Value::Array(list)) => {
+            let mut names = Vec::new();
+            for t in list {
+                let (Some(name), Some(template)) = (
+                    t.get("name").and_then(Value::as_str),
+                    t.get("template").and_then(Value::as_str),
+                ) else {
+                    return Err(bad(format!(
+                        "`chat_template`: expected a string or a list of {{\"name\", \"template\"}} objects, found the entry {t}"
+                    )));
+                };
+                if name == "default" {
+                    return Ok(Some(template.to_string()));
+                }
+                names.push(name.to_string());
+            }
+            tracing::warn!(
+                templates = ?names,
+                "{}: chat_template lists named templates but none named `default`; the model is used without a chat template",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "`chat_template`: expected a string or a list of named templates, found {v}"
+            )));
+        }
+    }
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        let text = std::fs::read_to_string(&jinja).map_err(|e| LmError::io(&jinja, e))?;
+        return Ok(Some(text));
+    }
+    Ok(None)
 }
 
 fn read_tokenizer_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
