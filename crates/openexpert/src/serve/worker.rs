@@ -180,7 +180,7 @@ fn prepare(model: &LanguageModel, job: Job, config: &WorkerConfig) -> Option<Rea
         })
         .and_then(|text| {
             model
-                .encode(&text)
+                .encode_chat(&text)
                 .map_err(|e| ApiError::internal(format!("could not tokenise the prompt: {e}")))
         });
     let prompt = match prompt {

@@ -174,8 +174,32 @@ impl RocketArgs {
             config =
                 RocketConfig::from_toml_str(&toml::to_string(&doc)?).context("applying --set")?;
         }
+        absolute_inputs(&mut config)?;
         Ok(config)
     }
+}
+
+/// Makes the input paths absolute (against the working directory), so that the run's
+/// `config.toml` can be resumed from anywhere.
+fn absolute_inputs(config: &mut RocketConfig) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let abs = |p: &mut Option<PathBuf>| {
+        if let Some(x) = p
+            && x.is_relative()
+        {
+            *x = cwd.join(&*x);
+        }
+    };
+    let i = &mut config.inputs;
+    abs(&mut i.kshot);
+    abs(&mut i.test);
+    abs(&mut i.bank);
+    for spec in &mut i.pool {
+        if std::path::Path::new(spec.as_str()).is_relative() {
+            *spec = cwd.join(&*spec).display().to_string();
+        }
+    }
+    Ok(())
 }
 
 /// Runs `rocket`.

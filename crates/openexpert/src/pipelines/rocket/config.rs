@@ -205,7 +205,7 @@ pub struct DataSection {
     pub budget: usize,
     /// Cosine similarity above which two retrieved items are near-duplicates (Rocket: 0.9,
     /// i.e. cosine distance < 0.1).
-    pub dedup_threshold: f32,
+    pub dedup_threshold: f64,
     /// Duplicate rule: `greedy` (ALGORITHMS.md 1(f), compare with kept items) or `paper`.
     #[serde(with = "named")]
     pub dedup_mode: DedupMode,

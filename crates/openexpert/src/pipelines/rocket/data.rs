@@ -126,7 +126,7 @@ pub fn run(
                 budget: d.budget,
                 similarity: d.similarity,
                 dedup: (d.mode == DataMode::SimilarDedup).then_some(DedupOptions {
-                    threshold: d.dedup_threshold,
+                    threshold: d.dedup_threshold as f32,
                     mode: d.dedup_mode,
                     backfill: d.backfill,
                 }),

@@ -43,6 +43,9 @@ pub struct Pool {
 pub struct InputSummary {
     /// K-shot file and items used.
     pub kshot: PathBuf,
+    /// The K-shot items' task label, when they all share one.
+    #[serde(default)]
+    pub task: Option<String>,
     /// Items used.
     pub k: usize,
     /// Whether every K-shot item has a rationale (reasoning perplexity needs them).
@@ -98,6 +101,18 @@ pub fn read_test(path: &Path, limit: Option<usize>) -> Result<Vec<KShotItem>> {
 }
 
 fn read_set(path: &Path, what: &str) -> Result<KShotSet> {
+    let text = std::fs::read(path).map_err(|e| RocketError::Input {
+        path: path.to_path_buf(),
+        detail: format!("reading the {what} set: {e}"),
+    })?;
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err(RocketError::Input {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the {what} set is empty; expected JSONL lines with \"question\" and \"answer\""
+            ),
+        });
+    }
     let set = KShotSet::from_jsonl(path).map_err(|e| RocketError::Input {
         path: path.to_path_buf(),
         detail: format!(

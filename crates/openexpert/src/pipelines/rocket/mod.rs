@@ -181,16 +181,10 @@ fn required(
 }
 
 fn training_summary(r: &TrainReport) -> TrainingSummary {
-    let tail = r.losses.len().clamp(1, 5);
-    let last = &r.losses[r.losses.len().saturating_sub(tail)..];
     TrainingSummary {
         steps: r.steps,
         losses: r.losses.clone(),
-        final_loss: if last.is_empty() {
-            r.final_train_loss
-        } else {
-            last.iter().sum::<f64>() / last.len() as f64
-        },
+        final_loss: r.losses.last().copied().unwrap_or(r.final_train_loss),
         trainable_params: r.trainable_params,
         seconds: r.seconds,
         examples: (r.train_data.kept, r.train_data.examples),
@@ -265,9 +259,52 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         tracing::warn!("{w}");
         warnings.push(w);
     }
+    if config.data.mode != DataMode::KshotOnly && config.data.budget < kshot.len() {
+        return Err(RocketError::Config(format!(
+            "data.budget = {} is smaller than the K-shot set ({}); the K-shot items count toward the budget. Raise data.budget (--budget) or lower inputs.k (--k)",
+            config.data.budget,
+            kshot.len()
+        )));
+    }
     let pool_files = inputs::pool_files(&config.inputs.pool)?;
     let pool = inputs::read_pool(&pool_files, &kshot, &test)?;
+    if !bank_path.is_dir() {
+        return Err(RocketError::Input {
+            path: bank_path.clone(),
+            detail: format!(
+                "expected the LoRA bank, a directory with one PEFT adapter per subdirectory; found {}. Check inputs.bank / --bank",
+                if bank_path.exists() {
+                    "a file"
+                } else {
+                    "nothing"
+                }
+            ),
+        });
+    }
     let bank = LoraBank::scan(&bank_path).map_err(|e| RocketError::stage("bank", e))?;
+    if !bank.skipped().is_empty() {
+        let broken: Vec<String> = bank
+            .skipped()
+            .iter()
+            .map(|(p, why)| format!("{}: {why}", p.display()))
+            .collect();
+        return Err(RocketError::Input {
+            path: bank_path.clone(),
+            detail: format!(
+                "{} bank adapters cannot be read ({}); fix or remove them so that the ranking covers the whole bank",
+                broken.len(),
+                broken.join("; ")
+            ),
+        });
+    }
+    if bank.names().len() < config.selection.experts {
+        return Err(RocketError::Config(format!(
+            "selection.experts = {} but the bank {} has {} adapters; lower selection.experts (--experts)",
+            config.selection.experts,
+            bank_path.display(),
+            bank.names().len()
+        )));
+    }
     if bank.names().is_empty() {
         return Err(RocketError::Input {
             path: bank_path.clone(),
@@ -281,6 +318,10 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
     }
     let input_summary = inputs::InputSummary {
         kshot: kshot_path.clone(),
+        task: kshot
+            .first()
+            .and_then(|i| i.task.clone())
+            .filter(|t| kshot.iter().all(|i| i.task.as_deref() == Some(t))),
         k: kshot.len(),
         kshot_rationales: kshot.iter().all(|i| i.rationale_text().is_some()),
         test: test_path.clone(),
@@ -313,7 +354,7 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         return Err(RocketError::Input {
             path: bank_path.clone(),
             detail: format!(
-                "{} of {} bank adapters do not fit the base model {} (a bank of another base model?): {}",
+                "{} of {} bank adapters cannot be applied to the base model {} (an adapter of another base model, or a damaged file): {}",
                 misfits.len(),
                 bank.names().len(),
                 config.model,
@@ -335,6 +376,7 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         .collect::<Result<_>>()?;
 
     let store = StageStore::new(run_dir);
+    store.remove_partials();
     let mut stages: Vec<StageLine> = Vec::new();
     let mut record = |store: &StageStore, key: &StageKey, ran: bool| {
         stages.push(StageLine {
@@ -377,6 +419,35 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         selection.chosen.join(", "),
         selection.verdict
     );
+    if selection.bank_helps {
+        let weak: Vec<&str> = selection
+            .rows
+            .iter()
+            .filter(|r| r.chosen && !r.beats_base)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !weak.is_empty() {
+            warnings.push(format!(
+                "chosen experts that do not beat the base on the K-shot set: {} (the {} tuple rule chose them for diversity; selection.shortlist = {} bounds how far down the ranking it may reach)",
+                weak.join(", "),
+                config.selection.tuple_rule,
+                config.selection.shortlist
+            ));
+        }
+    }
+    if !selection.chosen.contains(&selection.best_expert) {
+        warnings.push(format!(
+            "the adapter ranked first on the K-shot set, {}, is not among the chosen experts (signal {}); it is still compared as best-expert",
+            selection.best_expert, selection.signal
+        ));
+    }
+    let truncated: usize = selection.rows.iter().map(|r| r.truncated).sum();
+    if truncated > 0 {
+        warnings.push(format!(
+            "{truncated} K-shot generations (over all models) stopped at selection.max_new_tokens = {} before ending; the accuracy signal may depend on that limit",
+            config.selection.max_new_tokens
+        ));
+    }
     let chosen_hashes: Vec<&(String, String, String)> = selection
         .chosen
         .iter()
@@ -396,12 +467,21 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             pool.records.len()
         ),
     );
-    let cache = run_dir.join("cache").join("embeddings");
+    // Embeddings are keyed by the encoder and each record's content, so one cache serves every run.
+    let cache = lm_core::assets::openexpert_home()
+        .join("cache")
+        .join("embeddings");
     let (data_dir, ran) = store.run(&data_key, |dir| {
         data::run(dir, &kshot, &kshot_path, &pool, config, &device, &cache).map(|_| ())
     })?;
     record(&store, &data_key, ran);
     let data_outcome: data::DataOutcome = store.read_json(&data_key, "data.json")?;
+    if data_outcome.short_by > 0 {
+        warnings.push(format!(
+            "the training data is {} items short of data.budget = {} (a small pool, or near-duplicates removed; data.backfill refills)",
+            data_outcome.short_by, config.data.budget
+        ));
+    }
     let train_examples = crate::training_data::read_training_jsonl(&data_dir.join("train.jsonl"))
         .map_err(|e| RocketError::stage("data", e))?;
 
@@ -468,8 +548,8 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             }
         ),
     );
-    let work = store.work_dir(&train_moe_key)?;
     let (trained_dir, ran) = store.run(&train_moe_key, |dir| {
+        let work = store.work_dir(&train_moe_key)?;
         experts::train_moe(
             &mut model,
             &experts::mixture_dir(&moe_dir),
@@ -492,8 +572,8 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             "train-lora",
             &json!({"model": hashes.model, "data": data_key, "train": config.train, "format": config.format}),
         );
-        let work = store.work_dir(&key)?;
         let (dir, ran) = store.run(&key, |dir| {
+            let work = store.work_dir(&key)?;
             experts::train_lora(
                 &mut model,
                 &config.model,

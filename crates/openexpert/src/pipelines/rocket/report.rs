@@ -45,7 +45,7 @@ pub struct TrainingSummary {
     pub steps: usize,
     /// Loss per step (since the last resume).
     pub losses: Vec<f64>,
-    /// Mean loss of the last steps.
+    /// Loss of the last step.
     pub final_loss: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
@@ -172,7 +172,11 @@ pub fn write_plots(dir: &Path, r: &RocketReport) -> Result<Vec<String>> {
         .iter()
         .filter_map(|row| {
             Some(Point {
-                label: row.name.clone(),
+                label: if row.position.is_none() {
+                    format!("{} (no adapter)", row.name)
+                } else {
+                    row.name.clone()
+                },
                 x: row.reasoning_ppl.or(row.answer_ppl)?,
                 y: row.accuracy?,
                 highlight: row.chosen,
@@ -308,9 +312,12 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
     let inputs = &r.inputs;
     let _ = writeln!(
         s,
-        "# Rocket: {} experts for `{}`\n",
+        "# Rocket: {} experts for {}\n",
         r.chosen.len(),
-        inputs.kshot.display()
+        match &inputs.task {
+            Some(t) => format!("the task `{t}` (`{}`)", inputs.kshot.display()),
+            None => format!("`{}`", inputs.kshot.display()),
+        }
     );
     let _ = writeln!(
         s,
@@ -395,12 +402,16 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
             &body
         )
     );
+    let _ = writeln!(
+        s,
+        "*beats base*: higher K-shot accuracy than the base model, or the same accuracy with a lower perplexity. *blind guesser*: at least the bank's median accuracy while the perplexity is in the bank's top quarter (right answers the adapter cannot explain; Rocket's motivation for reasoning perplexity). Rank is the shortlist order.\n"
+    );
     img(&mut s, "bank.svg", "bank: accuracy vs reasoning perplexity");
     let _ = writeln!(s, "## 2. Training data\n");
     let d = &r.data;
     let _ = writeln!(
         s,
-        "Mode `{}`: {} K-shot items + {} pool items (budget {}; {} near-duplicates removed; {} short of the budget) from a pool of {} records ({} pool records equal to K-shot questions and {} equal to test questions were removed before retrieval).\n",
+        "Mode `{}`: {} K-shot items + {} pool items (budget {}; near-duplicates removed: {}; short of the budget: {}) from a pool of {} records ({} pool records equal to K-shot questions and {} equal to test questions were removed before retrieval).\n",
         d.mode,
         d.kshot,
         d.selected.len(),
@@ -434,7 +445,7 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
     let m = &r.config.moe;
     let _ = writeln!(
         s,
-        "{} experts, top-{} routing, `{}` routers, {} trained (lr {}, {} epochs, batch {} × {}).\n",
+        "{} experts, top-{} routing, `{}` routers, {} trained (lr {}, {} epoch{}, batch {} × {}).\n",
         r.chosen.len(),
         m.top_k,
         serde_json::to_value(m.router_init)
@@ -448,6 +459,7 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         },
         r.config.train.lr,
         r.config.train.epochs,
+        if r.config.train.epochs == 1 { "" } else { "s" },
         r.config.train.batch_size,
         r.config.train.grad_accum_steps
     );
@@ -474,8 +486,8 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
                 "model",
                 "steps",
                 "examples kept",
-                "first loss",
-                "final loss",
+                "first step loss",
+                "last step loss",
                 "trainable parameters",
                 "seconds"
             ],

@@ -46,6 +46,9 @@ pub struct SelectionRow {
     /// Better than the base on the K-shot signals (higher accuracy, or equal accuracy and lower
     /// perplexity).
     pub beats_base: bool,
+    /// K-shot generations that stopped at the token limit.
+    #[serde(default)]
+    pub truncated: usize,
 }
 
 /// The stage's output (`selection.json`).
@@ -225,6 +228,18 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
         };
         acc > bacc || (acc >= bacc && lower_ppl)
     };
+    let truncated = |name: &str| -> usize {
+        rank.evaluations
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.exact_match.as_ref())
+            .map_or(0, |m| {
+                m.per_item
+                    .iter()
+                    .filter(|p| p.finish_reason == "length")
+                    .count()
+            })
+    };
     let mut rows = Vec::new();
     if let Some(b) = &base {
         rows.push(SelectionRow {
@@ -238,6 +253,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
             chosen: false,
             blind_guesser: false,
             beats_base: false,
+            truncated: truncated(BASE_NAME),
         });
     }
     for v in &ranked {
@@ -253,6 +269,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
             chosen: chosen.contains(&v.name),
             blind_guesser: v.blind_guesser,
             beats_base: beats(&x),
+            truncated: truncated(&v.name),
         });
     }
     let helpers: Vec<&str> = rows

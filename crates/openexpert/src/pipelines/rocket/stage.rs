@@ -69,6 +69,20 @@ impl StageStore {
         }
     }
 
+    /// Removes the half-built stage directories a killed run left (`.<stage>.partial-*`); they
+    /// are never resumed from (training resumes from `.work/`).
+    pub fn remove_partials(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && (name.contains(".partial-") || name.contains(".old-")) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     /// The finished output directory of `key`.
     pub fn dir(&self, key: &StageKey) -> PathBuf {
         self.root.join(key.dir_name())
