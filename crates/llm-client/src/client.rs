@@ -19,7 +19,9 @@ use crate::endpoint::Endpoint;
 use crate::error::{ClientError, Result};
 use crate::retry::{Backoff, Gate, parse_retry_after};
 use crate::sampling::Sampling;
-use crate::wire::{ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ErrorBody, Stop};
+use crate::wire::{
+    ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ErrorBody, ModelList, Stop,
+};
 
 /// The answer of one chat call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,14 @@ struct Counters {
     retries: AtomicU64,
 }
 
+/// What is asked of the endpoint.
+enum Call<'a> {
+    /// `POST /chat/completions` with this JSON body.
+    Chat(&'a [u8]),
+    /// `GET /models`.
+    Models,
+}
+
 /// A failed attempt and the wait the server asked for, if any.
 struct Failure {
     error: ClientError,
@@ -69,6 +79,7 @@ pub struct ChatClient {
     role: String,
     endpoint: Endpoint,
     url: String,
+    models_url: String,
     api_key: Option<String>,
     agent: ureq::Agent,
     cache: Option<CallCache>,
@@ -123,6 +134,7 @@ impl ChatClient {
             .build()
             .into();
         let url = endpoint.chat_url();
+        let models_url = endpoint.models_url();
         let seed = u64::from_le_bytes(
             Sha256::digest(format!("{role}\n{url}").as_bytes())[..8]
                 .try_into()
@@ -137,6 +149,7 @@ impl ChatClient {
                 seed,
             )),
             url,
+            models_url,
             api_key,
             agent,
             cache: None,
@@ -216,7 +229,8 @@ impl ChatClient {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let body = serde_json::to_vec(&self.request(messages, sampling))
             .expect("strings and numbers always serialise");
-        let completion = self.send_with_retries(&body)?;
+        let text = self.send_with_retries(&Call::Chat(&body))?;
+        let completion = self.completion(&text)?;
         if let (Some(cache), Some(key)) = (&self.cache, &key) {
             cache.put(key, &completion)?;
         }
@@ -255,6 +269,41 @@ impl ChatClient {
         answers.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// The models the endpoint serves (`GET {base_url}/models`), with the same retries as a chat
+    /// call. Not cached and not counted in [`ChatClient::stats`].
+    ///
+    /// # Errors
+    /// As [`ChatClient::chat`]; `Malformed` when the answer is not a model list.
+    pub fn models(&self) -> Result<ModelList> {
+        let text = self.send_with_retries(&Call::Models)?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Malformed {
+            role: self.role.clone(),
+            url: self.models_url.clone(),
+            detail: format!(
+                "expected a JSON model list, found {e} in {:?}",
+                clip(&text, 200)
+            ),
+        })
+    }
+
+    /// Checks that the endpoint answers and serves the configured model (one `GET /models`), so
+    /// that a long run fails at its start rather than at its first call.
+    ///
+    /// # Errors
+    /// As [`ChatClient::models`]; [`ClientError::UnknownModel`] when the model is not listed.
+    pub fn check_model(&self) -> Result<()> {
+        let list = self.models()?;
+        if list.data.iter().any(|m| m.id == self.endpoint.model) {
+            return Ok(());
+        }
+        Err(ClientError::UnknownModel {
+            role: self.role.clone(),
+            url: self.models_url.clone(),
+            model: self.endpoint.model.clone(),
+            served: list.data.into_iter().map(|m| m.id).collect(),
+        })
+    }
+
     /// The request body of a call.
     fn request(&self, messages: &[ChatMessage], sampling: &Sampling) -> ChatCompletionRequest {
         ChatCompletionRequest {
@@ -271,13 +320,18 @@ impl ChatClient {
         }
     }
 
-    /// Attempts the call until it succeeds, fails for good, or runs out of retries.
-    fn send_with_retries(&self, body: &[u8]) -> Result<Completion> {
+    /// Attempts the call until it succeeds, fails for good, or runs out of retries; returns the
+    /// body of the 2xx answer.
+    fn send_with_retries(&self, call: &Call) -> Result<String> {
+        let url = match call {
+            Call::Chat(_) => self.url.as_str(),
+            Call::Models => self.models_url.as_str(),
+        };
         let mut retry = 0;
         loop {
             let attempt = {
                 let _place = self.gate.enter();
-                self.attempt(body)
+                self.attempt(call, url)
             };
             let Failure { error, retry_after } = match attempt {
                 Ok(c) => return Ok(c),
@@ -292,7 +346,7 @@ impl ChatClient {
                 } else {
                     ClientError::RetriesExhausted {
                         role: self.role.clone(),
-                        url: self.url.clone(),
+                        url: url.to_string(),
                         attempts: retry + 1,
                         last: Box::new(error),
                     }
@@ -313,22 +367,33 @@ impl ChatClient {
     }
 
     /// One HTTP attempt, classified.
-    fn attempt(&self, body: &[u8]) -> std::result::Result<Completion, Failure> {
+    fn attempt(&self, call: &Call, url: &str) -> std::result::Result<String, Failure> {
         let fail = |error| Failure {
             error,
             retry_after: None,
         };
-        let mut request = self
-            .agent
-            .post(&self.url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json");
-        if let Some(key) = &self.api_key {
-            request = request.header("Authorization", format!("Bearer {key}"));
-        }
-        let mut response = request
-            .send(body)
-            .map_err(|e| fail(self.transport_error(e)))?;
+        let bearer = self.api_key.as_ref().map(|key| format!("Bearer {key}"));
+        let sent = match call {
+            Call::Chat(body) => {
+                let mut request = self
+                    .agent
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .header("Accept", "application/json");
+                if let Some(b) = &bearer {
+                    request = request.header("Authorization", b);
+                }
+                request.send(*body)
+            }
+            Call::Models => {
+                let mut request = self.agent.get(url).header("Accept", "application/json");
+                if let Some(b) = &bearer {
+                    request = request.header("Authorization", b);
+                }
+                request.call()
+            }
+        };
+        let mut response = sent.map_err(|e| fail(self.transport_error(e, url)))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -338,7 +403,7 @@ impl ChatClient {
         let text = response
             .body_mut()
             .read_to_string()
-            .map_err(|e| fail(self.transport_error(e)))?;
+            .map_err(|e| fail(self.transport_error(e, url)))?;
         if status == 401 || status == 403 {
             let hint = match &self.endpoint.api_key_env {
                 Some(var) => format!(
@@ -352,7 +417,7 @@ impl ChatClient {
             };
             return Err(fail(ClientError::Unauthorized {
                 role: self.role.clone(),
-                url: self.url.clone(),
+                url: url.to_string(),
                 status,
                 hint,
             }));
@@ -361,14 +426,14 @@ impl ChatClient {
             return Err(Failure {
                 error: ClientError::Status {
                     role: self.role.clone(),
-                    url: self.url.clone(),
+                    url: url.to_string(),
                     status,
                     body: error_message(&text),
                 },
                 retry_after: retry_after.filter(|_| status == 429 || status == 503),
             });
         }
-        self.completion(&text).map_err(fail)
+        Ok(text)
     }
 
     /// The completion in a 2xx body.
@@ -397,12 +462,12 @@ impl ChatClient {
 
     /// A transport error, classified: timeouts and dropped connections are retryable; no
     /// connection at all, TLS and URL problems are not.
-    fn transport_error(&self, e: ureq::Error) -> ClientError {
+    fn transport_error(&self, e: ureq::Error, url: &str) -> ClientError {
         use std::io::ErrorKind;
-        let (role, url) = (self.role.clone(), self.url.clone());
+        let (role, url) = (self.role.clone(), url.to_string());
         let timeout = || ClientError::Timeout {
             role: self.role.clone(),
-            url: self.url.clone(),
+            url: url.clone(),
             seconds: self.endpoint.timeout_s,
         };
         match e {
@@ -486,6 +551,13 @@ fn clip(s: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_and_caches_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync + Clone>() {}
+        shared::<ChatClient>();
+        shared::<CallCache>();
+    }
 
     #[test]
     fn error_message_prefers_openai_message_and_clips() {

@@ -62,6 +62,11 @@ impl Endpoint {
         format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
     }
 
+    /// The model-list URL: the base URL without trailing slashes, then `/models`.
+    pub fn models_url(&self) -> String {
+        format!("{}/models", self.base_url.trim_end_matches('/'))
+    }
+
     /// Whether the settings can work; the error says what was expected and found.
     pub fn check(&self) -> Result<(), String> {
         let url = self.base_url.trim();

@@ -131,6 +131,20 @@ pub enum ClientError {
         /// The URL called.
         url: String,
     },
+    /// The endpoint does not list the configured model.
+    #[error(
+        "the {role} endpoint {url} does not serve the model {model:?}; it serves {served:?}: set model to one of them"
+    )]
+    UnknownModel {
+        /// Who the endpoint serves.
+        role: String,
+        /// The model-list URL.
+        url: String,
+        /// The configured model.
+        model: String,
+        /// The models it lists.
+        served: Vec<String>,
+    },
     /// Reading or creating the call cache failed.
     #[error("call cache: I/O error on {path}: {source}")]
     Io {

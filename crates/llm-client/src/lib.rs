@@ -11,6 +11,7 @@
 //! - [`ChatClient`]: [`chat`](ChatClient::chat) and order-preserving, bounded-concurrency
 //!   [`chat_many`](ChatClient::chat_many); retries with exponential backoff and full jitter on
 //!   429 / 5xx / timeouts / dropped connections only, honouring `Retry-After`;
+//!   [`check_model`](ChatClient::check_model) to fail at the start of a run, not at its first call;
 //! - [`CallCache`]: successful completions on disk by a hash of (model, messages, sampling), so a
 //!   re-run replays what was answered and calls only what is missing;
 //! - [`ClientError`]: every failure, naming the role and the URL.

@@ -399,3 +399,45 @@ fn chat_many_reports_each_failure_in_place() {
     assert_eq!(answers[2].as_ref().unwrap().text, "q2");
     assert!(client.chat_many(&[]).is_empty());
 }
+
+#[test]
+fn check_model_reads_the_model_list() {
+    let list =
+        r#"{"object":"list","data":[{"id":"m","object":"model","owned_by":"x"},{"id":"other"}]}"#;
+    let server = FaultServer::start(vec![Canned::status(503, "busy"), Canned::status(200, list)]);
+    let client = ChatClient::new("judge", endpoint(&server.base_url)).unwrap();
+    // retried like a chat call, and sent to GET /v1/models
+    client.check_model().unwrap();
+    let requests = server.requests();
+    assert!(
+        requests[1].starts_with("GET /v1/models HTTP/1.1\r\n"),
+        "{}",
+        requests[1]
+    );
+    let wrong = ChatClient::new(
+        "judge",
+        Endpoint {
+            model: "gpt-x".into(),
+            ..endpoint(&server.base_url)
+        },
+    )
+    .unwrap();
+    let e = wrong.check_model().unwrap_err();
+    assert!(matches!(e, ClientError::UnknownModel { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("gpt-x") && msg.contains("\"other\""), "{msg}");
+    // an endpoint that answers something else is malformed, not a model list
+    let html = FaultServer::start(vec![Canned::status(200, "<html>")]);
+    let client = ChatClient::new("judge", endpoint(&html.base_url)).unwrap();
+    assert!(matches!(
+        client.check_model().unwrap_err(),
+        ClientError::Malformed { .. }
+    ));
+    // no server: unreachable, naming the models URL
+    let url = dead_url();
+    let e = ChatClient::new("judge", endpoint(&url))
+        .unwrap()
+        .check_model()
+        .unwrap_err();
+    assert!(e.to_string().contains(&format!("{url}/models")), "{e}");
+}

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 
 pub use crate::io::gguf::GgufWriter;
-pub use crate::model::random::{TensorMap, byte_tokenizer, tiny_language_model};
+pub use crate::model::random::{
+    TINY_CHAT_TEMPLATE, TensorMap, byte_tokenizer, tiny_bert_config, tiny_file_config, tiny_gguf,
+    tiny_language_model, tiny_tokenizer_json, tiny_vocab, write_tiny_bert_dir, write_tiny_hf_dir,
+};
 
 use crate::assets::{Manifest, ModelSource, openexpert_home, resolve_model};
 

@@ -11,6 +11,8 @@
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
 //! - [`pipelines`]: the loops that train models (DiverseEvol, Rocket, TAPIR);
 //! - [`report`]: SVG plots and markdown tables for experiment reports;
+//! - [`serve`]: an OpenAI-compatible HTTP server for a model with its adapters (`openexpert
+//!   serve`), batching concurrent requests; [`llm_client`] is its client;
 //! - [`kshot_eval`]: K-shot sets, lm-eval-style prompts, exact match / multiple choice /
 //!   reasoning perplexity, packed bank evaluation and Rocket expert selection;
 //! - [`tapir_curriculum`]: TAPIR's roles, judge, difficulty, task rebalancing, expansion,
@@ -20,13 +22,16 @@
 
 pub use data_select;
 pub use kshot_eval;
+pub use llm_client;
 pub use lm_core;
 pub use lora_zoo;
 pub use tapir_curriculum;
 
+pub mod bench;
 pub mod embedders;
 pub mod pipelines;
 pub mod report;
+pub mod serve;
 pub mod training_data;
 
 /// The most used items in one import.

@@ -71,7 +71,10 @@ enum Mode {
 /// its kind.
 struct FakeServer {
     base_url: String,
+    /// Chat requests received.
     hits: Arc<AtomicUsize>,
+    /// `GET /models` requests received (the preflight).
+    model_lists: Arc<AtomicUsize>,
 }
 
 fn fnv(s: &str) -> u64 {
@@ -177,14 +180,19 @@ impl FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
-        let h = hits.clone();
+        let model_lists = Arc::new(AtomicUsize::new(0));
+        let (h, m) = (hits.clone(), model_lists.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let h = h.clone();
-                std::thread::spawn(move || serve(stream, mode, &h));
+                let (h, m) = (h.clone(), m.clone());
+                std::thread::spawn(move || serve(stream, mode, &h, &m));
             }
         });
-        Self { base_url, hits }
+        Self {
+            base_url,
+            hits,
+            model_lists,
+        }
     }
 
     fn hits(&self) -> usize {
@@ -192,9 +200,10 @@ impl FakeServer {
     }
 }
 
-fn serve(stream: TcpStream, mode: Mode, hits: &AtomicUsize) {
+fn serve(stream: TcpStream, mode: Mode, hits: &AtomicUsize, model_lists: &AtomicUsize) {
     let mut reader = BufReader::new(&stream);
     let mut length = 0usize;
+    let mut models = false;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -205,6 +214,9 @@ fn serve(stream: TcpStream, mode: Mode, hits: &AtomicUsize) {
         {
             length = v.trim().parse().unwrap_or(0);
         }
+        if line.starts_with("GET ") && line.contains("/models") {
+            models = true;
+        }
         if line == "\r\n" {
             break;
         }
@@ -213,16 +225,32 @@ fn serve(stream: TcpStream, mode: Mode, hits: &AtomicUsize) {
     if reader.read_exact(&mut body).is_err() {
         return;
     }
-    hits.fetch_add(1, Ordering::SeqCst);
+    if models {
+        model_lists.fetch_add(1, Ordering::SeqCst);
+    } else {
+        hits.fetch_add(1, Ordering::SeqCst);
+    }
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (status, text) = match answer_to(&request, mode) {
-        Ok(t) => (
-            200,
+    let answer = if models {
+        if mode == Mode::Unauthorized {
+            Err(401)
+        } else {
+            Ok(json!({"object": "list", "data": [{"id": "fake", "object": "model", "created": 0, "owned_by": "test"}]}).to_string())
+        }
+    } else {
+        answer_to(&request, mode).map(|t| {
             json!({"id": "x", "object": "chat.completion", "created": 0, "model": "fake",
                    "choices": [{"index": 0, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}]})
-            .to_string(),
+            .to_string()
+        })
+    };
+    let (status, text) = match answer {
+        Ok(body) => (200, body),
+        Err(s) => (
+            s,
+            json!({"error": {"message": "invalid api key", "type": "invalid_request_error"}})
+                .to_string(),
         ),
-        Err(s) => (s, json!({"error": {"message": "invalid api key", "type": "invalid_request_error"}}).to_string()),
     };
     let out = format!(
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
@@ -677,7 +705,7 @@ fn bad_roles_stop_the_run_with_a_clear_error() {
             .arg(&cfg)
             .arg("--output")
             .arg(tmp.path().join("a")),
-        &["classifier", &dead, "unreachable"],
+        &["teacher", &dead, "unreachable"],
     );
 
     // A refused key: 401 once, never retried.
@@ -699,12 +727,13 @@ fn bad_roles_stop_the_run_with_a_clear_error() {
             .arg(tmp.path().join("b")),
         &["401", &server.base_url],
     );
-    let max_concurrency = 4; // the endpoint default: one batch in flight at most
-    assert!(
-        server.hits() <= max_concurrency,
-        "401 must not be retried ({} requests)",
-        server.hits()
+    // the teacher's preflight (GET /models) got the 401: one request, no retry, no chat call
+    assert_eq!(
+        server.model_lists.load(Ordering::SeqCst),
+        1,
+        "401 must not be retried"
     );
+    assert_eq!(server.hits(), 0);
     // the key's variable unset
     fails_with(
         bin()

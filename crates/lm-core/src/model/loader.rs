@@ -297,7 +297,9 @@ pub fn build_decoder(
             device,
         ))
     };
-    let mut layers = Vec::with_capacity(c.num_layers);
+    // Not `with_capacity(num_layers)`: the count comes from the file, and a lying one must end
+    // in a missing-tensor error, not an allocation failure.
+    let mut layers = Vec::new();
     for i in 0..c.num_layers {
         let (input_norm, post_norm) = block_norm_names(i);
         layers.push(DecoderLayer {
@@ -377,7 +379,9 @@ pub fn build_encoder(
         let w = weights.get_shaped(&format!("{prefix}{name}"), &[rows, d])?;
         Ok(embedding_from(w, rows, d, device))
     };
-    let mut layers = Vec::with_capacity(c.num_layers);
+    // Not `with_capacity(num_layers)`: the count comes from the file, and a lying one must end
+    // in a missing-tensor error, not an allocation failure.
+    let mut layers = Vec::new();
     for i in 0..c.num_layers {
         let p = format!("encoder.layer.{i}");
         layers.push(EncoderLayer {

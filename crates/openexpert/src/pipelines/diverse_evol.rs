@@ -137,6 +137,29 @@ impl LoraEvolveModel {
         self.current.as_ref()
     }
 
+    /// The pool as training examples, in pool order.
+    pub fn examples(&self) -> &[TrainExample] {
+        &self.examples
+    }
+
+    /// Runs `f` on the model with the latest round's LoRA attached (`ExpertMix::Static([1.0])`),
+    /// or on the base model (`ExpertMix::Base`) when no round was trained or loaded since the
+    /// last [`EvolveModel::reset_to_base`]. The base decoder is put back afterwards, so the
+    /// adapter never leaks into the next round's training.
+    pub fn with_current<R>(&mut self, f: impl FnOnce(&LanguageModel, &ExpertMix) -> R) -> R {
+        let base = self.model.decoder.clone();
+        let mix = match &self.current {
+            Some(w) => {
+                w.attach(&mut self.model.decoder, &self.model.device);
+                ExpertMix::Static(vec![1.0])
+            }
+            None => ExpertMix::Base,
+        };
+        let out = f(&self.model, &mix);
+        self.model.decoder = base;
+        out
+    }
+
     /// A hex SHA-256 of everything that determines a run: the model name, the pool's token ids,
     /// the held-out set's size, the training config and the format. Pass it to
     /// [`run_evolve`](data_select::evolve::run_evolve) so a resume with other inputs is refused.

@@ -1,7 +1,12 @@
-//! End-to-end pipelines that tie the selection algorithms of `data-select` to lm-core models:
+//! End-to-end pipelines that tie the library crates to lm-core models:
 //! - [`diverse_evol`]: DiverseEvol's rounds of re-embedding, k-center picks and LoRA training;
-//! - [`rocket`]: Rocket end to end;
+//! - [`evolve_test`]: held-out test accuracy of every round and the random-selection baseline;
+//! - [`evolve_report`]: the run against its baseline, round by round (JSON, markdown, SVG);
+//! - [`rocket`]: Rocket end to end, from a K-shot set, a LoRA bank and an open pool to a
+//!   fine-tuned mixture of experts, with the comparison and the report;
 //! - [`tapir`]: TAPIR's curriculum distillation with local or OpenAI-compatible teachers.
 pub mod diverse_evol;
+pub mod evolve_report;
+pub mod evolve_test;
 pub mod rocket;
 pub mod tapir;

@@ -67,8 +67,10 @@ const PALETTE: [RGBColor; 10] = [
 const NORMAL: RGBColor = PALETTE[0];
 const CHOSEN: RGBColor = PALETTE[3];
 const FONT: &str = "sans-serif";
-/// Estimated width of one character at font size 12, in pixels.
+/// Estimated width of one character at font size 12, in pixels (generous: text must not clip).
 const CHAR_PX: u32 = 7;
+/// The same for rotated labels, where an over-estimate only leaves white space.
+const ROTATED_CHAR_PX: u32 = 6;
 /// Longest label drawn in full; longer ones end in "…".
 const MAX_LABEL_CHARS: usize = 24;
 
@@ -143,7 +145,11 @@ pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[Point]) 
                 .configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(quiet_corner(
+                    finite.iter().map(|p| (p.x, p.y)),
+                    (x0, x1),
+                    (y0, y1),
+                ))
                 .label_font((FONT, 13))
                 .draw()
                 .map_err(&err)?;
@@ -186,22 +192,24 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
         .clone()
         .map(|b| b.value + se(b).unwrap_or(0.0))
         .fold(0.0, f64::max);
+    // The axis starts at 0: whiskers of positive bars are cut there; only negative bars extend it.
     let bottom = finite
+        .filter(|b| b.value < 0.0)
         .map(|b| b.value - se(b).unwrap_or(0.0))
         .fold(0.0, f64::min);
+    let legend = bars.iter().any(|b| b.highlight && b.value.is_finite());
     let (lo, hi) = if top - bottom <= 0.0 {
         (0.0, 1.0)
     } else {
-        // Room above the bars for the printed values.
+        // Room above the bars for the printed values (and the legend box).
         let span = top - bottom;
-        (
-            if bottom < 0.0 {
-                bottom - 0.08 * span
-            } else {
-                0.0
-            },
-            if top > 0.0 { top + 0.15 * span } else { 0.0 },
-        )
+        let room = if legend { 0.3 } else { 0.15 };
+        let lo = if bottom < 0.0 {
+            bottom - 0.08 * span
+        } else {
+            0.0
+        };
+        (lo, if top > 0.0 { top + room * span } else { 0.0 })
     };
     let n = bars.len();
     let labels: Vec<String> = bars
@@ -211,7 +219,11 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
     let longest = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
     let bar_px = 64u32;
     let rotate = longest * CHAR_PX > bar_px - 6;
-    let label_area = if rotate { longest * CHAR_PX + 16 } else { 28 };
+    let label_area = if rotate {
+        longest * ROTATED_CHAR_PX + 16
+    } else {
+        28
+    };
     let (width, height) = ((n as u32 * bar_px + 110).max(420), 440 + label_area);
     let mut svg = String::new();
     {
@@ -246,7 +258,7 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
         chart
             .draw_series(drawn(false).map(|(i, b)| rect(i, b, NORMAL)))
             .map_err(&err)?;
-        if bars.iter().any(|b| b.highlight && b.value.is_finite()) {
+        if legend {
             chart
                 .draw_series(drawn(true).map(|(i, b)| rect(i, b, CHOSEN)))
                 .map_err(&err)?
@@ -277,7 +289,7 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
             }
             let whisker = se(b).unwrap_or(0.0);
             if whisker > 0.0 {
-                let (lo_w, hi_w) = (b.value - whisker, b.value + whisker);
+                let (lo_w, hi_w) = ((b.value - whisker).max(lo), b.value + whisker);
                 let black = BLACK.stroke_width(1);
                 chart
                     .draw_series([
@@ -366,19 +378,33 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
             .y_label_area_size(65)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(&err)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(&err)?;
+        // Integer x values (items, rounds, steps) get integer tick labels only.
+        let integer_x = cleaned.iter().flatten().all(|p| p.0.fract() == 0.0);
+        let integer_ticks = |v: &f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                String::new()
+            }
+        };
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(x_label).y_desc(y_label);
+        if integer_x {
+            mesh.x_label_formatter(&integer_ticks);
+        }
+        mesh.draw().map_err(&err)?;
+        let n = series.len() as u32;
         for (i, (s, points)) in series.iter().zip(&cleaned).enumerate() {
             if points.is_empty() {
                 continue;
             }
             let colour = series_colour(i);
+            // Earlier series are drawn wider and with bigger markers, so a later series that
+            // coincides with them leaves them visible.
+            let wider = (n - 1 - i as u32).min(2);
+            let (width, radius) = (2 + wider, 4 + wider);
             chart
-                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(width)))
                 .map_err(&err)?
                 .label(s.name.clone())
                 .legend(move |(x, y)| {
@@ -387,14 +413,22 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
                         + Circle::new((10, 0), 3, colour.filled())
                 });
             chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Circle::new(p, radius, colour.filled())),
+                )
                 .map_err(&err)?;
         }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(quiet_corner(
+                cleaned.iter().flatten().copied(),
+                (x0, x1),
+                (y0, y1),
+            ))
             .label_font((FONT, 13))
             .draw()
             .map_err(&err)?;
@@ -513,7 +547,7 @@ pub fn heatmap_svg(
         .unwrap_or(0);
     let rotate = longest_col * CHAR_PX > cell - 4;
     let col_area = if rotate {
-        longest_col * CHAR_PX + 10
+        longest_col * ROTATED_CHAR_PX + 10
     } else {
         20
     };
@@ -656,17 +690,50 @@ fn footer(
 }
 
 /// The range of `values` widened by `lo_pad` / `hi_pad` of its span on each side; a single value
-/// gets a range around it.
+/// gets a range around it. Non-negative data (accuracies, losses, counts) gets at most a sliver
+/// below 0 (3% of the range, so markers at 0 are not cut by the axis), never a tick below 0.
 fn padded(values: impl Iterator<Item = f64>, lo_pad: f64, hi_pad: f64) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
     });
     let span = hi - lo;
-    if span <= 1e-12 * hi.abs().max(1.0) {
+    let (a, b) = if span <= 1e-12 * hi.abs().max(1.0) {
         let d = if lo.abs() > 0.0 { 0.1 * lo.abs() } else { 1.0 };
-        return (lo - d, hi + d);
+        (lo - d, hi + d)
+    } else {
+        (lo - lo_pad * span, hi + hi_pad * span)
+    };
+    if lo >= 0.0 && a < 0.0 {
+        (-0.03 * b, b)
+    } else {
+        (a, b)
     }
-    (lo - lo_pad * span, hi + hi_pad * span)
+}
+
+/// The corner of the plot (for the legend box) with the fewest points in its outer 40% × 30%;
+/// ties go to lower right, then upper left, upper right, lower left.
+fn quiet_corner(
+    points: impl Iterator<Item = (f64, f64)>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> SeriesLabelPosition {
+    let mut counts = [0usize; 4];
+    for (x, y) in points {
+        let (fx, fy) = ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0));
+        let (left, right, low, high) = (fx < 0.4, fx > 0.6, fy < 0.3, fy > 0.7);
+        counts[0] += usize::from(right && low);
+        counts[1] += usize::from(left && high);
+        counts[2] += usize::from(right && high);
+        counts[3] += usize::from(left && low);
+    }
+    let best = (0..4).min_by_key(|&i| (counts[i], i)).unwrap_or(0);
+    [
+        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::UpperLeft,
+        SeriesLabelPosition::UpperRight,
+        SeriesLabelPosition::LowerLeft,
+    ][best]
+        .clone()
 }
 
 /// The colour of series `i`: tab10, then golden-ratio hues.
@@ -968,6 +1035,18 @@ mod tests {
         assert_eq!(number(123.45), "123.5");
         assert_eq!(number(0.0), "0");
         assert_eq!(padded([2.0].into_iter(), 0.1, 0.1), (1.8, 2.2));
-        assert_eq!(padded([0.0, 10.0].into_iter(), 0.1, 0.2), (-1.0, 12.0));
+        assert_eq!(padded([0.0, 10.0].into_iter(), 0.1, 0.2), (-0.36, 12.0));
+        assert_eq!(padded([-1.0, 9.0].into_iter(), 0.1, 0.2), (-2.0, 11.0));
+        assert_eq!(padded([0.0, 0.0].into_iter(), 0.1, 0.1), (-0.03, 1.0));
+        assert_eq!(padded([0.5, 0.6].into_iter(), 0.1, 0.1).0, 0.49);
+        let corner = |pts: &[(f64, f64)]| {
+            format!(
+                "{:?}",
+                quiet_corner(pts.iter().copied(), (0.0, 1.0), (0.0, 1.0))
+            )
+        };
+        assert_eq!(corner(&[]), "LowerRight");
+        assert_eq!(corner(&[(0.9, 0.1)]), "UpperLeft");
+        assert_eq!(corner(&[(0.9, 0.1), (0.1, 0.9)]), "UpperRight");
     }
 }

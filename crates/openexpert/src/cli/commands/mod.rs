@@ -16,5 +16,6 @@ pub mod rank_bank;
 pub mod rocket;
 pub mod score;
 pub mod select;
+pub mod serve;
 pub mod tapir;
 pub mod train;

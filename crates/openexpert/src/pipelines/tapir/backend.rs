@@ -12,6 +12,10 @@
 //! sampling): a re-run replays every answered call and computes only the missing ones. The
 //! local key's model is `local:{spec}` plus a hash of the adapters' weights.
 //!
+//! Before a run, [`RemoteChat::preflight`] asks the endpoint for its models (`GET /models`):
+//! an endpoint that is down, refuses the key or does not serve the model stops the run before
+//! any model is loaded.
+//!
 //! Failures: a request that alone fails (a prompt longer than the model's context, a 500 that
 //! outlived the retries, a timeout) is a [`CallFailure`] in its slot, counted and skipped by the
 //! algorithms; an endpoint that cannot be reached, refuses the key (401 / 403, never retried),
@@ -171,7 +175,7 @@ impl LocalChat {
             .model
             .render_chat(&msgs, true)
             .map_err(|e| e.to_string())?;
-        self.model.encode(&text).map_err(|e| e.to_string())
+        self.model.encode_chat(&text).map_err(|e| e.to_string())
     }
 
     fn config(s: &Sampling) -> GenerationConfig {
@@ -325,6 +329,27 @@ impl RemoteChat {
     pub fn client(&self) -> &ChatClient {
         &self.client
     }
+
+    /// Checks, with one `GET /models`, that the endpoint answers, accepts the key and serves
+    /// the model, so that a long run fails at its start rather than at its first call. An
+    /// endpoint whose model list cannot be read (no `/models` route, another shape) is only
+    /// warned about: the chat calls may still work.
+    ///
+    /// # Errors
+    /// An unreachable endpoint, a refused or missing key, a model it does not serve.
+    pub fn preflight(&self) -> Result<(), ClientError> {
+        match self.client.check_model() {
+            Ok(()) => Ok(()),
+            Err(e) if is_fatal(&e) => Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: could not check the served models ({e}); going on",
+                    self.describe()
+                );
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Whether an error of one call means no call can succeed (stop the run) rather than this
@@ -336,6 +361,7 @@ pub fn is_fatal(e: &ClientError) -> bool {
         | ClientError::MissingApiKey { .. }
         | ClientError::InvalidConfig { .. }
         | ClientError::InvalidRequest { .. }
+        | ClientError::UnknownModel { .. }
         | ClientError::Io { .. }
         | ClientError::CacheWrite { .. } => true,
         ClientError::Status { status, .. } => matches!(status, 404 | 405),

@@ -243,6 +243,8 @@ pub fn chat_backend<S>(
         let r = RemoteChat::new(role, section.endpoint(), cache.cloned())
             .map_err(|e| TapirRunError::setup(role, section.describe(), e))?
             .with_progress(progress);
+        r.preflight()
+            .map_err(|e| TapirRunError::setup(role, section.describe(), e))?;
         return Ok(Arc::new(r));
     }
     let id = section.identity();

@@ -95,7 +95,7 @@ impl Student for LoraStudent {
                 let text = self
                     .model
                     .render_chat(&[ChatMessage::user(i.clone())], true)?;
-                let mut ids = self.model.encode(&text)?;
+                let mut ids = self.model.encode_chat(&text)?;
                 // Keep room for the answer: a prompt too long for the context loses its start.
                 let room = self
                     .model
