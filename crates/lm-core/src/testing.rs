@@ -30,6 +30,24 @@ pub fn test_device() -> Device {
         .unwrap_or_else(|e| panic!("{TEST_DEVICE_VAR}={name} names no usable device: {e}"))
 }
 
+/// The asset name of the optional Gemma 3 model (`openexpert fetch gemma3-270m`).
+pub const GEMMA3_MODEL: &str = "gemma3-270m";
+
+/// The GGUF file of a model asset when it is fetched; otherwise `None`, after printing a note
+/// saying how to fetch it, for tests that skip without it.
+pub fn model_if_fetched(name: &str) -> Option<PathBuf> {
+    match resolve_model(name) {
+        Ok(ModelSource::Gguf(path)) => Some(path),
+        _ => {
+            eprintln!(
+                "note: skipped: the model asset `{name}` is not fetched under {}; run `cargo run --release -p openexpert -- fetch {name}` to run this test",
+                openexpert_home().display()
+            );
+            None
+        }
+    }
+}
+
 /// The GGUF file of the default language model, resolved through the asset registry, or `None`
 /// when it is not fetched (for tests that skip without it).
 pub fn default_model_if_fetched() -> Option<PathBuf> {

@@ -14,7 +14,7 @@ use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::hf_config::{HfModelConfig, read_hf_config};
-use crate::tokenizer::{tokenizer_from_gguf, tokenizer_from_json};
+use crate::tokenizer::{TokenizerSettings, tokenizer_from_gguf, tokenizer_from_json};
 
 /// A causal LM ready to tokenize, score and generate.
 #[derive(Debug)]
@@ -50,9 +50,8 @@ impl LanguageModel {
         let config = decoder_config_from_gguf(&file, path)?;
         let decoder = build_decoder(&config, &GgufWeights::new(&file, path, &config), device)?;
         let tokenizer = tokenizer_from_gguf(&file)?;
-        let add_bos = file
-            .get_bool_opt("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(false);
+        // SentencePiece vocabularies add BOS unless the file says otherwise (as transformers).
+        let add_bos = TokenizerSettings::from_gguf(&file)?.add_bos;
         let token_text = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
                 .map(|t| t.to_string())
