@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 
 pub use crate::io::gguf::GgufWriter;
-pub use crate::model::random::{TensorMap, byte_tokenizer, tiny_language_model};
+pub use crate::model::random::{
+    TensorMap, byte_tokenizer, tiny_gemma3_language_model, tiny_language_model,
+    tiny_language_model_with,
+};
 
 use crate::assets::{Manifest, ModelSource, openexpert_home, resolve_model};
 

@@ -34,9 +34,18 @@ fn tiny_gguf(fx: &Value, scores: bool) -> GgufFile {
         .add_str("tokenizer.ggml.pre", "default")
         .add_str_array("tokenizer.ggml.tokens", &tokens)
         .add_i32_array("tokenizer.ggml.token_type", &types)
-        .add_u32("tokenizer.ggml.bos_token_id", fx["bos_id"].as_u64().unwrap() as u32)
-        .add_u32("tokenizer.ggml.eos_token_id", fx["eos_id"].as_u64().unwrap() as u32)
-        .add_u32("tokenizer.ggml.unknown_token_id", fx["unk_id"].as_u64().unwrap() as u32)
+        .add_u32(
+            "tokenizer.ggml.bos_token_id",
+            fx["bos_id"].as_u64().unwrap() as u32,
+        )
+        .add_u32(
+            "tokenizer.ggml.eos_token_id",
+            fx["eos_id"].as_u64().unwrap() as u32,
+        )
+        .add_u32(
+            "tokenizer.ggml.unknown_token_id",
+            fx["unk_id"].as_u64().unwrap() as u32,
+        )
         .add_bool("tokenizer.ggml.add_bos_token", true)
         .add_bool("tokenizer.ggml.add_eos_token", false);
     if scores {
@@ -58,7 +67,11 @@ fn check_cases(tok: &Tokenizer, settings: &TokenizerSettings, fx: &Value) {
             failures.push(format!("{text:?}: ids {got:?}, expected {want:?}"));
             continue;
         }
-        let mut with_bos: Vec<u32> = settings.bos_id.filter(|_| settings.add_bos).into_iter().collect();
+        let mut with_bos: Vec<u32> = settings
+            .bos_id
+            .filter(|_| settings.add_bos)
+            .into_iter()
+            .collect();
         with_bos.extend(&got);
         if with_bos != ids(&case["ids_with_special_tokens"]) {
             failures.push(format!("{text:?}: with special tokens {with_bos:?}"));

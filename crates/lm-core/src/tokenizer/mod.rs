@@ -48,8 +48,7 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// The `tokenizer.ggml.model` values lm-core builds tokenizers for.
-pub const SUPPORTED_GGUF_TOKENIZERS: &str =
-    "`llama` (SentencePiece: Llama 2, Mistral, Gemma) and `gpt2` (byte-level BPE: Llama 3, Qwen2, SmolLM)";
+pub const SUPPORTED_GGUF_TOKENIZERS: &str = "`llama` (SentencePiece: Llama 2, Mistral, Gemma) and `gpt2` (byte-level BPE: Llama 3, Qwen2, SmolLM)";
 
 /// Qwen2's pre-tokenizer regex (its `tokenizer.json`, and llama.cpp's `qwen2`).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";

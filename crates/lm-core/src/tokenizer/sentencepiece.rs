@@ -98,7 +98,11 @@ pub fn merges_from_vocab(tokens: &[String], keys: &[f64]) -> Vec<(String, String
             }
         }
         local.sort_by_key(|&(li, ri, ..)| (li, ri));
-        merges.extend(local.iter().map(|&(_, _, l, r, nl, nr)| (l, r, key, nl, nr)));
+        merges.extend(
+            local
+                .iter()
+                .map(|&(_, _, l, r, nl, nr)| (l, r, key, nl, nr)),
+        );
     }
     // Stable, descending: equal keys keep their order, as Python's `sorted(reverse=True)`.
     merges.sort_by(|a, b| {
@@ -122,8 +126,7 @@ pub fn merges_from_vocab(tokens: &[String], keys: &[f64]) -> Vec<(String, String
 /// merge order cannot be recovered), or a merge does not fit the vocabulary.
 pub fn sentencepiece_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     let path = gguf.path();
-    let flavour =
-        SentencePieceFlavour::for_architecture(gguf.get_str_opt("general.architecture")?);
+    let flavour = SentencePieceFlavour::for_architecture(gguf.get_str_opt("general.architecture")?);
     let raw = gguf.get_str_array("tokenizer.ggml.tokens")?;
     let per_token = |key: &str, n: usize| -> Result<()> {
         if n != raw.len() {
