@@ -203,7 +203,7 @@ impl LanguageModel {
             .as_ref()
             .ok_or_else(|| LmError::ChatTemplate {
                 detail: format!(
-                    "{} has no chat template; pass a plain prompt instead of --chat",
+                    "{} has no chat template (a base model, e.g. gemma3-270m): use `--format plain` or `--format raw` to train and evaluate, and a plain prompt instead of `--chat` to generate",
                     self.source.display()
                 ),
             })?;
