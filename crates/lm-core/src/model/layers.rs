@@ -211,7 +211,6 @@ pub fn grouped_attention(
             is_causal,
             scale: scores.scale,
             softcap: scores.softcap,
-            ..Default::default()
         },
     )
 }
