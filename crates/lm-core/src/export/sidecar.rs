@@ -86,10 +86,14 @@ pub fn config_json(c: &DecoderConfig, dtype: ExportDtype, pad_id: Option<u32>) -
                     "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
                 }),
             );
-            o.insert(
-                "query_pre_attn_scalar".into(),
-                json!(c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64)),
-            );
+            // transformers' `Gemma3TextConfig` is strict: `query_pre_attn_scalar` is an int.
+            let scalar = c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64);
+            let scalar = if scalar.fract() == 0.0 && scalar < u32::MAX as f64 {
+                json!(scalar as u32)
+            } else {
+                json!(scalar)
+            };
+            o.insert("query_pre_attn_scalar".into(), scalar);
             o.insert(
                 "attn_logit_softcapping".into(),
                 json!(c.attn_logit_softcapping),
