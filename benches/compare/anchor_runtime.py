@@ -187,7 +187,7 @@ def main() -> None:
     from importlib.metadata import version
 
     result = {
-        "impl": "pytorch",
+        "implementation": "pytorch",
         "score_tokens_per_s": statistics.median(runs["score_tokens_per_s"]),
         "decode_tokens_per_s": statistics.median(runs["decode_tokens_per_s"]),
         "embed_sentences_per_s": statistics.median(runs["embed_sentences_per_s"]),

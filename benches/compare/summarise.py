@@ -7,8 +7,8 @@ How to run (run.sh does this for you; standard library only):
         --rust rust-1.json rust-2.json --anchor anchor-1.json anchor-2.json \
         [--loadavg load-rust-1 ...] --json results/runtime-DATE.json --md results/runtime-DATE.md
 
-Each input JSON must hold score_tokens_per_s, decode_tokens_per_s, embed_sentences_per_s, threads
-and runs {metric: [per-run throughputs]}. For each side the raw runs of all rounds are pooled and
+Each input JSON follows benches/compare/runtime-schema.json (score_tokens_per_s, decode_tokens_per_s,
+embed_sentences_per_s, threads, runs {metric: [per-run throughputs]}, seconds {workload: [...]}). For each side the raw runs of all rounds are pooled and
 their median is reported; ratio = ours / theirs (openexpert median / PyTorch median), so a ratio
 above 1 means openexpert is faster.
 """
@@ -30,6 +30,9 @@ METRICS = [
 ]
 
 
+SCHEMA = json.loads((Path(__file__).parent / "runtime-schema.json").read_text())
+
+
 def load(paths: list[Path], side: str, threads: int) -> list[dict]:
     out = []
     for p in paths:
@@ -37,8 +40,8 @@ def load(paths: list[Path], side: str, threads: int) -> list[dict]:
             d = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
             sys.exit(f"error: cannot read {side} result {p}: {e}")
-        missing = [k for k, _ in METRICS if k not in d] + [k for k in ("threads", "runs") if k not in d]
-        missing += [f"runs.{k}" for k, _ in METRICS if k not in d.get("runs", {})]
+        missing = [k for k in SCHEMA["required"] if k not in d]
+        missing += [f"runs.{k}" for k in SCHEMA["metrics"] if k not in d.get("runs", {})]
         if missing:
             sys.exit(f"error: {side} result {p} lacks the keys {missing}; expected the bench-runtime JSON format")
         if d["threads"] != threads:

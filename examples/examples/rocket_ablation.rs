@@ -32,7 +32,11 @@ fn main() -> anyhow::Result<()> {
     let modes = if quick {
         vec![DataMode::SimilarDedup]
     } else {
-        vec![DataMode::SimilarDedup, DataMode::Random, DataMode::KshotOnly]
+        vec![
+            DataMode::SimilarDedup,
+            DataMode::Random,
+            DataMode::KshotOnly,
+        ]
     };
     for mode in &modes {
         for signal in signals {
@@ -54,7 +58,10 @@ fn main() -> anyhow::Result<()> {
         let mut options = RunOptions::new(&dir);
         options.force = true;
         let outcome = run(config, &options)?;
-        std::fs::copy(&outcome.report_md, dir.join("points").join(format!("{i:02}.md")))?;
+        std::fs::copy(
+            &outcome.report_md,
+            dir.join("points").join(format!("{i:02}.md")),
+        )?;
         let r = &outcome.report;
         let em = |c: &str| {
             r.row(c).map_or("—".to_string(), |x| {
@@ -76,10 +83,21 @@ fn main() -> anyhow::Result<()> {
     let _ = writeln!(
         md,
         "# Rocket ablation on {}\n\nOne row per grid point (`signal / data`); test-set exact match ± bootstrap standard error. Reports per point: `points/`.\n",
-        base.inputs.kshot.as_ref().map_or("?".into(), |p| p.display().to_string())
+        base.inputs
+            .kshot
+            .as_ref()
+            .map_or("?".into(), |p| p.display().to_string())
     );
     md.push_str(&markdown_table(
-        &["grid point", "experts", "training items", "mixture", "mixture rPPL", "plain LoRA", "base"],
+        &[
+            "grid point",
+            "experts",
+            "training items",
+            "mixture",
+            "mixture rPPL",
+            "plain LoRA",
+            "base",
+        ],
         &[false, false, true, true, true, true, true],
         &rows,
     ));

@@ -104,6 +104,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Gives a temporary file or directory the mode an ordinary `create` / `mkdir` would (`mode`
+/// minus the umask) instead of tempfile's owner-only 0600 / 0700, since it becomes a published
+/// output once renamed into place.
+fn published(builder: &mut tempfile::Builder<'_, '_>, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = (builder, mode);
+}
+
 /// Writes `bytes` to `path` atomically: a temporary sibling in the same directory (so the rename
 /// stays on one file system), written and `fsync`ed, renamed over `path`, then the directory
 /// `fsync`ed. Creates missing parent directories. On failure the temporary file is removed and
@@ -121,11 +134,11 @@ pub fn write_atomic_with(
     let dir = parent_of(path);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let name = name_of(path)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    published(&mut builder, 0o666);
+    let mut tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
     write(tmp.as_file_mut())
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(|e| Error::io(tmp.path(), e))?;
@@ -186,8 +199,11 @@ impl StagedDir {
         let name = name_of(target)?;
         let parent = parent_of(target);
         std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-        let staging = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
+        let prefix = format!(".{name}.partial-");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        published(&mut builder, 0o777);
+        let staging = builder
             .tempdir_in(&parent)
             .map_err(|e| Error::io(&parent, e))?;
         Ok(Self {
@@ -270,6 +286,31 @@ fn sync_tree(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_the_permissions_of_an_ordinary_create() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        let tmp = tempfile::tempdir().unwrap();
+        let reference = tmp.path().join("plain");
+        std::fs::write(&reference, b"").unwrap();
+        let f = tmp.path().join("a.json");
+        super::write_atomic(&f, b"{}").unwrap();
+        assert_eq!(mode(&f), mode(&reference), "not tempfile's owner-only 0600");
+        let reference_dir = tmp.path().join("plain-dir");
+        std::fs::create_dir(&reference_dir).unwrap();
+        let d = tmp.path().join("out");
+        super::StagedDir::create(&d, false)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert_eq!(
+            mode(&d),
+            mode(&reference_dir),
+            "not tempfile's owner-only 0700"
+        );
+    }
+
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {

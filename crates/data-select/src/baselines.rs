@@ -13,6 +13,11 @@ use crate::distance::{Metric, Prepared, check_finite, dot};
 use crate::error::{Result, SelectError};
 
 /// Uniformly samples `k` of the rows `0..n` not in `exclude`, in sampling order; fewer when not enough remain.
+///
+/// # Errors
+/// [`SelectError::IndexOutOfRange`] for an excluded index `>= n`; [`SelectError::Empty`] when
+/// `k > 0` and no row is left to pick (an empty pool, or every row excluded), rather than an
+/// empty selection.
 pub fn random_select(n: usize, k: usize, seed: u64, exclude: &[usize]) -> Result<Vec<usize>> {
     let mut skip = vec![false; n];
     for &e in exclude {
@@ -26,6 +31,15 @@ pub fn random_select(n: usize, k: usize, seed: u64, exclude: &[usize]) -> Result
         skip[e] = true;
     }
     let mut free: Vec<usize> = (0..n).filter(|&i| !skip[i]).collect();
+    if free.is_empty() && k > 0 {
+        return Err(SelectError::Empty {
+            what: format!(
+                "the pool to pick from ({n} rows, {} excluded)",
+                n - free.len()
+            ),
+            hint: "give a pool with rows that are not all labelled".into(),
+        });
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let take = k.min(free.len());
     let (chosen, _) = free.partial_shuffle(&mut rng, take);
@@ -457,6 +471,13 @@ mod tests {
         assert!(!a.contains(&3) && !a.contains(&4));
         assert_eq!(random_select(5, 10, 1, &[0]).unwrap().len(), 4);
         assert!(random_select(5, 1, 1, &[5]).is_err());
+        // Nothing left to pick is an error, not an empty selection; k = 0 is fine.
+        assert!(matches!(
+            random_select(0, 2, 1, &[]),
+            Err(SelectError::Empty { .. })
+        ));
+        assert!(random_select(2, 1, 1, &[0, 1]).is_err());
+        assert_eq!(random_select(0, 0, 1, &[]).unwrap(), Vec::<usize>::new());
     }
 
     #[test]

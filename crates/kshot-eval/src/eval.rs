@@ -410,7 +410,7 @@ pub fn evaluate(
             .iter()
             .map(|it| {
                 model
-                    .encode(&config.format.context(model, shots, it)?)
+                    .encode_prompt(&config.format, &config.format.context(model, shots, it)?)
                     .map_err(Into::into)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -155,8 +155,9 @@ impl KShotPrompt for PromptFormat {
         } else {
             move_trailing_whitespace(context, continuation)
         };
-        let whole = model.encode(&format!("{context}{continuation}"))?;
-        let ctx = model.encode(&context)?;
+        // Chat text was rendered by the template, which writes its own special tokens.
+        let whole = model.encode_prompt(self, &format!("{context}{continuation}"))?;
+        let ctx = model.encode_prompt(self, &context)?;
         let split = ctx.len().min(whole.len());
         Ok(ScoreRequest {
             prompt: whole[..split].to_vec(),

@@ -425,3 +425,95 @@ fn rank_bank_ranks_a_bank_on_disk() {
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.contains("blind_guesser"));
 }
+
+/// The tiny model shaped like Llama 3: it adds BOS (`!`, byte id 0) and its chat template
+/// writes `{{ bos_token }}` too.
+fn bos_writing_model() -> LanguageModel {
+    let mut m = model();
+    let chatml = "{{ bos_token }}{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    m.chat_template = Some(lm_core::chat_template::ChatTemplate::new(chatml, "!", "").unwrap());
+    m.bos_to_add = Some(0);
+    assert_eq!(m.encode_continuation("!").unwrap(), vec![0]);
+    m
+}
+
+#[test]
+fn chat_prompts_carry_exactly_one_bos() {
+    let m = bos_writing_model();
+    let f = PromptFormat::default();
+    // No shot: the byte-level tiny model has a context of 128 tokens.
+    let shot: [KShotItem; 0] = [];
+    let q = KShotItem::new("2+2?", "4").with_choices(vec!["4".into(), "5".into()]);
+    let (ctx, cont) = f.pair(&m, &shot, &q, "4").unwrap();
+    assert!(ctx.starts_with("!<|im_start|>"), "{ctx}");
+    let r = f.encode_pair(&m, &ctx, &cont).unwrap();
+    let bos = r
+        .prompt
+        .iter()
+        .chain(&r.target)
+        .filter(|&&t| t == 0)
+        .count();
+    assert_eq!((r.prompt[0], bos), (0, 1), "{:?}", r.prompt);
+    // The same sequence the one-BOS rendering gives, split at its context.
+    let one_bos = m.encode_chat(&format!("{ctx}{cont}")).unwrap();
+    assert_eq!([r.prompt.clone(), r.target.clone()].concat(), one_bos);
+
+    // Evaluation scores exactly that sequence (answer perplexity and multiple choice).
+    let cfg = EvalConfig {
+        format: f.clone(),
+        max_new_tokens: 2,
+        bootstrap_resamples: 10,
+        ..Default::default()
+    };
+    let metrics = Metrics {
+        exact_match: true,
+        reasoning_ppl: false,
+        answer_ppl: true,
+        multiple_choice: true,
+    };
+    let ev = evaluate(
+        &m,
+        Experts::Shared(&ExpertMix::Base),
+        &["base".into()],
+        &shot,
+        std::slice::from_ref(&q),
+        metrics,
+        &cfg,
+    )
+    .unwrap();
+    let item = &ev[0].answer_ppl.as_ref().unwrap().per_item[0];
+    let r_prompt = r.prompt.clone();
+    let want = lm_core::score::score(
+        &m,
+        &[r],
+        &lm_core::score::ScoreOptions::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap();
+    assert_eq!(item.n_tokens, want[0].n_tokens);
+    assert!((item.logprob - want[0].logprob).abs() < 1e-4);
+    // A choice is scored bare (no end of turn) after the same one-BOS context.
+    let choice = &ev[0].multiple_choice.as_ref().unwrap().per_item[0];
+    let bare = f.encode_pair(&m, &ctx, "4").unwrap();
+    assert_eq!(bare.prompt, r_prompt);
+    let want_choice = lm_core::score::score(
+        &m,
+        &[bare],
+        &lm_core::score::ScoreOptions::default(),
+        &ExpertMix::Base,
+    )
+    .unwrap();
+    assert!((choice.loglikelihoods[0] - want_choice[0].logprob).abs() < 1e-4);
+    // Exact match generates from the one-BOS prompt.
+    let gen_cfg = lm_core::generate::GenerationConfig {
+        max_new_tokens: 2,
+        stop: Vec::new(),
+        ..Default::default()
+    };
+    let prompt = m.encode_chat(&ctx).unwrap();
+    let g = lm_core::generate::generate(&m, &[prompt], &gen_cfg, &ExpertMix::Base).unwrap();
+    assert_eq!(
+        ev[0].exact_match.as_ref().unwrap().per_item[0].prediction,
+        g[0].text
+    );
+}

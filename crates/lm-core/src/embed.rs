@@ -30,6 +30,7 @@ pub fn decoder_embeddings(
                 max,
             });
         }
+        model.check_ids(s, || format!("sequence {i}"))?;
     }
     let d = model.decoder.config.hidden_size;
     let device = &model.device;

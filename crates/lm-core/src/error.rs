@@ -251,6 +251,43 @@ pub enum LmError {
     /// and `--force` was not given, it is a file, ...).
     #[error(transparent)]
     Output(#[from] atomic_fs::Error),
+
+    /// A token id the tokenizer (its vocabulary, an added token) or the model's special-token
+    /// settings (BOS, EOS, padding) can produce has no row in the embedding table: the tokenizer
+    /// and the weights do not belong together. Checked when a model is loaded.
+    #[error(
+        "{path}: {what} has id {id}, but the embedding table has {rows} rows (ids 0 to {max}){more}. The tokenizer does not match the weights (tokens added without resizing the embeddings?): use the tokenizer the weights were trained with, or resize the embeddings (transformers' `resize_token_embeddings`) and re-export the model.",
+        max = .rows.saturating_sub(1),
+        more = if *.others > 0 { format!(", and {} more id(s) are past the table", .others) } else { String::new() }
+    )]
+    TokenizerBeyondEmbedding {
+        /// The model file or folder.
+        path: PathBuf,
+        /// Which token, e.g. ``the tokenizer's added token `<|extra_ctl|>` `` or
+        /// `the BOS token (tokenizer.ggml.bos_token_id)`.
+        what: String,
+        /// The smallest id past the table.
+        id: u32,
+        /// Rows of the embedding table (the model's vocabulary size).
+        rows: usize,
+        /// How many other ids are past the table.
+        others: usize,
+    },
+
+    /// Token ids handed to the model (pre-tokenised input, ids from another tokenizer) include
+    /// one the embedding table has no row for.
+    #[error(
+        "{what}: token id {id} is outside the model's vocabulary of {vocab} ids (0 to {max}). Ids must come from this model's tokenizer: re-tokenise the input with it.",
+        max = .vocab.saturating_sub(1)
+    )]
+    TokenIdOutOfRange {
+        /// Which input, e.g. `row 3 (text to score)`.
+        what: String,
+        /// The offending id (the first one in the row).
+        id: u32,
+        /// Rows of the embedding table.
+        vocab: usize,
+    },
 }
 
 impl LmError {

@@ -122,6 +122,7 @@ pub fn generate_and_score(
                     what: format!("continuation set {k}, row {i}"),
                 });
             }
+            model.check_ids(c, || format!("continuation set {k}, row {i}"))?;
         }
     }
     if prompts.is_empty() {
@@ -176,6 +177,7 @@ fn prefill(
                 max,
             });
         }
+        model.check_ids(p, || format!("prompt {i}"))?;
     }
     let device = &model.device;
     let b = prompts.len();

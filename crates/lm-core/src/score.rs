@@ -114,6 +114,7 @@ pub fn score_with_progress(
                 what: format!("row {i} (text to score)"),
             });
         }
+        check_request_ids(model, r, i)?;
         if r.total_len() > max {
             return Err(LmError::ContextOverflow {
                 tokens: r.total_len(),
@@ -161,6 +162,22 @@ pub fn score_per_row_experts(
             found: experts.len(),
         });
     }
+    let max = model.max_context();
+    for (i, r) in requests.iter().enumerate() {
+        if r.total_len() == 0 {
+            return Err(LmError::EmptyInput {
+                what: format!("row {i} (text to score)"),
+            });
+        }
+        if r.total_len() > max {
+            return Err(LmError::ContextOverflow {
+                tokens: r.total_len(),
+                extra: 0,
+                max,
+            });
+        }
+        check_request_ids(model, r, i)?;
+    }
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(requests[i].total_len()));
     let mut out: Vec<Option<TokenScores>> = vec![None; requests.len()];
@@ -176,6 +193,12 @@ pub fn score_per_row_experts(
         .into_iter()
         .map(|s| s.expect("every row scored"))
         .collect())
+}
+
+/// Refuses a request with an id past the embedding table (the backend would panic on it).
+fn check_request_ids(model: &LanguageModel, r: &ScoreRequest, i: usize) -> Result<()> {
+    model.check_ids(&r.prompt, || format!("row {i} (prompt to score)"))?;
+    model.check_ids(&r.target, || format!("row {i} (target to score)"))
 }
 
 /// Scores `rows` (sorted longest first) in as few forward passes as

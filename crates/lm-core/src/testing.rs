@@ -10,8 +10,9 @@ use burn::tensor::Device;
 
 pub use crate::io::gguf::GgufWriter;
 pub use crate::model::random::{
-    TensorMap, byte_tokenizer, tiny_gemma3_language_model, tiny_language_model,
-    tiny_language_model_with,
+    TINY_CHAT_TEMPLATE, TensorMap, byte_tokenizer, tiny_bert_config, tiny_file_config,
+    tiny_gemma3_language_model, tiny_gguf, tiny_language_model, tiny_language_model_with,
+    tiny_tokenizer_json, tiny_vocab, write_tiny_bert_dir, write_tiny_hf_dir,
 };
 
 use crate::assets::{Manifest, ModelSource, openexpert_home, resolve_model};

@@ -9,10 +9,12 @@
 mod common;
 
 use common::fixture;
+use lm_core::LmError;
 use lm_core::io::gguf::{GgufFile, GgufWriter};
 use lm_core::testing::{GEMMA3_MODEL, model_if_fetched};
-use lm_core::tokenizer::{TokenizerSettings, tokenizer_from_gguf};
+use lm_core::tokenizer::{TokenizerSettings, check_ids_fit_embedding, tokenizer_from_gguf};
 use serde_json::Value;
+use std::path::Path;
 use tokenizers::Tokenizer;
 
 fn load(rel: &str) -> Value {
@@ -102,6 +104,44 @@ fn tiny_sentencepiece_vocabulary_matches_transformers() {
     assert_eq!(tok.decode(enc.get_ids(), false).unwrap(), "🦀");
 }
 
+/// `(id, what, others)` of a [`LmError::TokenizerBeyondEmbedding`] from a table of `rows` rows.
+fn beyond(tok: &Tokenizer, specials: &[(String, u32)], rows: usize) -> (u32, String, usize) {
+    match check_ids_fit_embedding(tok, specials, rows, Path::new("sp.gguf")) {
+        Err(LmError::TokenizerBeyondEmbedding {
+            id, what, others, ..
+        }) => (id, what, others),
+        other => panic!("expected TokenizerBeyondEmbedding, found {other:?}"),
+    }
+}
+
+#[test]
+fn sentencepiece_ids_past_the_table_are_named() {
+    let fx = load("sentencepiece/tiny_vocab.json");
+    let tok = tokenizer_from_gguf(&tiny_gguf(&fx, true)).unwrap();
+    let n = fx["tokens"].as_array().unwrap().len();
+    // Byte-fallback, control and user-defined tokens all have their file ids.
+    check_ids_fit_embedding(
+        &tok,
+        &[("the BOS token".into(), 1)],
+        n,
+        Path::new("sp.gguf"),
+    )
+    .unwrap();
+    let (id, what, others) = beyond(&tok, &[], n - 1);
+    assert_eq!((id as usize, others), (n - 1, 0), "{what}");
+    assert!(
+        what.starts_with("the tokenizer's vocabulary token"),
+        "{what}"
+    );
+    // `<sep>` (user-defined, id 4) is an added token; 4 rows leave every later id out.
+    let (id, what, others) = beyond(&tok, &[], 4);
+    assert_eq!((id, others), (4, n - 5));
+    assert_eq!(what, "the tokenizer's added token `<sep>`");
+    // The control token `</s>` (id 2) is named by the setting that declares it.
+    let (id, what, _) = beyond(&tok, &[("the EOS token (x)".into(), 2)], 2);
+    assert_eq!((id, what.as_str()), (2, "the EOS token (x)"));
+}
+
 #[test]
 fn sentencepiece_without_scores_is_refused_clearly() {
     let fx = load("sentencepiece/tiny_vocab.json");
@@ -138,4 +178,15 @@ fn gemma3_tokenizer_matches_transformers() {
     let settings = TokenizerSettings::from_gguf(&gguf).unwrap();
     assert_eq!((settings.add_bos, settings.bos_id), (true, Some(2)));
     check_cases(&tok, &settings, &load("gemma3/tokenizer.json"));
+
+    // The load-time check that every id fits the embedding table, on the 262k vocabulary.
+    let specials = [("the BOS token".to_string(), 2), ("the pad".to_string(), 0)];
+    let t0 = std::time::Instant::now();
+    check_ids_fit_embedding(&tok, &specials, 262_144, &path).unwrap();
+    eprintln!(
+        "gemma3 ids checked against the embedding table in {:.2?}",
+        t0.elapsed()
+    );
+    let (id, what, others) = beyond(&tok, &specials, 262_143);
+    assert_eq!((id, others), (262_143, 0), "{what}");
 }

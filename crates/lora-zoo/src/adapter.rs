@@ -232,8 +232,13 @@ impl LoraAdapter {
         let weights = dir.join(WEIGHTS_FILE);
         let file = std::fs::File::open(&weights).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                LoraError::MissingFile {
-                    path: weights.clone(),
+                let pickle = dir.join("adapter_model.bin");
+                if pickle.is_file() {
+                    LoraError::PickleWeights { path: pickle }
+                } else {
+                    LoraError::MissingFile {
+                        path: weights.clone(),
+                    }
                 }
             } else {
                 LoraError::io(&weights, e)

@@ -74,13 +74,22 @@ pub fn attach_adapters(decoder: &mut Decoder, adapters: &[&LoraAdapter]) -> Resu
                 factors.push(None);
                 continue;
             };
-            if m.d_in() != d_in || m.d_out() != d_out {
+            if m.d_in() != d_in {
                 return Err(LoraError::ShapeMismatch {
-                    what: format!("adapter {ei} module {name}"),
+                    what: format!("adapter {ei} module {name} lora_A"),
                     expected: format!(
-                        "lora_A [r, {d_in}] and lora_B [{d_out}, r] (the base layer)"
+                        "[r, {d_in}] ({d_in} = the base layer's input width; the adapter was made for another base model?)"
                     ),
-                    found: vec![m.d_out(), m.rank(), m.d_in()],
+                    found: vec![m.rank(), m.d_in()],
+                });
+            }
+            if m.d_out() != d_out {
+                return Err(LoraError::ShapeMismatch {
+                    what: format!("adapter {ei} module {name} lora_B"),
+                    expected: format!(
+                        "[{d_out}, r] ({d_out} = the base layer's output width; the adapter was made for another base model?)"
+                    ),
+                    found: vec![m.d_out(), m.rank()],
                 });
             }
             factors.push(Some(m.host_factors()));

@@ -201,7 +201,9 @@ pub struct AdapterConfig {
     /// Modules excluded from `target_modules`.
     #[serde(default)]
     pub exclude_modules: Option<TargetModules>,
-    /// Whether the base layer stores `[in, out]` (GPT-2 `Conv1D`); the delta is then transposed.
+    /// Whether the base layer stores `[in, out]` (GPT-2 `Conv1D`). The layers adapted here are
+    /// linears, for which PEFT resets it to false with a warning; so does
+    /// [`AdapterConfig::check_supported`] (the factors are read as for any linear).
     #[serde(default)]
     pub fan_in_fan_out: bool,
     /// Which biases were trained; only `none` is supported.
@@ -335,6 +337,12 @@ impl AdapterConfig {
                 found: "lora_bias = true".into(),
             });
         }
+        if self.fan_in_fan_out {
+            // PEFT does the same for torch.nn.Linear (fan_in_fan_out is for GPT-2's Conv1D).
+            tracing::warn!(
+                "fan_in_fan_out = true is for Conv1D layers (GPT-2); the adapted layers are linears, so it is ignored, as PEFT does"
+            );
+        }
         if self.r == 0 {
             return Err(LoraError::ZeroRank {
                 module: "config (r)".into(),
@@ -395,8 +403,20 @@ fn compile(field: &'static str, pattern: &str, src: &str) -> Result<Regex> {
     Regex::new(src).map_err(|e| LoraError::BadPattern {
         field,
         pattern: pattern.to_string(),
-        message: e.to_string(),
+        message: regex_message(&e),
     })
+}
+
+/// The regex compiler's message on one line: a syntax error's Display draws the pattern and a
+/// caret over several lines, whose last line (`error: unclosed group`) is the reason.
+fn regex_message(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_string()
 }
 
 /// Target selection and per-module rank/alpha of a config, with its regexes compiled once.

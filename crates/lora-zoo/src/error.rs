@@ -261,6 +261,15 @@ pub enum LoraError {
     /// and `--force` was not given, it is a file, ...).
     #[error(transparent)]
     Output(#[from] atomic_fs::Error),
+
+    /// The adapter's weights are a PyTorch pickle (`adapter_model.bin`), not safetensors.
+    #[error(
+        "{path} holds pickled PyTorch weights; expected adapter_model.safetensors next to it (pickles can run code and are not read). Convert it with PEFT: PeftModel.from_pretrained(base, dir).save_pretrained(out, safe_serialization=True)"
+    )]
+    PickleWeights {
+        /// The `adapter_model.bin` file.
+        path: PathBuf,
+    },
 }
 
 impl LoraError {

@@ -146,6 +146,36 @@ fn missing_files() {
         LoraAdapter::load(dir.path()),
         Err(LoraError::MissingFile { .. })
     ));
+    // Pickled weights only: named as such, with the conversion to run.
+    std::fs::write(dir.path().join("adapter_model.bin"), b"PK\x03\x04").unwrap();
+    let e = LoraAdapter::load(dir.path()).unwrap_err();
+    assert!(matches!(e, LoraError::PickleWeights { .. }), "{e}");
+    assert!(e.to_string().contains("safe_serialization=True"), "{e}");
+}
+
+#[test]
+fn bad_patterns_are_named_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (field, config) in [
+        (
+            "target_modules",
+            r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ".*(q_proj"}"#,
+        ),
+        (
+            "rank_pattern",
+            r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "rank_pattern": {"(q": 4}}"#,
+        ),
+    ] {
+        write(dir.path(), config, &lora(Q, 2, 8, 8));
+        let e = LoraAdapter::load(dir.path()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, LoraError::BadPattern { .. }), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(
+            msg.contains(field) && msg.contains("(unclosed group)"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]

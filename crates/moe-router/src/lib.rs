@@ -44,5 +44,6 @@ pub use fingerprint::BaseFingerprint;
 pub use lorahub::{LoraHubOptions, LoraHubResult, lorahub_search};
 pub use losses::{AuxLosses, aux_losses, router_z_loss, switch_balance_loss};
 pub use moe::{
-    ExpertInfo, ModuleRouting, Moe, RouteRecorders, RouterWeights, decoder_spec, layer_load_share, load_experts,
+    ExpertInfo, ModuleRouting, Moe, RouteRecorders, RouterWeights, decoder_spec, layer_load_share,
+    load_experts,
 };

@@ -11,6 +11,8 @@
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
 //! - [`pipelines`]: the selection loops that train models (DiverseEvol);
 //! - [`report`]: SVG plots and markdown tables for experiment reports;
+//! - [`serve`]: an OpenAI-compatible HTTP server for a model with its adapters (`openexpert
+//!   serve`), batching concurrent requests; [`llm_client`] is its client;
 //! - [`kshot_eval`]: K-shot sets, lm-eval-style prompts, exact match / multiple choice /
 //!   reasoning perplexity, packed bank evaluation and Rocket expert selection;
 //! - `tapir-curriculum`, `moe-router`: curriculum distillation and mixtures of LoRA experts
@@ -19,12 +21,15 @@
 
 pub use data_select;
 pub use kshot_eval;
+pub use llm_client;
 pub use lm_core;
 pub use lora_zoo;
 
+pub mod bench;
 pub mod embedders;
 pub mod pipelines;
 pub mod report;
+pub mod serve;
 pub mod training_data;
 
 /// The most used items in one import.

@@ -61,7 +61,10 @@ pub fn read_training_jsonl(path: &Path) -> Result<Vec<TrainExample>, TrainingDat
             path: p.clone(),
             source,
         },
-        other => unreachable!("opening a file only fails with I/O errors: {other}"),
+        other => TrainingDataError::Io {
+            path: p.clone(),
+            source: std::io::Error::other(other.to_string()),
+        },
     })?;
     let mut out = Vec::new();
     for line in lines {
@@ -172,5 +175,71 @@ mod tests {
         assert!(
             example_from_value(json!({"messages": [{"role": "user", "content": "x"}]})).is_err()
         );
+    }
+
+    /// Any JSON value in the fields the shapes read.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|i| json!(i)),
+            prop_oneof![
+                Just("user".to_string()),
+                Just("assistant".to_string()),
+                Just("gpt".to_string()),
+                Just("human".to_string()),
+                Just("system".to_string()),
+                Just("#### 4".to_string()),
+                "\\PC{0,10}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("role".to_string()),
+                        Just("content".to_string()),
+                        Just("from".to_string()),
+                        Just("value".to_string()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..3
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_record_never_panics(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec![
+                    "prompt", "response", "question", "answer", "rationale", "choices",
+                    "instruction", "input", "output", "conversations", "messages", "system",
+                ]), json_value()),
+                0..5,
+            )
+        ) {
+            let record: serde_json::Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            if let Ok(TrainExample::Chat { messages }) = example_from_value(Value::Object(record)) {
+                proptest::prop_assert!(messages.iter().any(|m| m.role == "assistant"));
+            }
+        }
+
+        #[test]
+        fn any_file_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("data.jsonl");
+            std::fs::write(&path, &bytes).unwrap();
+            let _ = read_training_jsonl(&path);
+        }
     }
 }

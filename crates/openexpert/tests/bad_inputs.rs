@@ -7,6 +7,10 @@
 //! - unconverted PiSSA / OLoRA / CorDA / LoftQ adapters (peft#2184): refused, saying how to convert;
 //! - adapters and combinations that adapt nothing (vllm#55193, peft#3486): refused, nothing written;
 //! - `rank_pattern` / `alpha_pattern` keys that match no module (peft#3582): warned about.
+//!
+//! And the corpus `tests/bad_inputs/` (`cases.toml`): malformed GGUF and safetensors files, PEFT
+//! configs, tokenizers and chat templates, JSONL pools and K-shot sets, mixtures, each run
+//! through the CLI, each refused with a clear error (see `bad_inputs/corpus.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,6 +19,21 @@ use std::process::{Command, Output};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::{Value, json};
+
+#[path = "bad_inputs/corpus.rs"]
+mod corpus;
+#[path = "bad_inputs/generate.rs"]
+mod generate;
+
+#[test]
+fn corpus_binaries_are_reproducible() {
+    corpus::check_committed_binaries();
+}
+
+#[test]
+fn every_corpus_input_is_refused_cleanly() {
+    corpus::run_all(Path::new(env!("CARGO_BIN_EXE_openexpert")));
+}
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_openexpert"))

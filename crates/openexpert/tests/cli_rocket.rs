@@ -34,7 +34,10 @@ fn ok(cmd: &mut Command) -> Output {
 fn fails_with(cmd: &mut Command, needle: &str) {
     let out = run(cmd);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected a failure mentioning {needle:?}");
+    assert!(
+        !out.status.success(),
+        "expected a failure mentioning {needle:?}"
+    );
     assert_ne!(out.status.code(), Some(101), "panicked: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
@@ -137,7 +140,12 @@ fn trained_mixture(run: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("train-moe-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("train-moe-")
+        })
         .expect("a train-moe stage")
         .join("mixture");
     let mut out = Vec::new();
@@ -148,7 +156,10 @@ fn trained_mixture(run: &Path) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "safetensors") {
-                out.push((p.strip_prefix(&dir).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(&dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }
@@ -164,8 +175,22 @@ fn rocket_runs_reuses_resumes_after_kill_and_reruns_only_what_changed() {
     let a = tmp.path().join("a");
 
     // An uninterrupted run: every file of the report.
-    ok(bin().arg("rocket").arg("--config").arg(&config).arg("--output").arg(&a));
-    for f in ["config.toml", "report.md", "report.json", "selection.json", "bank.svg", "comparison.svg", "training_loss.svg", "routing.svg"] {
+    ok(bin()
+        .arg("rocket")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output")
+        .arg(&a));
+    for f in [
+        "config.toml",
+        "report.md",
+        "report.json",
+        "selection.json",
+        "bank.svg",
+        "comparison.svg",
+        "training_loss.svg",
+        "routing.svg",
+    ] {
         assert!(a.join(f).is_file(), "missing {f}");
     }
     let ra = report(&a);
@@ -174,15 +199,27 @@ fn rocket_runs_reuses_resumes_after_kill_and_reruns_only_what_changed() {
         rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
         ["base", "lora", "moe"]
     );
-    assert_eq!(ra["selection"][0]["name"], "base", "the selection table starts with the base");
+    assert_eq!(
+        ra["selection"][0]["name"], "base",
+        "the selection table starts with the base"
+    );
     assert_eq!(ra["chosen"].as_array().unwrap().len(), 2);
     let md = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(md.contains("## Result on the held-out test set"), "{md}");
     assert!(md.contains("| base "), "{md}");
 
     // The same command again reuses every stage.
-    ok(bin().arg("rocket").arg("--config").arg(&config).arg("--output").arg(&a));
-    assert!(ran_stages(&report(&a)).is_empty(), "{:?}", ran_stages(&report(&a)));
+    ok(bin()
+        .arg("rocket")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output")
+        .arg(&a));
+    assert!(
+        ran_stages(&report(&a)).is_empty(),
+        "{:?}",
+        ran_stages(&report(&a))
+    );
 
     // kill -9 inside the mixture's training, then --resume: the same final result.
     let b = tmp.path().join("b");
@@ -215,13 +252,27 @@ fn rocket_runs_reuses_resumes_after_kill_and_reruns_only_what_changed() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = child.wait();
-    assert!(killed_in_training, "the run ended before a training checkpoint was seen");
+    assert!(
+        killed_in_training,
+        "the run ended before a training checkpoint was seen"
+    );
     assert!(!b.join("report.json").exists());
     ok(bin().arg("rocket").arg("--resume").arg("--output").arg(&b));
     let rb = report(&b);
-    assert_eq!(comparison(&rb), rows, "resumed run differs from the uninterrupted one");
-    assert_eq!(trained_mixture(&b), trained_mixture(&a), "trained mixtures differ");
-    assert!(!ran_stages(&rb).contains(&"rank".to_string()), "rank was finished before the kill");
+    assert_eq!(
+        comparison(&rb),
+        rows,
+        "resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        trained_mixture(&b),
+        trained_mixture(&a),
+        "trained mixtures differ"
+    );
+    assert!(
+        !ran_stages(&rb).contains(&"rank".to_string()),
+        "rank was finished before the kill"
+    );
 
     // One changed option: another config is refused without --force, and with it only the
     // stages that read the option run again.
@@ -255,29 +306,68 @@ fn rocket_refuses_bad_inputs_before_any_model_work() {
     let out = |n: &str| tmp.path().join(n);
     // K-shot items without rationales while reasoning perplexity ranks the bank.
     let bare = tmp.path().join("bare.jsonl");
-    std::fs::write(&bare, "{\"question\": \"lcm of 4 and 6?\", \"answer\": \"12\"}\n").unwrap();
+    std::fs::write(
+        &bare,
+        "{\"question\": \"lcm of 4 and 6?\", \"answer\": \"12\"}\n",
+    )
+    .unwrap();
     fails_with(
-        bin().arg("rocket").arg("--config").arg(&config).arg("--kshot").arg(&bare).arg("--output").arg(out("r1")),
+        bin()
+            .arg("rocket")
+            .arg("--config")
+            .arg(&config)
+            .arg("--kshot")
+            .arg(&bare)
+            .arg("--output")
+            .arg(out("r1")),
         "rationale",
     );
     // An empty pool.
     let empty = tmp.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     fails_with(
-        bin().arg("rocket").arg("--config").arg(&config).arg("--pool").arg(&empty).arg("--output").arg(out("r2")),
+        bin()
+            .arg("rocket")
+            .arg("--config")
+            .arg(&config)
+            .arg("--pool")
+            .arg(&empty)
+            .arg("--output")
+            .arg(out("r2")),
         "found none",
     );
     // A missing input, a typo in the config, an unknown switch.
     fails_with(bin().args(["rocket", "--output"]).arg(out("r3")), "--kshot");
     let typo = tmp.path().join("typo.toml");
     std::fs::write(&typo, "[selection]\nexpert = 3\n").unwrap();
-    fails_with(bin().arg("rocket").arg("--config").arg(&typo).arg("--output").arg(out("r4")), "expert");
     fails_with(
-        bin().arg("rocket").arg("--config").arg(&config).args(["--signal", "best"]).arg("--output").arg(out("r5")),
+        bin()
+            .arg("rocket")
+            .arg("--config")
+            .arg(&typo)
+            .arg("--output")
+            .arg(out("r4")),
+        "expert",
+    );
+    fails_with(
+        bin()
+            .arg("rocket")
+            .arg("--config")
+            .arg(&config)
+            .args(["--signal", "best"])
+            .arg("--output")
+            .arg(out("r5")),
         "combined-diversity",
     );
     // --resume of a directory that holds no run.
-    fails_with(bin().arg("rocket").arg("--resume").arg("--output").arg(out("r6")), "no Rocket run");
+    fails_with(
+        bin()
+            .arg("rocket")
+            .arg("--resume")
+            .arg("--output")
+            .arg(out("r6")),
+        "no Rocket run",
+    );
     // A bank of another base model.
     let other = tmp.path().join("other-bank/x");
     std::fs::create_dir_all(&other).unwrap();
@@ -290,10 +380,16 @@ fn rocket_refuses_bad_inputs_before_any_model_work() {
         let a = vec![0u8; 2 * 1024 * 4];
         let b = vec![0u8; 1024 * 2 * 4];
         let views = vec![
-            ("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".to_string(),
-             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 1024], &a).unwrap()),
-            ("base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight".to_string(),
-             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1024, 2], &b).unwrap()),
+            (
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 1024], &a)
+                    .unwrap(),
+            ),
+            (
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight".to_string(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1024, 2], &b)
+                    .unwrap(),
+            ),
         ];
         safetensors::serialize(views, None).unwrap()
     };
@@ -305,7 +401,14 @@ fn rocket_refuses_bad_inputs_before_any_model_work() {
             .arg(&config)
             .arg("--bank")
             .arg(other.parent().unwrap())
-            .args(["--set", "selection.experts=1", "--set", "selection.shortlist=1", "--set", "moe.top_k=1"])
+            .args([
+                "--set",
+                "selection.experts=1",
+                "--set",
+                "selection.shortlist=1",
+                "--set",
+                "moe.top_k=1",
+            ])
             .arg("--output")
             .arg(out("r7")),
         "another base model",

@@ -140,6 +140,7 @@ impl DecoderConfig {
             ("num_heads", self.num_heads),
             ("num_kv_heads", self.num_kv_heads),
             ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
         ] {
             if v == 0 {
                 return bad(format!("expected {name} > 0, found 0"));

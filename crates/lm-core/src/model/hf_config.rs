@@ -91,13 +91,12 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<HfModelConfig> {
                 (None, None)
             };
             let eos = match v.get("eos_token_id") {
-                Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+                None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|x| x as u32)
-                    .collect(),
-                _ => Vec::new(),
+                    .map(|x| cfg.token_id("eos_token_id", x))
+                    .collect::<Result<_>>()?,
+                Some(x) => vec![cfg.token_id("eos_token_id", x)?],
             };
             let config = DecoderConfig {
                 arch,
@@ -113,10 +112,10 @@ pub fn parse_hf_config(text: &str, path: &Path) -> Result<HfModelConfig> {
                 max_position_embeddings: cfg.usize_or("max_position_embeddings", 2048)?,
                 tie_word_embeddings: cfg.bool_or("tie_word_embeddings", gemma3)?,
                 attention_bias,
-                bos_token_id: v
-                    .get("bos_token_id")
-                    .and_then(Value::as_u64)
-                    .map(|x| x as u32),
+                bos_token_id: match v.get("bos_token_id") {
+                    None | Some(Value::Null) => None,
+                    Some(x) => Some(cfg.token_id("bos_token_id", x)?),
+                },
                 eos_token_ids: eos,
                 sliding_window,
                 global_layer_every,
@@ -217,6 +216,19 @@ impl Keys<'_> {
             ),
         }
     }
+    /// A token id (`bos_token_id`, an entry of `eos_token_id`): an integer that fits `u32`.
+    fn token_id(&self, key: &str, x: &Value) -> Result<u32> {
+        x.as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| LmError::Config {
+                path: self.path.to_path_buf(),
+                detail: format!(
+                    "key `{key}`: expected a token id (an integer from 0 to {}), found {x}",
+                    u32::MAX
+                ),
+            })
+    }
+
     fn str(&self, key: &str) -> Result<String> {
         self.v
             .get(key)

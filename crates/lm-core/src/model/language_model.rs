@@ -14,7 +14,11 @@ use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::hf_config::{HfModelConfig, read_hf_config};
-use crate::tokenizer::{TokenizerSettings, tokenizer_from_gguf, tokenizer_from_json};
+use crate::prompt::PromptFormat;
+use crate::tokenizer::{
+    TokenizerSettings, check_ids_fit_embedding, check_ids_in_vocab, tokenizer_from_gguf,
+    tokenizer_from_json,
+};
 
 /// A causal LM ready to tokenize, score and generate.
 #[derive(Debug)]
@@ -44,14 +48,29 @@ impl LanguageModel {
         }
     }
 
-    /// Loads a Llama / Qwen2 GGUF file (weights, tokenizer and template from its metadata).
+    /// Loads a Llama / Qwen2 / Gemma 3 GGUF file (weights, tokenizer and template from its
+    /// metadata).
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = decoder_config_from_gguf(&file, path)?;
-        let decoder = build_decoder(&config, &GgufWeights::new(&file, path, &config), device)?;
         let tokenizer = tokenizer_from_gguf(&file)?;
+        // Before the (slow) weights: every id the tokenizer can produce needs an embedding row.
+        let settings = TokenizerSettings::from_gguf(&file)?;
+        let mut specials = special_ids(
+            &config,
+            "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id",
+        );
+        specials.extend(settings.pad_id.map(|id| {
+            (
+                "the padding token (tokenizer.ggml.padding_token_id)".to_string(),
+                id,
+            )
+        }));
+        check_ids_fit_embedding(&tokenizer, &specials, config.vocab_size, path)?;
+        let decoder = build_decoder(&config, &GgufWeights::new(&file, path, &config), device)?;
         // SentencePiece vocabularies add BOS unless the file says otherwise (as transformers).
-        let add_bos = TokenizerSettings::from_gguf(&file)?.add_bos;
+        let add_bos = settings.add_bos;
         let token_text = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
                 .map(|t| t.to_string())
@@ -87,8 +106,6 @@ impl LanguageModel {
                 });
             }
         };
-        let weights = SafetensorsWeights::open_dir(dir)?;
-        let decoder = build_decoder(&config, &weights, device)?;
         let tokenizer_path = dir.join("tokenizer.json");
         if !tokenizer_path.is_file() {
             return Err(LmError::Tokenizer {
@@ -111,13 +128,19 @@ impl LanguageModel {
                 _ => String::new(),
             }
         };
-        let add_bos = tc
-            .get("add_bos_token")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let chat_template = match tc.get("chat_template").and_then(|v| v.as_str()) {
+        let add_bos = match tc.get("add_bos_token") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(LmError::Config {
+                    path: dir.join("tokenizer_config.json"),
+                    detail: format!("`add_bos_token`: expected true or false, found {v}"),
+                });
+            }
+        };
+        let chat_template = match chat_template_source(dir, &tc)? {
             Some(src) => Some(ChatTemplate::new(
-                src,
+                &src,
                 &token_str("bos_token"),
                 &token_str("eos_token"),
             )?),
@@ -129,6 +152,21 @@ impl LanguageModel {
         {
             eos_ids.push(id);
         }
+        // Before the weights: every id the tokenizer can produce needs an embedding row.
+        let mut specials = special_ids(
+            &config,
+            "bos_token_id in config.json",
+            "eos_token_id in config.json",
+        );
+        if let Some(id) = read_pad_token_id(&dir.join("config.json"))? {
+            specials.push((
+                "the padding token (pad_token_id in config.json)".to_string(),
+                id,
+            ));
+        }
+        check_ids_fit_embedding(&tokenizer, &specials, config.vocab_size, dir)?;
+        let weights = SafetensorsWeights::open_dir(dir)?;
+        let decoder = build_decoder(&config, &weights, device)?;
         Ok(Self {
             bos_to_add: if add_bos { config.bos_token_id } else { None },
             eos_ids,
@@ -164,12 +202,64 @@ impl LanguageModel {
         self.decoder.rope.max_positions()
     }
 
-    /// Token ids of a text, with the model's own special-token rule (BOS if it asks for one).
-    /// Special-token strings in the text (e.g. `<|im_start|>`) map to their ids.
+    /// Token ids of a plain text, with the model's own special-token rule: BOS first when the
+    /// model asks for one and the text does not already begin with it (so a text that carries
+    /// its BOS keeps exactly one, as lm-evaluation-harness does since 0.4.10). Special-token
+    /// strings in the text (e.g. `<|im_start|>`) map to their ids.
+    ///
+    /// Text rendered by the chat template goes through [`Self::encode_chat`] (or
+    /// [`Self::encode_prompt`]), which adds nothing.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids: Vec<u32> = self.bos_to_add.into_iter().collect();
-        ids.extend(self.encode_continuation(text)?);
+        let mut ids = self.encode_continuation(text)?;
+        if let Some(bos) = self.bos_to_add
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
         Ok(ids)
+    }
+
+    /// Token ids of a text rendered by the chat template ([`Self::render_chat`]): no special
+    /// token is added, the template writes the ones the model needs (`{{ bos_token }}`...), as
+    /// transformers' `apply_chat_template` encodes with `add_special_tokens=False`.
+    pub fn encode_chat(&self, rendered: &str) -> Result<Vec<u32>> {
+        self.encode_continuation(rendered)
+    }
+
+    /// Token ids of a prompt laid out in `format`: [`Self::encode_chat`] for the chat format
+    /// (the text was rendered by the template), [`Self::encode`] for plain text. Every path
+    /// that tokenises a prompt (training, evaluation, generation) goes through here, so a chat
+    /// prompt gets exactly the special tokens its template writes.
+    pub fn encode_prompt(&self, format: &PromptFormat, text: &str) -> Result<Vec<u32>> {
+        if format.is_chat() {
+            self.encode_chat(text)
+        } else {
+            self.encode(text)
+        }
+    }
+
+    /// Token ids of the prompt that asks `question` in `format` (what generation continues):
+    /// chat renders it as a user turn with the template's generation prompt, plain fills
+    /// `doc_to_text`; then [`Self::encode_prompt`].
+    ///
+    /// # Errors
+    /// [`LmError::ChatTemplate`] for the chat format on a model without a template, or a
+    /// template that fails; [`LmError::Tokenizer`] when encoding fails.
+    pub fn encode_question(&self, format: &PromptFormat, question: &str) -> Result<Vec<u32>> {
+        let text = match format.plain_pair(question, "") {
+            Some((text, _)) => text,
+            None => self.render_chat(&[ChatMessage::user(question)], true)?,
+        };
+        self.encode_prompt(format, &text)
+    }
+
+    /// Checks that every id of `ids` has a row in the embedding table, before the ids reach the
+    /// backend (which would fail on them with a panic); `what` names the input for the message.
+    ///
+    /// # Errors
+    /// [`LmError::TokenIdOutOfRange`] with the first id past the table.
+    pub fn check_ids(&self, ids: &[u32], what: impl FnOnce() -> String) -> Result<()> {
+        check_ids_in_vocab(ids, self.decoder.config.vocab_size, what)
     }
 
     /// Token ids of a text with no special tokens added (for targets appended to a prompt).
@@ -209,6 +299,91 @@ impl LanguageModel {
             })?;
         template.render(messages, add_generation_prompt)
     }
+}
+
+/// The BOS and EOS ids a decoder config declares, named by where they come from.
+fn special_ids(config: &DecoderConfig, bos_from: &str, eos_from: &str) -> Vec<(String, u32)> {
+    let bos = config
+        .bos_token_id
+        .map(|id| (format!("the BOS token ({bos_from})"), id));
+    let eos = config
+        .eos_token_ids
+        .iter()
+        .map(|&id| (format!("the EOS token ({eos_from})"), id));
+    bos.into_iter().chain(eos).collect()
+}
+
+/// `pad_token_id` of an HF `config.json` (already known to be a JSON object), if set.
+pub(crate) fn read_pad_token_id(path: &Path) -> Result<Option<u32>> {
+    let text = std::fs::read_to_string(path).map_err(|e| LmError::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| LmError::Config {
+        path: path.to_path_buf(),
+        detail: format!("expected a JSON object, found invalid JSON: {e}"),
+    })?;
+    match v.get("pad_token_id") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(x) => x
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .map(Some)
+            .ok_or_else(|| LmError::Config {
+                path: path.to_path_buf(),
+                detail: format!("`pad_token_id`: expected a token id (an integer >= 0), found {x}"),
+            }),
+    }
+}
+
+/// The chat template of an HF directory: `chat_template` in `tokenizer_config.json`, as a string
+/// or as transformers' list of named templates (the one named `default` is used, as
+/// `apply_chat_template` does without a name), else the file `chat_template.jinja`.
+fn chat_template_source(
+    dir: &Path,
+    tc: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<String>> {
+    use serde_json::Value;
+    let path = dir.join("tokenizer_config.json");
+    let bad = |detail: String| LmError::Config {
+        path: path.clone(),
+        detail,
+    };
+    match tc.get("chat_template") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => return Ok(Some(s.clone())),
+        Some(Value::Array(list)) => {
+            let mut names = Vec::new();
+            for t in list {
+                let (Some(name), Some(template)) = (
+                    t.get("name").and_then(Value::as_str),
+                    t.get("template").and_then(Value::as_str),
+                ) else {
+                    return Err(bad(format!(
+                        "`chat_template`: expected a string or a list of {{\"name\", \"template\"}} objects, found the entry {t}"
+                    )));
+                };
+                if name == "default" {
+                    return Ok(Some(template.to_string()));
+                }
+                names.push(name.to_string());
+            }
+            tracing::warn!(
+                templates = ?names,
+                "{}: chat_template lists named templates but none named `default`; the model is used without a chat template",
+                path.display()
+            );
+            return Ok(None);
+        }
+        Some(v) => {
+            return Err(bad(format!(
+                "`chat_template`: expected a string or a list of named templates, found {v}"
+            )));
+        }
+    }
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        let text = std::fs::read_to_string(&jinja).map_err(|e| LmError::io(&jinja, e))?;
+        return Ok(Some(text));
+    }
+    Ok(None)
 }
 
 fn read_tokenizer_config(dir: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {

@@ -352,7 +352,9 @@ pub fn build_decoder(
         norm_of(&norm_name(layer, which), which.width(c))
     };
     let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
-    let mut layers = Vec::with_capacity(c.num_layers);
+    // Not `with_capacity(num_layers)`: the count comes from the file, and a lying one must end
+    // in a missing-tensor error, not an allocation failure.
+    let mut layers = Vec::new();
     for i in 0..c.num_layers {
         layers.push(DecoderLayer {
             input_layernorm: required(i, BlockNorm::Input)?,
@@ -439,7 +441,9 @@ pub fn build_encoder(
         let w = weights.get_shaped(&format!("{prefix}{name}"), &[rows, d])?;
         Ok(embedding_from(w, rows, d, device))
     };
-    let mut layers = Vec::with_capacity(c.num_layers);
+    // Not `with_capacity(num_layers)`: the count comes from the file, and a lying one must end
+    // in a missing-tensor error, not an allocation failure.
+    let mut layers = Vec::new();
     for i in 0..c.num_layers {
         let p = format!("encoder.layer.{i}");
         layers.push(EncoderLayer {

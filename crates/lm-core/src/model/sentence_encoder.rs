@@ -12,7 +12,8 @@ use crate::assets::{ModelSource, resolve_model};
 use crate::error::{LmError, Result};
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::hf_config::{HfModelConfig, read_hf_config};
-use crate::tokenizer::tokenizer_from_json;
+use crate::model::language_model::read_pad_token_id;
+use crate::tokenizer::{check_ids_fit_embedding, check_ids_in_vocab, tokenizer_from_json};
 
 /// A sentence embedder (e.g. all-MiniLM-L6-v2).
 #[derive(Debug)]
@@ -54,12 +55,23 @@ impl SentenceEncoder {
                 });
             }
         };
+        let mut tokenizer = tokenizer_from_json(dir.join("tokenizer.json"))?;
+        // Before the weights: every id the tokenizer can produce needs an embedding row.
+        let specials: Vec<(String, u32)> = read_pad_token_id(&dir.join("config.json"))?
+            .map(|id| {
+                (
+                    "the padding token (pad_token_id in config.json)".to_string(),
+                    id,
+                )
+            })
+            .into_iter()
+            .collect();
+        check_ids_fit_embedding(&tokenizer, &specials, config.vocab_size, dir)?;
         let weights = SafetensorsWeights::open_dir(dir)?;
         let encoder = build_encoder(&config, &weights, device)?;
         let max_seq_length = read_max_seq_length(dir)?
             .unwrap_or(256)
             .min(config.max_position_embeddings);
-        let mut tokenizer = tokenizer_from_json(dir.join("tokenizer.json"))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -121,6 +133,19 @@ impl SentenceEncoder {
     pub fn embed_ids(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         if rows.is_empty() {
             return Ok(Vec::new());
+        }
+        let max = self.encoder.config.max_position_embeddings;
+        for (i, r) in rows.iter().enumerate() {
+            check_ids_in_vocab(r, self.encoder.config.vocab_size, || {
+                format!("row {i} (text to embed)")
+            })?;
+            if r.len() > max {
+                return Err(LmError::ContextOverflow {
+                    tokens: r.len(),
+                    extra: 0,
+                    max,
+                });
+            }
         }
         let b = rows.len();
         let s = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);

@@ -251,6 +251,82 @@ fn byte_level_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// Checks that every id a model's tokenizer can produce has a row in its embedding table of
+/// `rows` rows: the ids of the vocabulary and of the added tokens, and the special-token ids the
+/// model declares (`specials`: `(what, id)`, e.g. `("bos_token_id (config.json)", 1)`).
+///
+/// Run at load, so a tokenizer grown without resizing the embeddings (transformers#11102) is
+/// refused with a message instead of failing inside the backend at the first such token.
+///
+/// # Errors
+/// [`LmError::TokenizerBeyondEmbedding`] naming the smallest id past the table (its token or
+/// setting) and how many others there are.
+pub fn check_ids_fit_embedding(
+    tokenizer: &Tokenizer,
+    specials: &[(String, u32)],
+    rows: usize,
+    path: &Path,
+) -> Result<()> {
+    let added = tokenizer.get_added_tokens_decoder();
+    let mut past: Vec<(u32, String)> = tokenizer
+        .get_vocab(true)
+        .into_iter()
+        .filter(|&(_, id)| id as usize >= rows)
+        .map(|(token, id)| {
+            let kind = if added.contains_key(&id) {
+                "added token"
+            } else {
+                "vocabulary token"
+            };
+            (id, format!("the tokenizer's {kind} `{}`", shorten(&token)))
+        })
+        .collect();
+    past.extend(
+        specials
+            .iter()
+            .filter(|(_, id)| *id as usize >= rows)
+            .map(|(what, id)| (*id, what.clone())),
+    );
+    // The smallest id first; for one id, a named setting before the token spelling it.
+    past.sort_by_key(|(id, what)| (*id, what.starts_with("the tokenizer")));
+    past.dedup_by_key(|(id, _)| *id);
+    match past.first() {
+        None => Ok(()),
+        Some((id, what)) => Err(LmError::TokenizerBeyondEmbedding {
+            path: path.to_path_buf(),
+            what: what.clone(),
+            id: *id,
+            rows,
+            others: past.len() - 1,
+        }),
+    }
+}
+
+/// Checks that every id of `ids` is below `vocab` (the rows of the embedding table they will
+/// be looked up in); `what` names the input for the message.
+///
+/// # Errors
+/// [`LmError::TokenIdOutOfRange`] with the first id past the table.
+pub fn check_ids_in_vocab(ids: &[u32], vocab: usize, what: impl FnOnce() -> String) -> Result<()> {
+    match ids.iter().find(|&&id| id as usize >= vocab) {
+        None => Ok(()),
+        Some(&id) => Err(LmError::TokenIdOutOfRange {
+            what: what(),
+            id,
+            vocab,
+        }),
+    }
+}
+
+/// A token as printed in messages: at most 40 characters.
+fn shorten(token: &str) -> String {
+    if token.chars().count() <= 40 {
+        token.to_string()
+    } else {
+        format!("{}...", token.chars().take(40).collect::<String>())
+    }
+}
+
 /// Whether and which special tokens a model's prompts get, from GGUF metadata or a HF
 /// `tokenizer_config.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -460,6 +536,63 @@ mod tests {
             e.contains("tokenizer.ggml.merges") && e.contains("no such key"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ids_past_the_table_name_the_smallest_and_count_the_rest() {
+        let t = tokenizer_from_gguf(&tiny("smollm")).unwrap();
+        let path = Path::new("m.gguf");
+        // 15 tokens: a table of 15 rows holds them all, 13 rows leave ids 13 and 14 out.
+        check_ids_fit_embedding(&t, &[("the BOS token".into(), 14)], 15, path).unwrap();
+        let e = check_ids_fit_embedding(&t, &[], 13, path).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                LmError::TokenizerBeyondEmbedding {
+                    id: 13,
+                    rows: 13,
+                    others: 1,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("vocabulary token `Ã©`") && msg.contains("ids 0 to 12"),
+            "{msg}"
+        );
+        // A named setting wins over the token that spells the same id; added tokens say so.
+        let specials = [
+            ("the EOS token (x)".to_string(), 8),
+            ("the pad".to_string(), 99),
+        ];
+        let e = check_ids_fit_embedding(&t, &specials, 8, path).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("the EOS token (x) has id 8"), "{msg}");
+        // Ids 10..=14 and 99 (id 9's spelling `Ċ` belongs to id 10, the later duplicate).
+        assert!(msg.contains("and 6 more id(s)"), "{msg}");
+        let e = check_ids_fit_embedding(&t, &[], 8, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the tokenizer's added token `<think>` has id 8"),
+            "{e}"
+        );
+        check_ids_in_vocab(&[0, 12], 13, || "row".into()).unwrap();
+        let e = check_ids_in_vocab(&[0, 13, 20], 13, || "row 4".into()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LmError::TokenIdOutOfRange {
+                    id: 13,
+                    vocab: 13,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("row 4: token id 13"), "{e}");
     }
 
     #[test]

@@ -175,12 +175,7 @@ pub fn tokenize_examples(
                     loss_mask.len()
                 )));
             }
-            let vocab = model.config().vocab_size;
-            if let Some(bad) = t.iter().find(|&&i| i as usize >= vocab) {
-                return Err(LmError::InvalidInput(format!(
-                    "token example {index}: id {bad} is outside the vocabulary of {vocab}"
-                )));
-            }
+            model.check_ids(t, || format!("token example {index}"))?;
             ids = t.clone();
             target = loss_mask.clone();
         }
@@ -191,7 +186,8 @@ pub fn tokenize_examples(
         };
         for (k, (text, is_target)) in rendered.iter().enumerate() {
             let seg = if k == 0 {
-                model.encode(text)?
+                // The chat template writes the special tokens itself: nothing is added.
+                model.encode_prompt(format, text)?
             } else {
                 model.encode_continuation(text)?
             };

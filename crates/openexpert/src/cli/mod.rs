@@ -3,7 +3,7 @@
 //! - [`args`]: option groups shared by several commands (`--model`, `--adapter`, outputs, the
 //!   trainer's and the evaluator's flags), flattened into each command;
 //! - [`commands`]: one module per command (`fetch`, `generate`, `score`, `embed`, `train`,
-//!   `select ...`, `eval`, `rank-bank`, `rocket`, `lora ...`, `moe ...`; `bench-runtime` and `bench-train` with the
+//!   `select ...`, `eval`, `rank-bank`, `rocket`, `lora ...`, `moe ...`, `serve`; `bench-runtime` and `bench-train` with the
 //!   cargo feature `bench`).
 //!
 //! The libraries hold no command-line code: the commands call their plain functions over config
@@ -17,7 +17,9 @@ mod run_dir;
 use clap::{Parser, Subcommand};
 
 use args::model::DeviceArgs;
-use commands::{embed, eval, fetch, generate, lora, moe, rank_bank, rocket, score, select, train};
+use commands::{
+    embed, eval, fetch, generate, lora, moe, rank_bank, rocket, score, select, serve, train,
+};
 
 /// openexpert: task experts from open LoRA adapters, open data and a few labelled examples.
 #[derive(Debug, Parser)]
@@ -70,6 +72,9 @@ pub enum Command {
         #[command(subcommand)]
         command: moe::MoeCommand,
     },
+    /// Serve a model (with adapters or a mixture) over an OpenAI-compatible HTTP API
+    /// (/v1/models, /v1/chat/completions), batching concurrent requests.
+    Serve(Box<serve::ServeArgs>),
     /// Measure scoring, decoding and embedding throughput (for benches/compare).
     #[cfg(feature = "bench")]
     BenchRuntime(commands::bench_runtime::BenchArgs),
@@ -117,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rocket(a) => rocket::run_cli(*a, device),
         Command::Lora { command } => lora::run(command, device),
         Command::Moe { command } => moe::run(command, device),
+        Command::Serve(a) => serve::run(*a, device),
         #[cfg(feature = "bench")]
         Command::BenchRuntime(a) => commands::bench_runtime::run(a, device),
         #[cfg(feature = "bench")]

@@ -71,6 +71,18 @@ impl GgufWriter {
         self
     }
 
+    /// Removes a metadata entry (for files that lack a key on purpose).
+    pub fn remove(&mut self, key: &str) -> &mut Self {
+        self.metadata.retain(|(k, _)| k != key);
+        self
+    }
+
+    /// Removes a tensor (for files that lack one on purpose).
+    pub fn remove_tensor(&mut self, name: &str) -> &mut Self {
+        self.tensors.retain(|t| t.name != name);
+        self
+    }
+
     /// Adds a `u32` entry.
     pub fn add_u32(&mut self, key: &str, v: u32) -> &mut Self {
         self.add(key, GgufValue::U32(v))

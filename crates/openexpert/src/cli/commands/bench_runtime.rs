@@ -54,11 +54,6 @@ struct BenchInputs {
     embed_batch: usize,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn time<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(f64, T)> {
     let t = Instant::now();
     let out = f()?;
@@ -97,7 +92,6 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         eprintln!("score {score_rows}x{score_len}: {t:.3} s");
         score_times.push(t);
     }
-    let score_tps = (score_rows * score_len) as f64 / median(&mut score_times.clone());
 
     // (b) Greedy decoding: batch 1, the anchor's prompt, 64 new tokens.
     let prompt = vec![inputs.decode_prompt_ids.clone()];
@@ -118,7 +112,6 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         eprintln!("decode {new_tokens} tokens: {t:.3} s");
         decode_times.push(t);
     }
-    let decode_tps = new_tokens as f64 / median(&mut decode_times.clone());
     drop(model);
 
     // (c) Sentence embeddings: the anchor's sentences and batch size.
@@ -132,22 +125,33 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         eprintln!("embed {} sentences: {t:.3} s", sentences.len());
         embed_times.push(t);
     }
-    let embed_sps = sentences.len() as f64 / median(&mut embed_times.clone());
 
-    let json = serde_json::json!({
-        "implementation": "openexpert",
-        "device": format!("{device:?}"),
-        "threads": threads,
-        "score_tokens_per_s": score_tps,
-        "decode_tokens_per_s": decode_tps,
-        "embed_sentences_per_s": embed_sps,
-        "runs": {"score_s": score_times, "decode_s": decode_times, "embed_s": embed_times},
-        "shapes": {
+    let seconds: std::collections::BTreeMap<String, Vec<f64>> = [
+        ("score".to_string(), score_times),
+        ("decode".to_string(), decode_times),
+        ("embed".to_string(), embed_times),
+    ]
+    .into();
+    let mut result = openexpert::bench::RuntimeResult::from_seconds(
+        "openexpert",
+        threads,
+        seconds,
+        score_rows * score_len,
+        new_tokens,
+        sentences.len(),
+    );
+    result
+        .extra
+        .insert("device".into(), format!("{device:?}").into());
+    result.extra.insert(
+        "shapes".into(),
+        serde_json::json!({
             "score": [score_rows, score_len],
             "decode": {"prompt": inputs.decode_prompt_ids.len(), "new": new_tokens, "batch": 1},
             "embed": {"sentences": sentences.len(), "batch": batch},
-        },
-    });
+        }),
+    );
+    let json = serde_json::to_value(&result)?;
     write_atomic(&args.json, serde_json::to_string_pretty(&json)?.as_bytes())?;
     println!("{}", serde_json::to_string_pretty(&json)?);
     Ok(())

@@ -3,9 +3,8 @@
 
 use std::sync::LazyLock;
 
-use anyhow::Context;
+use anyhow::bail;
 use clap::Args;
-use lm_core::chat_template::ChatMessage;
 use lm_core::device::device_from_name;
 use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::LanguageModel;
@@ -66,21 +65,17 @@ pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
         args.format
     }
     .prompt_format();
+    if format.is_chat() && model.chat_template.is_none() {
+        bail!(
+            "{} has no chat template, which --format chat needs; use --format raw or plain",
+            model.source.display()
+        );
+    }
     let prompts = args
         .prompt
         .iter()
-        .map(|p| {
-            let text = match format.plain_pair(p, "") {
-                Some((question, _)) => question,
-                None => model
-                    .render_chat(&[ChatMessage::user(p.clone())], true)
-                    .context(
-                        "--format chat needs the model's chat template; use --format raw or plain",
-                    )?,
-            };
-            Ok(model.encode(&text)?)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|p| model.encode_question(&format, p))
+        .collect::<lm_core::Result<Vec<_>>>()?;
     let mut stop = args.stop.clone();
     stop.extend(format.default_stops());
     let config = GenerationConfig {

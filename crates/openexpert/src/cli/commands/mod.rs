@@ -16,4 +16,5 @@ pub mod rank_bank;
 pub mod rocket;
 pub mod score;
 pub mod select;
+pub mod serve;
 pub mod train;

@@ -171,11 +171,35 @@ impl RocketArgs {
             for s in &self.set {
                 set_key(&mut doc, s)?;
             }
-            config = RocketConfig::from_toml_str(&toml::to_string(&doc)?)
-                .context("applying --set")?;
+            config =
+                RocketConfig::from_toml_str(&toml::to_string(&doc)?).context("applying --set")?;
         }
+        absolute_inputs(&mut config)?;
         Ok(config)
     }
+}
+
+/// Makes the input paths absolute (against the working directory), so that the run's
+/// `config.toml` can be resumed from anywhere.
+fn absolute_inputs(config: &mut RocketConfig) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let abs = |p: &mut Option<PathBuf>| {
+        if let Some(x) = p
+            && x.is_relative()
+        {
+            *x = cwd.join(&*x);
+        }
+    };
+    let i = &mut config.inputs;
+    abs(&mut i.kshot);
+    abs(&mut i.test);
+    abs(&mut i.bank);
+    for spec in &mut i.pool {
+        if std::path::Path::new(spec.as_str()).is_relative() {
+            *spec = cwd.join(&*spec).display().to_string();
+        }
+    }
+    Ok(())
 }
 
 /// Runs `rocket`.
@@ -197,15 +221,24 @@ pub fn run_cli(args: RocketArgs, device: &str) -> anyhow::Result<()> {
     };
     let outcome = run(&config, &options)?;
     eprint!("{}", outcome.summary);
-    eprintln!("The expert: {} (use with --moe in eval, generate, score)", outcome.expert.display());
+    eprintln!(
+        "The expert: {} (use with --moe in eval, generate, score)",
+        outcome.expert.display()
+    );
     Ok(())
 }
 
 fn shell_line(args: &[String]) -> String {
     let mut out: Vec<String> = Vec::new();
     for (i, a) in args.iter().enumerate() {
-        let a = if i == 0 { "openexpert".to_string() } else { a.clone() };
-        if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c)) {
+        let a = if i == 0 {
+            "openexpert".to_string()
+        } else {
+            a.clone()
+        };
+        if a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
+        {
             out.push(a);
         } else {
             out.push(format!("'{}'", a.replace('\'', r"'\''")));

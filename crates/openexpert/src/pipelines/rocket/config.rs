@@ -205,7 +205,7 @@ pub struct DataSection {
     pub budget: usize,
     /// Cosine similarity above which two retrieved items are near-duplicates (Rocket: 0.9,
     /// i.e. cosine distance < 0.1).
-    pub dedup_threshold: f32,
+    pub dedup_threshold: f64,
     /// Duplicate rule: `greedy` (ALGORITHMS.md 1(f), compare with kept items) or `paper`.
     #[serde(with = "named")]
     pub dedup_mode: DedupMode,
@@ -405,9 +405,9 @@ impl EvaluationSection {
     pub fn contenders(&self) -> Result<Vec<Contender>> {
         let mut out: Vec<Contender> = Vec::new();
         for name in &self.contenders {
-            let c: Contender = name.parse().map_err(|e| {
-                RocketError::Config(format!("evaluation.contenders: {e}"))
-            })?;
+            let c: Contender = name
+                .parse()
+                .map_err(|e| RocketError::Config(format!("evaluation.contenders: {e}")))?;
             if out.contains(&c) {
                 return Err(RocketError::Config(format!(
                     "evaluation.contenders: {name:?} is listed twice"
@@ -417,7 +417,14 @@ impl EvaluationSection {
         }
         for must in [Contender::Base, Contender::Moe] {
             if !out.contains(&must) {
-                out.insert(if must == Contender::Base { 0 } else { out.len() }, must);
+                out.insert(
+                    if must == Contender::Base {
+                        0
+                    } else {
+                        out.len()
+                    },
+                    must,
+                );
             }
         }
         Ok(out)
@@ -477,8 +484,7 @@ impl RocketConfig {
     /// malformed (the message names the file).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| RocketError::io(path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| RocketError::Config(format!("{}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| RocketError::Config(format!("{}: {e}", path.display())))
     }
 
     /// The config as TOML, every field written out (the run directory's `config.toml`).
@@ -533,7 +539,9 @@ impl RocketConfig {
         }
         let t = &self.train;
         if t.epochs == 0 || t.batch_size == 0 || t.grad_accum_steps == 0 {
-            return bad("train.epochs, train.batch_size and train.grad_accum_steps must be >= 1".into());
+            return bad(
+                "train.epochs, train.batch_size and train.grad_accum_steps must be >= 1".into(),
+            );
         }
         if !(t.lr.is_finite() && t.lr > 0.0) {
             return bad(format!("train.lr = {}: expected a positive number", t.lr));

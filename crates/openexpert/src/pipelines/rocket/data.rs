@@ -40,6 +40,34 @@ pub struct DataOutcome {
     pub pool_size: usize,
 }
 
+/// Records embedded per progress-bar tick.
+const EMBED_CHUNK: usize = 256;
+
+/// [`embed_records`] in chunks, with a progress bar (cached rows are read back, not re-embedded).
+///
+/// # Shapes
+/// `records: [n]` -> `[n, encoder.dim()]`
+fn embed_with_progress(
+    encoder: &SentenceEmbedder,
+    records: &[data_select::pool::Instruction],
+    prefix: &str,
+    cache: &Path,
+    what: &str,
+) -> Result<ndarray::Array2<f32>> {
+    let bar = lm_core::progress::bar(records.len() as u64, what, "records");
+    let mut parts = Vec::new();
+    for chunk in records.chunks(EMBED_CHUNK) {
+        parts.push(
+            embed_records(encoder, chunk, prefix, Some(cache), DEFAULT_BATCH_SIZE)
+                .map_err(|e| RocketError::stage("data", e))?,
+        );
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(ndarray::Axis(0), &views).map_err(|e| RocketError::stage("data", e))
+}
+
 /// Runs stage 2 into `dir`.
 ///
 /// # Errors
@@ -91,16 +119,14 @@ pub fn run(
             let encoder = SentenceEmbedder::load(&d.embedder, device)
                 .map_err(|e| RocketError::stage("data", e))?;
             let records: Vec<_> = pool.records.iter().map(|r| r.instruction.clone()).collect();
-            let pe = embed_records(&encoder, &records, &d.query_prefix, Some(cache), DEFAULT_BATCH_SIZE)
-                .map_err(|e| RocketError::stage("data", e))?;
+            let pe = embed_with_progress(&encoder, &records, &d.query_prefix, cache, "embed pool")?;
             let krec = kshot_records(kshot, kshot_path)?;
-            let ke = embed_records(&encoder, &krec, &d.query_prefix, Some(cache), DEFAULT_BATCH_SIZE)
-                .map_err(|e| RocketError::stage("data", e))?;
+            let ke = embed_with_progress(&encoder, &krec, &d.query_prefix, cache, "embed K-shot")?;
             let options = RetrieveOptions {
                 budget: d.budget,
                 similarity: d.similarity,
                 dedup: (d.mode == DataMode::SimilarDedup).then_some(DedupOptions {
-                    threshold: d.dedup_threshold,
+                    threshold: d.dedup_threshold as f32,
                     mode: d.dedup_mode,
                     backfill: d.backfill,
                 }),
@@ -140,6 +166,7 @@ pub fn run(
         task_mix,
         pool_size: pool.records.len(),
     };
-    atomic_fs::write_json(&dir.join("data.json"), &out).map_err(|e| RocketError::stage("data", e))?;
+    atomic_fs::write_json(&dir.join("data.json"), &out)
+        .map_err(|e| RocketError::stage("data", e))?;
     Ok(out)
 }

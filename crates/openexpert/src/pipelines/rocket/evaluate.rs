@@ -2,12 +2,12 @@
 //! settings and metrics (exact match with a bootstrap standard error; reasoning perplexity when
 //! the test items have rationales), and the trained mixture's routing over the test set.
 
+use kshot_eval::eval::{Evaluation, Experts, Metrics, evaluate};
+use kshot_eval::{EvalConfig, KShotItem};
 use lm_core::model::expert_pack::detach_experts;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::prompt::PromptFormat;
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
-use kshot_eval::eval::{Evaluation, Experts, Metrics, evaluate};
-use kshot_eval::{EvalConfig, KShotItem};
 use lora_zoo::LoraAdapter;
 use moe_router::Moe;
 use serde::{Deserialize, Serialize};
@@ -148,7 +148,10 @@ pub fn routing(model: &mut LanguageModel, dir: &Path, test: &[KShotItem]) -> Res
     Ok(Routing {
         experts,
         layers,
-        overall: overall.as_ref().map(|o| o.load_share.clone()).unwrap_or_default(),
+        overall: overall
+            .as_ref()
+            .map(|o| o.load_share.clone())
+            .unwrap_or_default(),
         normalized_entropy: overall.as_ref().map_or(f64::NAN, |o| o.normalized_entropy),
         tokens: overall.as_ref().map_or(0, |o| o.tokens),
     })

@@ -57,8 +57,13 @@ pub fn build(
             .with_router_init(init)
             .with_seed(m.seed)
     };
-    let stage = if init == RouterInit::Arrow { "arrow" } else { "moe" };
-    let moe = Moe::from_config(&mut model.decoder, cfg).map_err(|e| RocketError::stage(stage, e))?;
+    let stage = if init == RouterInit::Arrow {
+        "arrow"
+    } else {
+        "moe"
+    };
+    let moe =
+        Moe::from_config(&mut model.decoder, cfg).map_err(|e| RocketError::stage(stage, e))?;
     std::fs::create_dir_all(dir.join(MIXTURE_DIR)).map_err(|e| RocketError::io(dir, e))?;
     moe.write_into(&model.decoder, &dir.join(MIXTURE_DIR))
         .map_err(|e| RocketError::stage(stage, e))?;
@@ -100,7 +105,9 @@ pub fn train_moe(
         .with_progress(progress)
         .fit_trainable(params, train, &[])
         .map_err(|e| err(e.into()))?;
-    trained.apply(&mut model.decoder).map_err(|e| err(e.into()))?;
+    trained
+        .apply(&mut model.decoder)
+        .map_err(|e| err(e.into()))?;
     std::fs::create_dir_all(dir.join(MIXTURE_DIR)).map_err(|e| RocketError::io(dir, e))?;
     moe.write_into(&model.decoder, &dir.join(MIXTURE_DIR))
         .map_err(|e| err(e.into()))?;
@@ -113,6 +120,7 @@ pub fn train_moe(
 ///
 /// # Errors
 /// The trainer's and lora-zoo's errors as [`RocketError::Stage`].
+#[allow(clippy::too_many_arguments)]
 pub fn train_lora(
     model: &mut LanguageModel,
     model_name: &str,
@@ -134,7 +142,9 @@ pub fn train_lora(
         .map_err(|e| err(e.into()))?;
     let adapter = lora_zoo::adapter_from_trained(&outcome.weights, Some(model_name))
         .map_err(|e| err(e.into()))?;
-    adapter.save(&dir.join(ADAPTER_DIR)).map_err(|e| err(e.into()))?;
+    adapter
+        .save(&dir.join(ADAPTER_DIR))
+        .map_err(|e| err(e.into()))?;
     write_report(dir, &outcome.report, &tc)?;
     Ok(outcome.report)
 }
@@ -178,7 +188,12 @@ pub fn lorahub(
         None,
     );
     let targets: usize = batches.iter().map(|b| b.num_targets()).sum();
-    let bar = lm_core::progress::bar_if(progress, options.budget as u64 + 1, "lorahub", "evaluations");
+    let bar = lm_core::progress::bar_if(
+        progress,
+        options.budget as u64 + 1,
+        "lorahub",
+        "evaluations",
+    );
     let loss = |w: &[f32]| -> f64 {
         let mix = ExpertMix::Static(w.to_vec());
         let nll: f64 = batches

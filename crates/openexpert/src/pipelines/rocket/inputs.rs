@@ -43,6 +43,9 @@ pub struct Pool {
 pub struct InputSummary {
     /// K-shot file and items used.
     pub kshot: PathBuf,
+    /// The K-shot items' task label, when they all share one.
+    #[serde(default)]
+    pub task: Option<String>,
     /// Items used.
     pub k: usize,
     /// Whether every K-shot item has a rationale (reasoning perplexity needs them).
@@ -98,6 +101,18 @@ pub fn read_test(path: &Path, limit: Option<usize>) -> Result<Vec<KShotItem>> {
 }
 
 fn read_set(path: &Path, what: &str) -> Result<KShotSet> {
+    let text = std::fs::read(path).map_err(|e| RocketError::Input {
+        path: path.to_path_buf(),
+        detail: format!("reading the {what} set: {e}"),
+    })?;
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Err(RocketError::Input {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the {what} set is empty; expected JSONL lines with \"question\" and \"answer\""
+            ),
+        });
+    }
     let set = KShotSet::from_jsonl(path).map_err(|e| RocketError::Input {
         path: path.to_path_buf(),
         detail: format!(
@@ -177,7 +192,11 @@ pub fn pool_files(specs: &[String]) -> Result<Vec<PathBuf>> {
 /// Reads one pool row: question-shaped rows (`question`/`answer`/`rationale`) become Alpaca
 /// records whose output is what training learns ([`KShotItem::prompt_response`]); every other
 /// shape is read by data-select.
-fn pool_row(builder: &mut PoolBuilder, raw: &Value, line: usize) -> std::result::Result<(), String> {
+fn pool_row(
+    builder: &mut PoolBuilder,
+    raw: &Value,
+    line: usize,
+) -> std::result::Result<(), String> {
     let value = if raw.get("question").is_some() {
         let item = KShotItem::from_value(raw.clone())?;
         let (prompt, response) = item.prompt_response();
@@ -326,12 +345,22 @@ mod tests {
             ),
         )
         .unwrap();
-        let pool = read_pool(&[f.clone()], &[item("The Kshot one")], &[item("the test one")]).unwrap();
+        let pool = read_pool(
+            std::slice::from_ref(&f),
+            &[item("The Kshot one")],
+            &[item("the test one")],
+        )
+        .unwrap();
         assert_eq!(pool.records.len(), 2);
         assert_eq!((pool.removed_kshot, pool.removed_test), (1, 1));
         assert_eq!(pool.records[0].task, "t1");
         assert_eq!(pool.records[1].task, "mix");
-        assert!(pool.records[0].instruction.retrieval_text("").contains("The answer is 3."));
+        assert!(
+            pool.records[0]
+                .instruction
+                .retrieval_text("")
+                .contains("The answer is 3.")
+        );
         std::fs::write(&f, "{\"question\": \"q\"}\n").unwrap();
         let e = read_pool(&[f], &[], &[]).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");

@@ -170,22 +170,21 @@ fn ensure_model(spec: &str) -> Result<Vec<PathBuf>> {
     })
 }
 
-fn required(v: &Option<PathBuf>, what: &'static str, key: &'static str, flag: &'static str) -> Result<PathBuf> {
+fn required(
+    v: &Option<PathBuf>,
+    what: &'static str,
+    key: &'static str,
+    flag: &'static str,
+) -> Result<PathBuf> {
     v.clone()
         .ok_or(RocketError::MissingInput { what, key, flag })
 }
 
 fn training_summary(r: &TrainReport) -> TrainingSummary {
-    let tail = r.losses.len().min(5).max(1);
-    let last = &r.losses[r.losses.len().saturating_sub(tail)..];
     TrainingSummary {
         steps: r.steps,
         losses: r.losses.clone(),
-        final_loss: if last.is_empty() {
-            r.final_train_loss
-        } else {
-            last.iter().sum::<f64>() / last.len() as f64
-        },
+        final_loss: r.losses.last().copied().unwrap_or(r.final_train_loss),
         trainable_params: r.trainable_params,
         seconds: r.seconds,
         examples: (r.train_data.kept, r.train_data.examples),
@@ -231,7 +230,10 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             )));
         }
     } else if run_dir.is_dir()
-        && std::fs::read_dir(run_dir).map_err(|e| RocketError::io(run_dir, e))?.next().is_some()
+        && std::fs::read_dir(run_dir)
+            .map_err(|e| RocketError::io(run_dir, e))?
+            .next()
+            .is_some()
         && !options.force
     {
         return Err(RocketError::RunDir(format!(
@@ -257,13 +259,57 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         tracing::warn!("{w}");
         warnings.push(w);
     }
+    if config.data.mode != DataMode::KshotOnly && config.data.budget < kshot.len() {
+        return Err(RocketError::Config(format!(
+            "data.budget = {} is smaller than the K-shot set ({}); the K-shot items count toward the budget. Raise data.budget (--budget) or lower inputs.k (--k)",
+            config.data.budget,
+            kshot.len()
+        )));
+    }
     let pool_files = inputs::pool_files(&config.inputs.pool)?;
     let pool = inputs::read_pool(&pool_files, &kshot, &test)?;
+    if !bank_path.is_dir() {
+        return Err(RocketError::Input {
+            path: bank_path.clone(),
+            detail: format!(
+                "expected the LoRA bank, a directory with one PEFT adapter per subdirectory; found {}. Check inputs.bank / --bank",
+                if bank_path.exists() {
+                    "a file"
+                } else {
+                    "nothing"
+                }
+            ),
+        });
+    }
     let bank = LoraBank::scan(&bank_path).map_err(|e| RocketError::stage("bank", e))?;
+    if !bank.skipped().is_empty() {
+        let broken: Vec<String> = bank
+            .skipped()
+            .iter()
+            .map(|(p, why)| format!("{}: {why}", p.display()))
+            .collect();
+        return Err(RocketError::Input {
+            path: bank_path.clone(),
+            detail: format!(
+                "{} bank adapters cannot be read ({}); fix or remove them so that the ranking covers the whole bank",
+                broken.len(),
+                broken.join("; ")
+            ),
+        });
+    }
+    if bank.names().len() < config.selection.experts {
+        return Err(RocketError::Config(format!(
+            "selection.experts = {} but the bank {} has {} adapters; lower selection.experts (--experts)",
+            config.selection.experts,
+            bank_path.display(),
+            bank.names().len()
+        )));
+    }
     if bank.names().is_empty() {
         return Err(RocketError::Input {
             path: bank_path.clone(),
-            detail: "the bank holds no PEFT adapter (subdirectories with adapter_config.json)".into(),
+            detail: "the bank holds no PEFT adapter (subdirectories with adapter_config.json)"
+                .into(),
         });
     }
     let mut pool_tasks = BTreeMap::new();
@@ -272,6 +318,10 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
     }
     let input_summary = inputs::InputSummary {
         kshot: kshot_path.clone(),
+        task: kshot
+            .first()
+            .and_then(|i| i.task.clone())
+            .filter(|t| kshot.iter().all(|i| i.task.as_deref() == Some(t))),
         k: kshot.len(),
         kshot_rationales: kshot.iter().all(|i| i.rationale_text().is_some()),
         test: test_path.clone(),
@@ -304,7 +354,7 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         return Err(RocketError::Input {
             path: bank_path.clone(),
             detail: format!(
-                "{} of {} bank adapters do not fit the base model {} (a bank of another base model?): {}",
+                "{} of {} bank adapters cannot be applied to the base model {} (an adapter of another base model, or a damaged file): {}",
                 misfits.len(),
                 bank.names().len(),
                 config.model,
@@ -326,6 +376,7 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         .collect::<Result<_>>()?;
 
     let store = StageStore::new(run_dir);
+    store.remove_partials();
     let mut stages: Vec<StageLine> = Vec::new();
     let mut record = |store: &StageStore, key: &StageKey, ran: bool| {
         stages.push(StageLine {
@@ -344,17 +395,59 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         "rank",
         &json!({"model": hashes.model, "kshot": hashes.kshot, "k": kshot.len(), "bank": bank_hashes, "rank": rank_cfg}),
     );
-    header(1, &format!("rank the bank: base + {} adapters on {} K-shot items", bank.names().len(), kshot.len()));
+    header(
+        1,
+        &format!(
+            "rank the bank: base + {} adapters on {} K-shot items",
+            bank.names().len(),
+            kshot.len()
+        ),
+    );
     let (_, ran) = store.run(&rank_key, |dir| {
         let sel = select::run(&mut model, &bank, &kshot, config, format.clone())?;
-        atomic_fs::write_json(&dir.join("rank.json"), &sel.rank).map_err(|e| RocketError::stage("rank", e))
+        atomic_fs::write_json(&dir.join("rank.json"), &sel.rank)
+            .map_err(|e| RocketError::stage("rank", e))
     })?;
     record(&store, &rank_key, ran);
     let rank: kshot_eval::RankReport = store.read_json(&rank_key, "rank.json")?;
     let selection = select::outcome(rank, config)?;
     atomic_fs::write_json(&run_dir.join("selection.json"), &selection)
         .map_err(|e| RocketError::stage("rank", e))?;
-    eprintln!("experts ({}): {}. {}", selection.signal, selection.chosen.join(", "), selection.verdict);
+    eprintln!(
+        "experts ({}): {}. {}",
+        selection.signal,
+        selection.chosen.join(", "),
+        selection.verdict
+    );
+    if selection.bank_helps {
+        let weak: Vec<&str> = selection
+            .rows
+            .iter()
+            .filter(|r| r.chosen && !r.beats_base)
+            .map(|r| r.name.as_str())
+            .collect();
+        if !weak.is_empty() {
+            warnings.push(format!(
+                "chosen experts that do not beat the base on the K-shot set: {} (the {} tuple rule chose them for diversity; selection.shortlist = {} bounds how far down the ranking it may reach)",
+                weak.join(", "),
+                config.selection.tuple_rule,
+                config.selection.shortlist
+            ));
+        }
+    }
+    if !selection.chosen.contains(&selection.best_expert) {
+        warnings.push(format!(
+            "the adapter ranked first on the K-shot set, {}, is not among the chosen experts (signal {}); it is still compared as best-expert",
+            selection.best_expert, selection.signal
+        ));
+    }
+    let truncated: usize = selection.rows.iter().map(|r| r.truncated).sum();
+    if truncated > 0 {
+        warnings.push(format!(
+            "{truncated} K-shot generations (over all models) stopped at selection.max_new_tokens = {} before ending; the accuracy signal may depend on that limit",
+            config.selection.max_new_tokens
+        ));
+    }
     let chosen_hashes: Vec<&(String, String, String)> = selection
         .chosen
         .iter()
@@ -366,13 +459,29 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         "data",
         &json!({"kshot": hashes.kshot, "k": kshot.len(), "test": hashes.test, "test_limit": config.inputs.test_limit, "pool": hashes.pool, "data": config.data}),
     );
-    header(2, &format!("training data: {} ({} pool records)", config.data.mode, pool.records.len()));
-    let cache = run_dir.join("cache").join("embeddings");
+    header(
+        2,
+        &format!(
+            "training data: {} ({} pool records)",
+            config.data.mode,
+            pool.records.len()
+        ),
+    );
+    // Embeddings are keyed by the encoder and each record's content, so one cache serves every run.
+    let cache = lm_core::assets::openexpert_home()
+        .join("cache")
+        .join("embeddings");
     let (data_dir, ran) = store.run(&data_key, |dir| {
         data::run(dir, &kshot, &kshot_path, &pool, config, &device, &cache).map(|_| ())
     })?;
     record(&store, &data_key, ran);
     let data_outcome: data::DataOutcome = store.read_json(&data_key, "data.json")?;
+    if data_outcome.short_by > 0 {
+        warnings.push(format!(
+            "the training data is {} items short of data.budget = {} (a small pool, or near-duplicates removed; data.backfill refills)",
+            data_outcome.short_by, config.data.budget
+        ));
+    }
     let train_examples = crate::training_data::read_training_jsonl(&data_dir.join("train.jsonl"))
         .map_err(|e| RocketError::stage("data", e))?;
 
@@ -382,9 +491,22 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         "moe",
         &json!({"model": hashes.model, "experts": chosen_hashes, "moe": config.moe}),
     );
-    header(3, &format!("mixture of {} experts, top-{}", selection.chosen.len(), config.moe.top_k));
+    header(
+        3,
+        &format!(
+            "mixture of {} experts, top-{}",
+            selection.chosen.len(),
+            config.moe.top_k
+        ),
+    );
     let (moe_dir, ran) = store.run(&moe_key, |dir| {
-        experts::build(&mut model, experts_spec.clone(), config, config.moe.router_init, dir)
+        experts::build(
+            &mut model,
+            experts_spec.clone(),
+            config,
+            config.moe.router_init,
+            dir,
+        )
     })?;
     record(&store, &moe_key, ran);
     let contenders = config.evaluation.contenders()?;
@@ -395,7 +517,13 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             &json!({"model": hashes.model, "experts": chosen_hashes, "top_k": config.moe.top_k}),
         );
         let (dir, ran) = store.run(&key, |dir| {
-            experts::build(&mut model, experts_spec.clone(), config, RouterInit::Arrow, dir)
+            experts::build(
+                &mut model,
+                experts_spec.clone(),
+                config,
+                RouterInit::Arrow,
+                dir,
+            )
         })?;
         record(&store, &key, ran);
         arrow_dir = Some(experts::mixture_dir(&dir));
@@ -408,10 +536,31 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         "train-moe",
         &json!({"moe": moe_key, "data": data_key, "train": train_cfg, "format": config.format}),
     );
-    header(4, &format!("fine-tune the mixture on {} examples ({})", train_examples.len(), if config.train.router_only { "routers only" } else { "routers and experts" }));
-    let work = store.work_dir(&train_moe_key)?;
+    header(
+        4,
+        &format!(
+            "fine-tune the mixture on {} examples ({})",
+            train_examples.len(),
+            if config.train.router_only {
+                "routers only"
+            } else {
+                "routers and experts"
+            }
+        ),
+    );
     let (trained_dir, ran) = store.run(&train_moe_key, |dir| {
-        experts::train_moe(&mut model, &experts::mixture_dir(&moe_dir), &train_examples, config, &format, &work, dir, options.progress).map(|_| ())
+        let work = store.work_dir(&train_moe_key)?;
+        experts::train_moe(
+            &mut model,
+            &experts::mixture_dir(&moe_dir),
+            &train_examples,
+            config,
+            &format,
+            &work,
+            dir,
+            options.progress,
+        )
+        .map(|_| ())
     })?;
     record(&store, &train_moe_key, ran);
     let mut training = BTreeMap::new();
@@ -423,9 +572,19 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             "train-lora",
             &json!({"model": hashes.model, "data": data_key, "train": config.train, "format": config.format}),
         );
-        let work = store.work_dir(&key)?;
         let (dir, ran) = store.run(&key, |dir| {
-            experts::train_lora(&mut model, &config.model, &train_examples, config, &format, &work, dir, options.progress).map(|_| ())
+            let work = store.work_dir(&key)?;
+            experts::train_lora(
+                &mut model,
+                &config.model,
+                &train_examples,
+                config,
+                &format,
+                &work,
+                dir,
+                options.progress,
+            )
+            .map(|_| ())
         })?;
         record(&store, &key, ran);
         let r: TrainReport = store.read_json(&key, "train_report.json")?;
@@ -451,31 +610,54 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             })
             .collect();
         let (_, ran) = store.run(&key, |dir| {
-            let r = experts::lorahub(&mut model, &experts_spec, &examples, &format, &options_lh, options.progress)?;
+            let r = experts::lorahub(
+                &mut model,
+                &experts_spec,
+                &examples,
+                &format,
+                &options_lh,
+                options.progress,
+            )?;
             lm_core::model::expert_pack::detach_experts(&mut model.decoder);
-            atomic_fs::write_json(&dir.join("lorahub.json"), &r).map_err(|e| RocketError::stage("lorahub", e))
+            atomic_fs::write_json(&dir.join("lorahub.json"), &r)
+                .map_err(|e| RocketError::stage("lorahub", e))
         })?;
         record(&store, &key, ran);
         let r: serde_json::Value = store.read_json(&key, "lorahub.json")?;
-        let w: Vec<f32> = serde_json::from_value(r["weights"].clone()).map_err(|e| RocketError::stage("lorahub", e))?;
+        let w: Vec<f32> = serde_json::from_value(r["weights"].clone())
+            .map_err(|e| RocketError::stage("lorahub", e))?;
         lorahub_weights = Some(w);
     }
 
     // Stage 5: the comparison on the test set.
-    header(5, &format!("evaluate {} contenders on {} test items", contenders.len(), test.len()));
+    header(
+        5,
+        &format!(
+            "evaluate {} contenders on {} test items",
+            contenders.len(),
+            test.len()
+        ),
+    );
     let eval_cfg = evaluate::eval_config(config, format.clone());
     let chosen_dirs: Vec<PathBuf> = selection.chosen.iter().map(|c| bank_path.join(c)).collect();
     let n = chosen_dirs.len() as f32;
     let mut comparison = Vec::new();
     for &c in &contenders {
         let (setup, artefact, description): (Setup, serde_json::Value, String) = match c {
-            Contender::Base => (Setup::Base, json!("base"), "the base model, no adapter".into()),
+            Contender::Base => (
+                Setup::Base,
+                json!("base"),
+                "the base model, no adapter".into(),
+            ),
             Contender::BestExpert => {
                 let h = bank_hashes.iter().find(|h| h.2 == selection.best_expert);
                 (
                     Setup::Adapters(vec![bank_path.join(&selection.best_expert)], vec![1.0]),
                     json!(h),
-                    format!("the bank adapter ranked first on the K-shot set (`{}`)", selection.best_expert),
+                    format!(
+                        "the bank adapter ranked first on the K-shot set (`{}`)",
+                        selection.best_expert
+                    ),
                 )
             }
             Contender::UniformMerge => (
@@ -499,7 +681,10 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
             Contender::Lora => (
                 Setup::Adapters(vec![lora_dir.clone().expect("trained above")], vec![1.0]),
                 json!(["lora", data_key, config.train]),
-                format!("a plain LoRA (r {}) trained on the same data", config.train.lora.r),
+                format!(
+                    "a plain LoRA (r {}) trained on the same data",
+                    config.train.lora.r
+                ),
             ),
             Contender::MoeUntrained => (
                 Setup::Mixture(experts::mixture_dir(&moe_dir)),
@@ -518,7 +703,8 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         );
         let (_, ran) = store.run(&key, |dir| {
             let e = evaluate::run(&mut model, c, &setup, &test, &eval_cfg)?;
-            atomic_fs::write_json(&dir.join("evaluation.json"), &e).map_err(|e| RocketError::stage("evaluate", e))
+            atomic_fs::write_json(&dir.join("evaluation.json"), &e)
+                .map_err(|e| RocketError::stage("evaluate", e))
         })?;
         record(&store, &key, ran);
         let e: kshot_eval::eval::Evaluation = store.read_json(&key, "evaluation.json")?;
@@ -538,7 +724,8 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
     );
     let (_, ran) = store.run(&routing_key, |dir| {
         let r = evaluate::routing(&mut model, &experts::mixture_dir(&trained_dir), &test)?;
-        atomic_fs::write_json(&dir.join("routing.json"), &r).map_err(|e| RocketError::stage("routing", e))
+        atomic_fs::write_json(&dir.join("routing.json"), &r)
+            .map_err(|e| RocketError::stage("routing", e))
     })?;
     record(&store, &routing_key, ran);
     let routing: evaluate::Routing = store.read_json(&routing_key, "routing.json")?;
@@ -567,8 +754,10 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
     let plots = report::write_plots(run_dir, &rep)?;
     let md = report::markdown(&rep, &plots, &options.command);
     let report_md = run_dir.join("report.md");
-    atomic_fs::write_json(&run_dir.join("report.json"), &rep).map_err(|e| RocketError::stage("report", e))?;
-    atomic_fs::write_atomic(&report_md, md.as_bytes()).map_err(|e| RocketError::stage("report", e))?;
+    atomic_fs::write_json(&run_dir.join("report.json"), &rep)
+        .map_err(|e| RocketError::stage("report", e))?;
+    atomic_fs::write_atomic(&report_md, md.as_bytes())
+        .map_err(|e| RocketError::stage("report", e))?;
     let summary = report::summary(&rep, &report_md);
     Ok(RocketOutcome {
         report: rep,

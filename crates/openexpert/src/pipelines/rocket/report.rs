@@ -45,7 +45,7 @@ pub struct TrainingSummary {
     pub steps: usize,
     /// Loss per step (since the last resume).
     pub losses: Vec<f64>,
-    /// Mean loss of the last steps.
+    /// Loss of the last step.
     pub final_loss: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
@@ -159,7 +159,8 @@ pub fn write_plots(dir: &Path, r: &RocketReport) -> Result<Vec<String>> {
     let mut put = |name: &str, svg: crate::report::Result<String>| -> Result<()> {
         match svg {
             Ok(text) => {
-                atomic_fs::write_atomic(&dir.join(name), text.as_bytes()).map_err(|e| err(e.into()))?;
+                atomic_fs::write_atomic(&dir.join(name), text.as_bytes())
+                    .map_err(|e| err(e.into()))?;
                 written.push(name.to_string());
             }
             Err(e) => tracing::warn!(plot = name, "plot skipped: {e}"),
@@ -171,7 +172,11 @@ pub fn write_plots(dir: &Path, r: &RocketReport) -> Result<Vec<String>> {
         .iter()
         .filter_map(|row| {
             Some(Point {
-                label: row.name.clone(),
+                label: if row.position.is_none() {
+                    format!("{} (no adapter)", row.name)
+                } else {
+                    row.name.clone()
+                },
                 x: row.reasoning_ppl.or(row.answer_ppl)?,
                 y: row.accuracy?,
                 highlight: row.chosen,
@@ -199,7 +204,10 @@ pub fn write_plots(dir: &Path, r: &RocketReport) -> Result<Vec<String>> {
                 highlight: false,
             })
             .collect();
-        put("data_tasks.svg", bars_svg("Retrieved pool items per task", "items", &bars))?;
+        put(
+            "data_tasks.svg",
+            bars_svg("Retrieved pool items per task", "items", &bars),
+        )?;
     }
     let series: Vec<Series> = r
         .training
@@ -224,7 +232,11 @@ pub fn write_plots(dir: &Path, r: &RocketReport) -> Result<Vec<String>> {
     if let Some(routing) = &r.routing
         && !routing.layers.is_empty()
     {
-        let rows: Vec<String> = routing.layers.iter().map(|(l, _)| format!("layer {l}")).collect();
+        let rows: Vec<String> = routing
+            .layers
+            .iter()
+            .map(|(l, _)| format!("layer {l}"))
+            .collect();
         let values: Vec<Vec<f64>> = routing.layers.iter().map(|(_, v)| v.clone()).collect();
         put(
             "routing.svg",
@@ -250,7 +262,11 @@ pub fn write_plots(dir: &Path, r: &RocketReport) -> Result<Vec<String>> {
         .collect();
     put(
         "comparison.svg",
-        bars_svg("Test-set exact match (± bootstrap standard error)", "exact match", &bars),
+        bars_svg(
+            "Test-set exact match (± bootstrap standard error)",
+            "exact match",
+            &bars,
+        ),
     )?;
     Ok(written)
 }
@@ -266,7 +282,8 @@ pub fn comparison_table(rows: &[ComparisonRow]) -> String {
         .map(|r| {
             vec![
                 r.contender.clone(),
-                r.exact_match.map_or("—".into(), |m| fmt_mean_se(m, r.exact_match_stderr, 3)),
+                r.exact_match
+                    .map_or("—".into(), |m| fmt_mean_se(m, r.exact_match_stderr, 3)),
                 match (r.correct, r.total) {
                     (Some(c), Some(t)) => format!("{c}/{t}"),
                     _ => "—".into(),
@@ -277,7 +294,13 @@ pub fn comparison_table(rows: &[ComparisonRow]) -> String {
         })
         .collect();
     markdown_table(
-        &["model", "exact match", "correct", "reasoning PPL", "what it is"],
+        &[
+            "model",
+            "exact match",
+            "correct",
+            "reasoning PPL",
+            "what it is",
+        ],
         &[false, true, true, true, false],
         &body,
     )
@@ -287,7 +310,15 @@ pub fn comparison_table(rows: &[ComparisonRow]) -> String {
 pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
     let mut s = String::new();
     let inputs = &r.inputs;
-    let _ = writeln!(s, "# Rocket: {} experts for `{}`\n", r.chosen.len(), inputs.kshot.display());
+    let _ = writeln!(
+        s,
+        "# Rocket: {} experts for {}\n",
+        r.chosen.len(),
+        match &inputs.task {
+            Some(t) => format!("the task `{t}` (`{}`)", inputs.kshot.display()),
+            None => format!("`{}`", inputs.kshot.display()),
+        }
+    );
     let _ = writeln!(
         s,
         "{} K-shot items, {} test items, a bank of {} adapters on `{}`, {} pool records. **Result:** {}.\n",
@@ -299,7 +330,11 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         r.headline
     );
     if !r.bank_helps {
-        let _ = writeln!(s, "> **The bank does not help on this task.** {}.\n", r.selection_verdict);
+        let _ = writeln!(
+            s,
+            "> **The bank does not help on this task.** {}.\n",
+            r.selection_verdict
+        );
     }
     for w in &r.warnings {
         let _ = writeln!(s, "> Warning: {w}\n");
@@ -322,8 +357,13 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         "Signal `{}`. {}. Chosen experts: {}{}.\n",
         r.signal,
         r.selection_verdict,
-        r.chosen.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
-        r.group_diversity.map_or(String::new(), |g| format!(" (group diversity {g:.3})"))
+        r.chosen
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.group_diversity
+            .map_or(String::new(), |g| format!(" (group diversity {g:.3})"))
     );
     let body: Vec<Vec<String>> = r
         .selection
@@ -332,7 +372,8 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
             vec![
                 row.position.map_or("—".into(), |p| p.to_string()),
                 row.name.clone(),
-                row.accuracy.map_or("—".into(), |a| fmt_mean_se(a, row.accuracy_stderr, 3)),
+                row.accuracy
+                    .map_or("—".into(), |a| fmt_mean_se(a, row.accuracy_stderr, 3)),
                 fmt_opt(row.reasoning_ppl, 2),
                 fmt_opt(row.answer_ppl, 2),
                 yes(row.beats_base),
@@ -346,17 +387,31 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         s,
         "{}",
         markdown_table(
-            &["rank", "model", "K-shot accuracy", "reasoning PPL", "answer PPL", "beats base", "shortlisted", "chosen", "blind guesser"],
+            &[
+                "rank",
+                "model",
+                "K-shot accuracy",
+                "reasoning PPL",
+                "answer PPL",
+                "beats base",
+                "shortlisted",
+                "chosen",
+                "blind guesser"
+            ],
             &[true, false, true, true, true, false, false, false, false],
             &body
         )
+    );
+    let _ = writeln!(
+        s,
+        "*beats base*: higher K-shot accuracy than the base model, or the same accuracy with a lower perplexity. *blind guesser*: at least the bank's median accuracy while the perplexity is in the bank's top quarter (right answers the adapter cannot explain; Rocket's motivation for reasoning perplexity). Rank is the shortlist order.\n"
     );
     img(&mut s, "bank.svg", "bank: accuracy vs reasoning perplexity");
     let _ = writeln!(s, "## 2. Training data\n");
     let d = &r.data;
     let _ = writeln!(
         s,
-        "Mode `{}`: {} K-shot items + {} pool items (budget {}; {} near-duplicates removed; {} short of the budget) from a pool of {} records ({} pool records equal to K-shot questions and {} equal to test questions were removed before retrieval).\n",
+        "Mode `{}`: {} K-shot items + {} pool items (budget {}; near-duplicates removed: {}; short of the budget: {}) from a pool of {} records ({} pool records equal to K-shot questions and {} equal to test questions were removed before retrieval).\n",
         d.mode,
         d.kshot,
         d.selected.len(),
@@ -371,22 +426,40 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         let body: Vec<Vec<String>> = d
             .task_mix
             .iter()
-            .map(|(t, n)| vec![t.clone(), n.to_string(), format!("{:.0}%", 100.0 * *n as f64 / d.selected.len().max(1) as f64)])
+            .map(|(t, n)| {
+                vec![
+                    t.clone(),
+                    n.to_string(),
+                    format!("{:.0}%", 100.0 * *n as f64 / d.selected.len().max(1) as f64),
+                ]
+            })
             .collect();
-        let _ = writeln!(s, "{}", markdown_table(&["task", "items", "share"], &[false, true, true], &body));
+        let _ = writeln!(
+            s,
+            "{}",
+            markdown_table(&["task", "items", "share"], &[false, true, true], &body)
+        );
     }
     img(&mut s, "data_tasks.svg", "task mix of the retrieved data");
     let _ = writeln!(s, "## 3. Mixture and fine-tuning\n");
     let m = &r.config.moe;
     let _ = writeln!(
         s,
-        "{} experts, top-{} routing, `{}` routers, {} trained (lr {}, {} epochs, batch {} × {}).\n",
+        "{} experts, top-{} routing, `{}` routers, {} trained (lr {}, {} epoch{}, batch {} × {}).\n",
         r.chosen.len(),
         m.top_k,
-        serde_json::to_value(m.router_init).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-        if r.config.train.router_only { "routers only" } else { "routers and experts" },
+        serde_json::to_value(m.router_init)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        if r.config.train.router_only {
+            "routers only"
+        } else {
+            "routers and experts"
+        },
         r.config.train.lr,
         r.config.train.epochs,
+        if r.config.train.epochs == 1 { "" } else { "s" },
         r.config.train.batch_size,
         r.config.train.grad_accum_steps
     );
@@ -409,7 +482,15 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         s,
         "{}",
         markdown_table(
-            &["model", "steps", "examples kept", "first loss", "final loss", "trainable parameters", "seconds"],
+            &[
+                "model",
+                "steps",
+                "examples kept",
+                "first step loss",
+                "last step loss",
+                "trainable parameters",
+                "seconds"
+            ],
             &[false, true, true, true, true, true, true],
             &body
         )
@@ -439,13 +520,25 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
         .map(|st| {
             vec![
                 st.stage.clone(),
-                if st.ran { "ran".into() } else { "reused".into() },
+                if st.ran {
+                    "ran".into()
+                } else {
+                    "reused".into()
+                },
                 format!("{:.0}", st.seconds),
                 format!("`{}`", st.dir.display()),
             ]
         })
         .collect();
-    let _ = writeln!(s, "{}", markdown_table(&["stage", "this run", "seconds", "output"], &[false, false, true, false], &body));
+    let _ = writeln!(
+        s,
+        "{}",
+        markdown_table(
+            &["stage", "this run", "seconds", "output"],
+            &[false, false, true, false],
+            &body
+        )
+    );
     let _ = writeln!(
         s,
         "This invocation took {:.0} s. The effective config is `config.toml`; everything above is in `report.json`. Re-run with:\n\n```sh\n{command}\n```",
@@ -457,7 +550,12 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
 /// The one-screen summary printed at the end.
 pub fn summary(r: &RocketReport, report_md: &Path) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "\nRocket finished in {:.0} s. Experts: {}.", r.seconds, r.chosen.join(", "));
+    let _ = writeln!(
+        s,
+        "\nRocket finished in {:.0} s. Experts: {}.",
+        r.seconds,
+        r.chosen.join(", ")
+    );
     if !r.bank_helps {
         let _ = writeln!(s, "NOTE: {}.", r.selection_verdict);
     }

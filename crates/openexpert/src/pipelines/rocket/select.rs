@@ -46,6 +46,9 @@ pub struct SelectionRow {
     /// Better than the base on the K-shot signals (higher accuracy, or equal accuracy and lower
     /// perplexity).
     pub beats_base: bool,
+    /// K-shot generations that stopped at the token limit.
+    #[serde(default)]
+    pub truncated: usize,
 }
 
 /// The stage's output (`selection.json`).
@@ -79,7 +82,9 @@ pub fn check_kshot(config: &RocketConfig, kshot: &[KShotItem]) -> Result<()> {
     let s = &config.selection;
     let uses_reasoning = matches!(
         s.signal,
-        SelectionSignal::ReasoningPpl | SelectionSignal::Combined | SelectionSignal::CombinedDiversity
+        SelectionSignal::ReasoningPpl
+            | SelectionSignal::Combined
+            | SelectionSignal::CombinedDiversity
     ) && s.ppl != PplSignal::AnswerMean;
     let missing: Vec<usize> = kshot
         .iter()
@@ -192,7 +197,11 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
     };
     let chosen: Vec<String> = match s.signal {
         SelectionSignal::CombinedDiversity => rank.selection.selected.clone(),
-        SelectionSignal::Combined => ranked.iter().take(s.experts).map(|v| v.name.clone()).collect(),
+        SelectionSignal::Combined => ranked
+            .iter()
+            .take(s.experts)
+            .map(|v| v.name.clone())
+            .collect(),
         SelectionSignal::Accuracy => by(&|n| sig(n).and_then(|x| x.accuracy), true)?,
         SelectionSignal::ReasoningPpl => by(&|n| sig(n).and_then(|x| x.reasoning_ppl_mean), false)?,
         SelectionSignal::VanillaPpl => by(&|n| sig(n).and_then(|x| x.answer_ppl_mean), false)?,
@@ -219,6 +228,18 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
         };
         acc > bacc || (acc >= bacc && lower_ppl)
     };
+    let truncated = |name: &str| -> usize {
+        rank.evaluations
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.exact_match.as_ref())
+            .map_or(0, |m| {
+                m.per_item
+                    .iter()
+                    .filter(|p| p.finish_reason == "length")
+                    .count()
+            })
+    };
     let mut rows = Vec::new();
     if let Some(b) = &base {
         rows.push(SelectionRow {
@@ -232,6 +253,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
             chosen: false,
             blind_guesser: false,
             beats_base: false,
+            truncated: truncated(BASE_NAME),
         });
     }
     for v in &ranked {
@@ -247,6 +269,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
             chosen: chosen.contains(&v.name),
             blind_guesser: v.blind_guesser,
             beats_base: beats(&x),
+            truncated: truncated(&v.name),
         });
     }
     let helpers: Vec<&str> = rows
@@ -285,10 +308,7 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
             a == b
         })
         .map(|t| t.group_diversity);
-    let best_expert = ranked
-        .first()
-        .map(|v| v.name.clone())
-        .unwrap_or_default();
+    let best_expert = ranked.first().map(|v| v.name.clone()).unwrap_or_default();
     Ok(SelectionOutcome {
         signal: s.signal.to_string(),
         chosen,
@@ -300,4 +320,99 @@ pub fn outcome(rank: RankReport, config: &RocketConfig) -> Result<SelectionOutco
         ppl_signal: rank.ppl_signal.to_string(),
         rank,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real ranking: SmolLM2 + the default bank on 16 lcm items (per-item arrays dropped).
+    fn rank() -> RankReport {
+        serde_json::from_str(include_str!("../../../tests/fixtures/rank_lcm_16shot.json")).unwrap()
+    }
+
+    fn chosen(signal: SelectionSignal, seed: u64) -> Vec<String> {
+        let mut c = RocketConfig::default();
+        c.selection.experts = 3;
+        c.selection.signal = signal;
+        c.selection.seed = seed;
+        outcome(rank(), &c).unwrap().chosen
+    }
+
+    #[test]
+    fn every_signal_chooses_by_its_own_rule() {
+        use SelectionSignal::*;
+        assert_eq!(chosen(CombinedDiversity, 0), rank().selection.selected);
+        assert_eq!(
+            chosen(Accuracy, 0),
+            ["letter_counting", "basic_arithmetic", "chain_sum-peft"],
+            "accuracy descending, ties in bank order"
+        );
+        assert_eq!(
+            chosen(ReasoningPpl, 0),
+            ["chain_sum-peft", "letter_counting", "basic_arithmetic"]
+        );
+        assert_eq!(
+            chosen(VanillaPpl, 0),
+            ["syllogism", "family_relationships", "chain_sum-peft"]
+        );
+        assert_eq!(
+            chosen(Combined, 0),
+            ["letter_counting", "chain_sum-peft", "basic_arithmetic"],
+            "shortlist order: accuracy, then reasoning perplexity"
+        );
+        let r = chosen(Random, 7);
+        assert_eq!(r, chosen(Random, 7), "seeded");
+        assert_eq!(r.len(), 3);
+        assert!((0..20).any(|s| chosen(Random, s) != r), "the seed matters");
+    }
+
+    #[test]
+    fn the_verdict_says_when_no_adapter_beats_the_base() {
+        let c = RocketConfig::default();
+        let o = outcome(rank(), &c).unwrap();
+        assert!(!o.bank_helps, "no adapter beats base 0.125 / rPPL 3.21");
+        assert!(o.verdict.starts_with("No bank adapter beats the base"));
+        assert_eq!(o.rows[0].name, "base", "the base row comes first");
+        assert!(o.rows.iter().all(|r| !r.beats_base));
+        // A weaker base: adapters with higher accuracy now beat it.
+        let mut r = rank();
+        let base = r.evaluations.iter_mut().find(|e| e.name == "base").unwrap();
+        base.exact_match.as_mut().unwrap().accuracy = 0.0;
+        let o = outcome(r, &c).unwrap();
+        assert!(o.bank_helps);
+        let helpers: Vec<&str> = o
+            .rows
+            .iter()
+            .filter(|r| r.beats_base)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert!(
+            helpers.contains(&"letter_counting") && !helpers.contains(&"gcd"),
+            "{helpers:?}"
+        );
+    }
+
+    #[test]
+    fn reasoning_signals_need_rationales() {
+        let c = RocketConfig::default();
+        let bare = vec![KShotItem::new("q", "1")];
+        assert!(
+            check_kshot(&c, &bare)
+                .unwrap_err()
+                .to_string()
+                .contains("rationale")
+        );
+        let mut acc = c.clone();
+        acc.selection.signal = SelectionSignal::Accuracy;
+        check_kshot(&acc, &bare).unwrap();
+        let mut vanilla = c;
+        vanilla.selection.ppl = PplSignal::AnswerMean;
+        check_kshot(&vanilla, &bare).unwrap();
+        check_kshot(
+            &RocketConfig::default(),
+            &[KShotItem::new("q", "1").with_rationale("r")],
+        )
+        .unwrap();
+    }
 }

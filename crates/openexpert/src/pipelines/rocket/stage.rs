@@ -69,6 +69,20 @@ impl StageStore {
         }
     }
 
+    /// Removes the half-built stage directories a killed run left (`.<stage>.partial-*`); they
+    /// are never resumed from (training resumes from `.work/`).
+    pub fn remove_partials(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && (name.contains(".partial-") || name.contains(".old-")) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     /// The finished output directory of `key`.
     pub fn dir(&self, key: &StageKey) -> PathBuf {
         self.root.join(key.dir_name())
@@ -110,8 +124,8 @@ impl StageStore {
         }
         std::fs::create_dir_all(&self.root).map_err(|e| RocketError::io(&self.root, e))?;
         let start = std::time::Instant::now();
-        let staged = atomic_fs::StagedDir::replacing(&dir)
-            .map_err(|e| RocketError::stage("store", e))?;
+        let staged =
+            atomic_fs::StagedDir::replacing(&dir).map_err(|e| RocketError::stage("store", e))?;
         produce(staged.path())?;
         let record = StageRecord {
             key: key.clone(),
@@ -138,7 +152,9 @@ impl StageStore {
         let bytes = std::fs::read(&path).map_err(|e| RocketError::io(&path, e))?;
         serde_json::from_slice(&bytes).map_err(|e| RocketError::Input {
             path,
-            detail: format!("malformed stage output ({e}); delete the stage directory to recompute it"),
+            detail: format!(
+                "malformed stage output ({e}); delete the stage directory to recompute it"
+            ),
         })
     }
 
