@@ -23,7 +23,7 @@ use lm_core::score::{ScoreOptions, ScoreRequest, score};
 use lm_core::train::{LoraTrainer, TrainExample, Trainable};
 use moe_router::config::{default_balance_loss, default_seed, default_top_k, default_z_loss};
 use moe_router::train::MoeTrainable;
-use moe_router::{ExpertSpec, LoraHubOptions, ModuleRouting, Moe, MoeConfig, RouterInit};
+use moe_router::{ExpertSpec, LoraHubOptions, Moe, MoeConfig, RouterInit};
 
 use crate::cli::args::model::ModelArgs;
 use crate::cli::args::trainer::OptimFlags;
@@ -405,7 +405,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
     score(&model, &requests, &ScoreOptions::default(), &moe.mix())?;
     let modules = recorders.stats();
     let experts: Vec<String> = moe.experts.iter().map(|e| e.name.clone()).collect();
-    let layers = per_layer(&modules, experts.len());
+    let layers = moe_router::layer_load_share(&modules, experts.len());
     let report = serde_json::json!({
         "experts": experts,
         "top_k": moe.config.top_k,
@@ -446,27 +446,6 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Mean load share per layer (over the layer's routed modules) and expert.
-fn per_layer(modules: &[ModuleRouting], e: usize) -> Vec<(usize, Vec<f64>)> {
-    let mut by_layer: std::collections::BTreeMap<usize, (Vec<f64>, usize)> = Default::default();
-    for m in modules {
-        let Some(layer) = lm_core::model::layout::layer_index(&m.module) else {
-            continue;
-        };
-        let entry = by_layer.entry(layer).or_insert((vec![0.0; e], 0));
-        entry
-            .0
-            .iter_mut()
-            .zip(&m.load_share)
-            .for_each(|(a, b)| *a += b);
-        entry.1 += 1;
-    }
-    by_layer
-        .into_iter()
-        .map(|(l, (sum, n))| (l, sum.into_iter().map(|s| s / n as f64).collect()))
-        .collect()
 }
 
 fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
