@@ -85,7 +85,9 @@ pub enum LmError {
     },
 
     /// The model architecture is not supported.
-    #[error("unsupported architecture `{found}`: supported are {supported}")]
+    #[error(
+        "unsupported architecture `{found}`: lm-core runs {supported}. Use a model of one of these architectures."
+    )]
     UnsupportedArchitecture {
         /// The architecture named by the model.
         found: String,

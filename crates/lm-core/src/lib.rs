@@ -5,9 +5,10 @@
 //! - [`device`]: the one place that maps `cpu` / `wgpu` / `cuda` to a burn [`burn::tensor::Device`];
 //! - [`io`]: memory-mapped GGUF and safetensors readers, GGUF dequantisation, HF `config.json`;
 //! - [`tokenizer`] and [`chat_template`]: `tokenizers::Tokenizer` from `tokenizer.json` or GGUF
-//!   metadata, chat prompts rendered from the model's own Jinja template;
-//! - [`model`]: the Llama / Qwen2 decoder (with a KV cache) and the BERT encoder, whose adaptable
-//!   linears are [`model::AdaptedLinear`]s, the seam for LoRA experts;
+//!   metadata (byte-level BPE or SentencePiece), chat prompts rendered from the model's own Jinja
+//!   template;
+//! - [`model`]: the Llama / Qwen2 / Gemma 3 decoder (with a KV cache) and the BERT encoder, whose
+//!   adaptable linears are [`model::AdaptedLinear`]s, the seam for LoRA experts;
 //! - [`generate`], [`score`], [`embed`]: batched generation, teacher-forced log-probs and
 //!   perplexity, mean-pooled embeddings;
 //! - [`assets`]: the registry of default models pinned in `assets/manifest.toml` and their fetcher;

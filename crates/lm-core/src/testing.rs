@@ -10,8 +10,9 @@ use burn::tensor::Device;
 
 pub use crate::io::gguf::GgufWriter;
 pub use crate::model::random::{
-    TINY_CHAT_TEMPLATE, TensorMap, byte_tokenizer, tiny_bert_config, tiny_file_config, tiny_gguf,
-    tiny_language_model, tiny_tokenizer_json, tiny_vocab, write_tiny_bert_dir, write_tiny_hf_dir,
+    TINY_CHAT_TEMPLATE, TensorMap, byte_tokenizer, tiny_bert_config, tiny_file_config,
+    tiny_gemma3_language_model, tiny_gguf, tiny_language_model, tiny_language_model_with,
+    tiny_tokenizer_json, tiny_vocab, write_tiny_bert_dir, write_tiny_hf_dir,
 };
 
 use crate::assets::{Manifest, ModelSource, openexpert_home, resolve_model};
@@ -31,6 +32,24 @@ pub fn test_device() -> Device {
     let name = std::env::var(TEST_DEVICE_VAR).unwrap_or_else(|_| "cpu".into());
     crate::device::device_from_name(&name)
         .unwrap_or_else(|e| panic!("{TEST_DEVICE_VAR}={name} names no usable device: {e}"))
+}
+
+/// The asset name of the optional Gemma 3 model (`openexpert fetch gemma3-270m`).
+pub const GEMMA3_MODEL: &str = "gemma3-270m";
+
+/// The GGUF file of a model asset when it is fetched; otherwise `None`, after printing a note
+/// saying how to fetch it, for tests that skip without it.
+pub fn model_if_fetched(name: &str) -> Option<PathBuf> {
+    match resolve_model(name) {
+        Ok(ModelSource::Gguf(path)) => Some(path),
+        _ => {
+            eprintln!(
+                "note: skipped: the model asset `{name}` is not fetched under {}; run `cargo run --release -p openexpert -- fetch {name}` to run this test",
+                openexpert_home().display()
+            );
+            None
+        }
+    }
 }
 
 /// The GGUF file of the default language model, resolved through the asset registry, or `None`

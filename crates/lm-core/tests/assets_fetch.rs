@@ -192,6 +192,12 @@ fn embedded_manifest_pins_the_defaults() {
     assert_eq!(qwen.parts.len(), 6);
     assert_eq!(qwen.files.len(), 1);
     assert!(!qwen.default);
+    let gemma = m.get("gemma3-270m").unwrap();
+    assert_eq!(gemma.kind, assets::AssetKind::Gguf);
+    assert_eq!(gemma.parts.len(), 4);
+    assert_eq!(gemma.files.len(), 1);
+    assert_eq!(gemma.files[0].size, Some(253_113_024));
+    assert!(!gemma.default, "Gemma is fetched on request only");
     assert_eq!(m.get("gsm8k-test").unwrap().kind, assets::AssetKind::Data);
 }
 

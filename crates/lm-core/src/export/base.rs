@@ -137,9 +137,7 @@ impl ExportBase {
                     chat_template: file
                         .get_str_opt("tokenizer.chat_template")?
                         .map(str::to_string),
-                    add_bos: file
-                        .get_bool_opt("tokenizer.ggml.add_bos_token")?
-                        .unwrap_or(false),
+                    add_bos: crate::tokenizer::TokenizerSettings::from_gguf(file)?.add_bos,
                     bos: text(config.bos_token_id),
                     eos: text(config.eos_token_ids.first().copied()),
                     pad: text(pad_id),

@@ -119,10 +119,22 @@ mod tests {
         let mut c = DecoderConfig::tiny(50);
         c.bos_token_id = Some(1);
         c.rms_norm_eps = 1e-5;
-        for arch in [DecoderArch::Llama, DecoderArch::Qwen2] {
+        for arch in [DecoderArch::Llama, DecoderArch::Qwen2, DecoderArch::Gemma3] {
+            if arch == DecoderArch::Gemma3 {
+                c = DecoderConfig {
+                    bos_token_id: Some(1),
+                    ..DecoderConfig::tiny_gemma3(50)
+                };
+            }
             c.arch = arch;
             c.attention_bias = arch == DecoderArch::Qwen2;
-            let text = config_json(&c, ExportDtype::Bf16, Some(2)).to_string();
+            let json = config_json(&c, ExportDtype::Bf16, Some(2));
+            if arch == DecoderArch::Gemma3 {
+                // transformers' strict Gemma3TextConfig refuses a float here.
+                assert!(json["query_pre_attn_scalar"].is_u64(), "{json}");
+                assert_eq!(json["architectures"][0], "Gemma3ForCausalLM");
+            }
+            let text = json.to_string();
             let HfModelConfig::Decoder(back) =
                 crate::model::hf_config::parse_hf_config(&text, Path::new("config.json")).unwrap()
             else {

@@ -11,11 +11,13 @@ use super::{ExportBase, ExportDtype, TokenizerInfo, read_json_opt};
 use crate::error::{LmError, Result};
 use crate::model::config::{DecoderArch, DecoderConfig};
 
-/// `config.json` for a decoder: every field transformers' `LlamaConfig` / `Qwen2Config` needs.
+/// `config.json` for a decoder: every field transformers' `LlamaConfig` / `Qwen2Config` /
+/// `Gemma3TextConfig` needs.
 pub fn config_json(c: &DecoderConfig, dtype: ExportDtype, pad_id: Option<u32>) -> Value {
     let (arch, model_type) = match c.arch {
         DecoderArch::Llama => ("LlamaForCausalLM", "llama"),
         DecoderArch::Qwen2 => ("Qwen2ForCausalLM", "qwen2"),
+        DecoderArch::Gemma3 => ("Gemma3ForCausalLM", "gemma3_text"),
     };
     let eos: Value = match c.eos_token_ids.as_slice() {
         [] => Value::Null,
@@ -59,6 +61,47 @@ pub fn config_json(c: &DecoderConfig, dtype: ExportDtype, pad_id: Option<u32>) -
             o.insert("use_sliding_window".into(), json!(false));
             o.insert("sliding_window".into(), json!(c.max_position_embeddings));
             o.insert("max_window_layers".into(), json!(c.num_layers));
+        }
+        DecoderArch::Gemma3 => {
+            let local_theta = c.rope_local_theta.unwrap_or(c.rope_theta);
+            let layer_types: Vec<&str> = (0..c.num_layers)
+                .map(|i| {
+                    if c.is_local_layer(i) {
+                        "sliding_attention"
+                    } else {
+                        "full_attention"
+                    }
+                })
+                .collect();
+            o.remove("hidden_act");
+            o.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
+            o.insert("attention_bias".into(), json!(c.attention_bias));
+            o.insert("sliding_window".into(), json!(c.sliding_window));
+            o.insert("layer_types".into(), json!(layer_types));
+            o.insert("rope_local_base_freq".into(), json!(local_theta));
+            o.insert(
+                "rope_parameters".into(),
+                json!({
+                    "full_attention": {"rope_type": "default", "rope_theta": c.rope_theta},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
+                }),
+            );
+            // transformers' `Gemma3TextConfig` is strict: `query_pre_attn_scalar` is an int.
+            let scalar = c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64);
+            let scalar = if scalar.fract() == 0.0 && scalar < u32::MAX as f64 {
+                json!(scalar as u32)
+            } else {
+                json!(scalar)
+            };
+            o.insert("query_pre_attn_scalar".into(), scalar);
+            o.insert(
+                "attn_logit_softcapping".into(),
+                json!(c.attn_logit_softcapping),
+            );
+            o.insert(
+                "final_logit_softcapping".into(),
+                json!(c.final_logit_softcapping),
+            );
         }
     }
     v

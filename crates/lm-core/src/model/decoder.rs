@@ -1,5 +1,19 @@
-//! The Llama / Qwen2 decoder: RMSNorm, RoPE (θ from the config), grouped-query attention,
-//! SwiGLU feed-forward, optional q/k/v bias, tied or untied output head, and a KV cache.
+//! The decoder of the Llama family (Llama, Qwen2) and of Gemma 3: RMSNorm, RoPE (θ from the
+//! config), grouped-query attention, gated feed-forward, optional q/k/v bias, tied or untied
+//! output head, and a KV cache.
+//!
+//! What Gemma 3 does differently (transformers' `modeling_gemma3.py`) is switched on by
+//! [`DecoderArch`](super::config::DecoderArch) and the config's numbers, each in one place:
+//!
+//! - the embedding is multiplied by `√hidden_size` ([`Decoder::embed`]);
+//! - RMSNorm scales by `1 + w` ([`RmsNorm`]'s `unit_offset`);
+//! - a block normalises the attention and MLP outputs too ([`DecoderLayer::forward`]);
+//! - queries and keys are RMS-normalised per head before RoPE ([`Attention`]'s `q_norm` / `k_norm`);
+//! - the MLP gate is GELU (tanh) instead of SiLU ([`Mlp`]);
+//! - local layers see only the last `sliding_window` keys, with their own RoPE base, and global
+//!   layers everything ([`Decoder::forward_hidden`], [`sliding_window_mask`]);
+//! - scores are scaled by `query_pre_attn_scalar^-½`, and attention scores and output logits are
+//!   soft-capped when the config says so ([`Decoder::logits`]).
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
@@ -7,9 +21,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use super::adapted_linear::{AdaptedLinear, ExpertMix};
-use super::config::DecoderConfig;
+use super::config::{DecoderConfig, GateActivation};
 use super::kv_cache::KvCache;
-use super::layers::{RmsNorm, Rope, grouped_attention};
+use super::layers::{AttentionScores, RmsNorm, Rope, gelu_tanh, grouped_attention};
 use super::layout::{BlockLinear, module_name, parse_module_name};
 
 /// Self-attention of one decoder block.
@@ -23,6 +37,16 @@ pub struct Attention {
     pub v_proj: AdaptedLinear,
     /// `o_proj`: `[heads · head_dim] -> [d_model]`.
     pub o_proj: AdaptedLinear,
+    /// Gemma 3: RMSNorm of each query head (`[head_dim]`), before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    /// Gemma 3: RMSNorm of each key head (`[head_dim]`), before RoPE.
+    pub k_norm: Option<RmsNorm>,
+    /// Scale of `q·kᵀ` (`None`: `head_dim^-½`).
+    #[module(skip)]
+    pub scale: Option<f64>,
+    /// Soft-cap of the attention scores (`None`: off).
+    #[module(skip)]
+    pub softcap: Option<f64>,
     /// Query heads.
     #[module(skip)]
     pub num_heads: usize,
@@ -34,7 +58,8 @@ pub struct Attention {
     pub head_dim: usize,
 }
 
-/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+/// Gated feed-forward: `down(act(gate(x)) · up(x))`, SwiGLU (`act = silu`) or GeGLU
+/// (`act = gelu_tanh`, Gemma).
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// `gate_proj`: `[d_model] -> [d_ff]`.
@@ -43,19 +68,29 @@ pub struct Mlp {
     pub up_proj: AdaptedLinear,
     /// `down_proj`: `[d_ff] -> [d_model]`.
     pub down_proj: AdaptedLinear,
+    /// The gate's activation.
+    #[module(skip)]
+    pub activation: GateActivation,
 }
 
-/// One pre-norm decoder block.
+/// One pre-norm decoder block (Llama), or Gemma's block with norms around both sub-layers.
 #[derive(Module, Debug)]
 pub struct DecoderLayer {
     /// Norm before attention.
     pub input_layernorm: RmsNorm,
     /// Attention.
     pub self_attn: Attention,
-    /// Norm before the MLP.
+    /// Llama / Qwen2: the norm before the MLP. Gemma: the norm of the attention output.
     pub post_attention_layernorm: RmsNorm,
+    /// Gemma: the norm before the MLP (`None` for Llama / Qwen2).
+    pub pre_feedforward_layernorm: Option<RmsNorm>,
+    /// Gemma: the norm of the MLP output (`None` for Llama / Qwen2).
+    pub post_feedforward_layernorm: Option<RmsNorm>,
     /// Feed-forward.
     pub mlp: Mlp,
+    /// Whether this block attends within the sliding window only (a local layer).
+    #[module(skip)]
+    pub local: bool,
 }
 
 /// A causal language model of the Llama family.
@@ -69,8 +104,10 @@ pub struct Decoder {
     pub norm: RmsNorm,
     /// Output head `[d_model, vocab]` (a transposed copy of the embedding when tied).
     pub lm_head: Linear,
-    /// Rotary tables.
+    /// Rotary tables (of global layers, and of local ones without `rope_local`).
     pub rope: Rope,
+    /// Rotary tables of local (sliding-window) layers when their θ differs (Gemma 3).
+    pub rope_local: Option<Rope>,
     /// The configuration it was built from.
     #[module(skip)]
     pub config: DecoderConfig,
@@ -115,6 +152,10 @@ impl Attention {
             .forward(x, mix)
             .reshape([b, s, kvh, d])
             .swap_dims(1, 2);
+        let (q, k) = match (&self.q_norm, &self.k_norm) {
+            (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
+            _ => (q, k),
+        };
         let q = rope.apply(q, positions);
         let k = rope.apply(k, positions);
         let (k, v) = match cache {
@@ -132,7 +173,11 @@ impl Attention {
             AttentionMask::Causal => (None, s > 1),
             AttentionMask::Explicit(m) => (Some((**m).clone().expand([b, h, s, kl])), false),
         };
-        let out = grouped_attention(q, k, v, mask, is_causal);
+        let scores = AttentionScores {
+            scale: self.scale,
+            softcap: self.softcap,
+        };
+        let out = grouped_attention(q, k, v, mask, is_causal, scores);
         let out = out.swap_dims(1, 2).reshape([b, s, h * d]);
         self.o_proj.forward(out, mix)
     }
@@ -142,7 +187,11 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     fn forward(&self, x: Tensor<3>, mix: &ExpertMix) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone(), mix));
+        let gate = self.gate_proj.forward(x.clone(), mix);
+        let gate = match self.activation {
+            GateActivation::Silu => silu(gate),
+            GateActivation::GeluTanh => gelu_tanh(gate),
+        };
         let up = self.up_proj.forward(x, mix);
         self.down_proj.forward(gate * up, mix)
     }
@@ -188,15 +237,16 @@ impl Decoder {
             }
             None => mask,
         };
-        let mut x = self.embed_tokens.forward(tokens);
+        let local_mask = self.local_mask(mask, s, cache.as_deref(), &tokens.device());
+        let mut x = self.embed(tokens);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| (c, i));
-            let attn_in = layer.input_layernorm.forward(x.clone());
-            x = x + layer
-                .self_attn
-                .forward(attn_in, &positions, &self.rope, mask, slot, mix);
-            let mlp_in = layer.post_attention_layernorm.forward(x.clone());
-            x = x + layer.mlp.forward(mlp_in, mix);
+            let (rope, mask) = match (&local_mask, layer.local) {
+                (Some(local), true) => (self.rope_local.as_ref().unwrap_or(&self.rope), local),
+                (None, true) => (self.rope_local.as_ref().unwrap_or(&self.rope), mask),
+                (_, false) => (&self.rope, mask),
+            };
+            x = layer.forward(x, &positions, rope, mask, slot, mix);
         }
         if let Some(c) = cache {
             c.advance(s);
@@ -204,12 +254,70 @@ impl Decoder {
         self.norm.forward(x)
     }
 
+    /// Token embeddings, times `√hidden_size` for Gemma (transformers'
+    /// `Gemma3TextScaledWordEmbedding`, the scale rounded to f32 as there).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]` -> `[batch, seq, d_model]`
+    pub fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let x = self.embed_tokens.forward(tokens);
+        if self.config.arch.scales_embedding() {
+            x * ((self.config.hidden_size as f64).sqrt() as f32)
+        } else {
+            x
+        }
+    }
+
+    /// The mask of local layers for a call of `seq` queries, when the sliding window hides
+    /// keys the call's `mask` shows; `None` when no key is out of any query's window (the
+    /// global mask serves) or no layer is local. `mask` is the call's effective mask: over the
+    /// call's own keys without a cache or on its first call, over the cache's capacity after.
+    fn local_mask(
+        &self,
+        mask: &AttentionMask,
+        seq: usize,
+        cache: Option<&KvCache>,
+        device: &Device,
+    ) -> Option<AttentionMask> {
+        let window = self.config.sliding_window?;
+        if !self.layers.iter().any(|l| l.local) {
+            return None;
+        }
+        let (past, keys) = match cache {
+            Some(c) if !c.is_empty() => (c.len(), c.capacity()),
+            _ => (0, seq),
+        };
+        if past + seq <= window {
+            return None;
+        }
+        let band = sliding_window_mask(seq, keys, past, window, device);
+        Some(AttentionMask::Explicit(Box::new(match mask {
+            AttentionMask::Causal => {
+                let causal: Vec<bool> = (0..seq)
+                    .flat_map(|q| (0..keys).map(move |k| k > past + q))
+                    .collect();
+                Tensor::<4, Bool>::from_data(TensorData::new(causal, [1, 1, seq, keys]), device)
+                    .bool_or(band)
+            }
+            AttentionMask::Explicit(m) => {
+                let dims = m.dims();
+                (**m).clone().bool_or(band.expand(dims))
+            }
+        })))
+    }
+
     /// Logits of the output head.
     ///
     /// # Shapes
     /// - `hidden`: `[batch, seq, d_model]` -> `[batch, seq, vocab]`
+    ///
+    /// With `final_logit_softcapping = cap`: `cap · tanh(logits / cap)` (Gemma 2).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.lm_head.forward(hidden)
+        let logits = self.lm_head.forward(hidden);
+        match self.config.final_logit_softcapping {
+            Some(cap) => (logits / cap).tanh() * cap,
+            None => logits,
+        }
     }
 
     /// Positions `0..seq` for every row.
@@ -263,6 +371,43 @@ impl Decoder {
 }
 
 impl DecoderLayer {
+    /// The block: `x + attn(norm(x))` then `x + mlp(norm(x))` (Llama), or with the outputs of
+    /// attention and MLP normalised too, `x + norm(attn(norm(x)))` then
+    /// `x + norm(mlp(norm(x)))` (Gemma).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, `positions`: `[batch, seq]`
+    /// - returns `[batch, seq, d_model]`
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        positions: &Tensor<2, Int>,
+        rope: &Rope,
+        mask: &AttentionMask,
+        cache: Option<(&mut KvCache, usize)>,
+        mix: &ExpertMix,
+    ) -> Tensor<3> {
+        let attn_in = self.input_layernorm.forward(x.clone());
+        let attn = self
+            .self_attn
+            .forward(attn_in, positions, rope, mask, cache, mix);
+        match (
+            &self.pre_feedforward_layernorm,
+            &self.post_feedforward_layernorm,
+        ) {
+            (Some(pre), Some(post)) => {
+                let x = x + self.post_attention_layernorm.forward(attn);
+                let mlp = self.mlp.forward(pre.forward(x.clone()), mix);
+                x + post.forward(mlp)
+            }
+            _ => {
+                let x = x + attn;
+                let mlp_in = self.post_attention_layernorm.forward(x.clone());
+                x + self.mlp.forward(mlp_in, mix)
+            }
+        }
+    }
+
     /// One of the block's linear layers.
     pub fn linear(&self, which: BlockLinear) -> &AdaptedLinear {
         let (a, m) = (&self.self_attn, &self.mlp);
@@ -292,7 +437,25 @@ impl DecoderLayer {
     }
 }
 
-/// Builds an embedding module from `[vocab, d]` values.
+/// The keys outside the sliding window of each query: key `k` is hidden from query `q` (at
+/// absolute position `past + q`) when `k ≤ past + q - window`, i.e. visible when
+/// `past + q - window < k` (transformers' `sliding_window_overlay`, on cache positions).
+///
+/// # Shapes
+/// - returns `[1, 1, seq, keys]` (`true` = hidden)
+pub fn sliding_window_mask(
+    seq: usize,
+    keys: usize,
+    past: usize,
+    window: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let hidden: Vec<bool> = (0..seq)
+        .flat_map(|q| (0..keys).map(move |k| k + window <= past + q))
+        .collect();
+    Tensor::from_data(TensorData::new(hidden, [1, 1, seq, keys]), device)
+}
+
 /// The mask of a call on a cache holding `past` positions, widened to the cache's `capacity`:
 /// the caller's mask over the `past + seq` written positions, then hidden columns for the
 /// buffer's unwritten tail.
@@ -336,6 +499,7 @@ fn cache_mask(
     }
 }
 
+/// Builds an embedding module from `[vocab, d]` values.
 pub(crate) fn embedding_from(
     values: Vec<f32>,
     vocab: usize,

@@ -48,7 +48,8 @@ impl LanguageModel {
         }
     }
 
-    /// Loads a Llama / Qwen2 GGUF file (weights, tokenizer and template from its metadata).
+    /// Loads a Llama / Qwen2 / Gemma 3 GGUF file (weights, tokenizer and template from its
+    /// metadata).
     pub fn from_gguf(path: &Path, device: &Device) -> Result<Self> {
         let file = GgufFile::open(path)?;
         let config = decoder_config_from_gguf(&file, path)?;
@@ -68,9 +69,8 @@ impl LanguageModel {
         }));
         check_ids_fit_embedding(&tokenizer, &specials, config.vocab_size, path)?;
         let decoder = build_decoder(&config, &GgufWeights::new(&file, path, &config), device)?;
-        let add_bos = file
-            .get_bool_opt("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(false);
+        // SentencePiece vocabularies add BOS unless the file says otherwise (as transformers).
+        let add_bos = settings.add_bos;
         let token_text = |id: Option<u32>| {
             id.and_then(|i| tokenizer.id_to_token(i))
                 .map(|t| t.to_string())
@@ -293,7 +293,7 @@ impl LanguageModel {
             .as_ref()
             .ok_or_else(|| LmError::ChatTemplate {
                 detail: format!(
-                    "{} has no chat template; pass a plain prompt instead of --chat",
+                    "{} has no chat template (a base model, e.g. gemma3-270m): use `--format plain` or `--format raw` to train and evaluate, and a plain prompt instead of `--chat` to generate",
                     self.source.display()
                 ),
             })?;

@@ -1,12 +1,14 @@
-//! Small building blocks shared by the models: RMSNorm, LayerNorm, rotary tables, grouped-query
-//! attention.
+//! Small building blocks shared by the models: RMSNorm (plain or Gemma's `1 + w`), LayerNorm,
+//! rotary tables, grouped-query attention (optional score scale and soft-cap), GELU (tanh).
 
 use burn::module::{Module, Param};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-/// Root-mean-square normalisation: `x / sqrt(mean(x²) + ε) · γ` (computed in f32, as HF).
+/// Root-mean-square normalisation: `x / sqrt(mean(x²) + ε) · γ`, or `· (1 + γ)` with
+/// `unit_offset` (Gemma, whose checkpoints store the offset from 1: transformers'
+/// `Gemma3RMSNorm`); computed in f32, as HF.
 #[derive(Module, Debug)]
 pub struct RmsNorm {
     /// Scale γ, `[d]`.
@@ -14,25 +16,39 @@ pub struct RmsNorm {
     /// ε added to the mean square.
     #[module(skip)]
     pub eps: f64,
+    /// Scale by `1 + γ` instead of `γ`.
+    #[module(skip)]
+    pub unit_offset: bool,
 }
 
 impl RmsNorm {
-    /// Builds from the weight values.
+    /// Builds from the weight values (scale `γ`).
     pub fn new(gamma: Vec<f32>, eps: f64, device: &Device) -> Self {
+        Self::with_offset(gamma, eps, false, device)
+    }
+
+    /// Builds from the weight values; with `unit_offset` the scale is `1 + γ`.
+    pub fn with_offset(gamma: Vec<f32>, eps: f64, unit_offset: bool, device: &Device) -> Self {
         let d = gamma.len();
         Self {
             gamma: Param::from_tensor(Tensor::from_data(TensorData::new(gamma, [d]), device))
                 .set_require_grad(false),
             eps,
+            unit_offset,
         }
     }
 
+    /// Normalises over the last axis.
+    ///
     /// # Shapes
-    /// - `x`: `[batch, seq, d]` -> `[batch, seq, d]`
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let ms = x.clone().square().mean_dim(2);
+    /// - `x`: `[..., d]` -> `[..., d]` (e.g. `[batch, seq, d_model]`, or
+    ///   `[batch, heads, seq, head_dim]` for Gemma's q/k norms)
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let ms = x.clone().square().mean_dim(D - 1);
         let inv = (ms + self.eps).sqrt().recip();
-        x * inv * self.gamma.val().unsqueeze_dims::<3>(&[0, 1])
+        let gamma = self.gamma.val();
+        let scale = if self.unit_offset { gamma + 1.0 } else { gamma };
+        x * inv * scale.unsqueeze::<D>()
     }
 }
 
@@ -152,6 +168,15 @@ pub fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
         .reshape([b, h * groups, s, d])
 }
 
+/// How [`grouped_attention`] turns `q·kᵀ` into scores, beyond the mask.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AttentionScores {
+    /// Scale of `q·kᵀ`; `None`: `head_dim^-½`.
+    pub scale: Option<f64>,
+    /// `cap · tanh(scores / cap)` before the softmax; `None`: off.
+    pub softcap: Option<f64>,
+}
+
 /// Scaled dot-product attention with fewer key/value heads than query heads (GQA).
 ///
 /// Backends whose attention kernel shares each key/value head among its query heads (burn's
@@ -168,6 +193,7 @@ pub fn grouped_attention(
     v: Tensor<4>,
     mask: Option<Tensor<4, Bool>>,
     is_causal: bool,
+    scores: AttentionScores,
 ) -> Tensor<4> {
     let groups = q.dims()[1] / k.dims()[1];
     let (k, v) = if groups > 1 && !shares_kv_heads(&q.device()) {
@@ -183,7 +209,8 @@ pub fn grouped_attention(
         None,
         AttentionModuleOptions {
             is_causal,
-            ..Default::default()
+            scale: scores.scale,
+            softcap: scores.softcap,
         },
     )
 }
@@ -199,4 +226,13 @@ fn shares_kv_heads(device: &Device) -> bool {
         let _ = device;
         false
     }
+}
+
+/// GELU with the tanh approximation (PyTorch's `gelu(x, approximate="tanh")`, transformers'
+/// `gelu_pytorch_tanh`): `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+///
+/// # Shapes
+/// - `x`: any -> same
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    burn::tensor::activation::gelu_approximate(x)
 }

@@ -13,6 +13,11 @@
 //! `model.layers.{i}.post_attention_layernorm.weight`,
 //! `model.layers.{i}.mlp.{gate,up,down}_proj.weight`, then `model.norm.weight` and
 //! `lm_head.weight` unless the head is tied to the embedding.
+//!
+//! Gemma 3 has the same linears (so adapters target the same names) and more norms per block:
+//! `self_attn.{q,k}_norm.weight` (`[head_dim]`), and `pre_feedforward_layernorm.weight` /
+//! `post_feedforward_layernorm.weight` besides `input_layernorm` and `post_attention_layernorm`
+//! ([`BlockNorm`]). Its norm weights are stored as HF does, as the offset from 1.
 
 use super::config::DecoderConfig;
 
@@ -133,12 +138,72 @@ pub fn layer_index(name: &str) -> Option<usize> {
         .ok()
 }
 
-/// The two RMSNorms of a block: `(input_layernorm, post_attention_layernorm)` weight names.
-pub fn block_norm_names(layer: usize) -> (String, String) {
-    (
-        format!("{LAYER_PREFIX}{layer}.input_layernorm.weight"),
-        format!("{LAYER_PREFIX}{layer}.post_attention_layernorm.weight"),
-    )
+/// One RMSNorm of a decoder block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlockNorm {
+    /// Before attention (every architecture).
+    Input,
+    /// Llama / Qwen2: before the MLP. Gemma: on the attention output.
+    PostAttention,
+    /// Gemma: before the MLP.
+    PreFeedforward,
+    /// Gemma: on the MLP output.
+    PostFeedforward,
+    /// Gemma 3: on each query head, `[head_dim]`.
+    Query,
+    /// Gemma 3: on each key head, `[head_dim]`.
+    Key,
+}
+
+impl BlockNorm {
+    /// Every block norm, in HF's module order.
+    pub const ALL: [BlockNorm; 6] = [
+        Self::Query,
+        Self::Key,
+        Self::Input,
+        Self::PostAttention,
+        Self::PreFeedforward,
+        Self::PostFeedforward,
+    ];
+
+    /// The module's path inside a block: `input_layernorm`, ..., `self_attn.q_norm`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Input => "input_layernorm",
+            Self::PostAttention => "post_attention_layernorm",
+            Self::PreFeedforward => "pre_feedforward_layernorm",
+            Self::PostFeedforward => "post_feedforward_layernorm",
+            Self::Query => "self_attn.q_norm",
+            Self::Key => "self_attn.k_norm",
+        }
+    }
+
+    /// Whether blocks of config `c` have this norm.
+    pub fn exists(self, c: &DecoderConfig) -> bool {
+        match self {
+            Self::Input | Self::PostAttention => true,
+            Self::PreFeedforward | Self::PostFeedforward => c.arch.has_sandwich_norms(),
+            Self::Query | Self::Key => c.arch.has_qk_norm(),
+        }
+    }
+
+    /// Width of the norm's weight: `head_dim` for q/k norms, `hidden_size` otherwise.
+    pub fn width(self, c: &DecoderConfig) -> usize {
+        match self {
+            Self::Query | Self::Key => c.head_dim,
+            _ => c.hidden_size,
+        }
+    }
+}
+
+/// The norms a block of config `c` has, in HF's module order.
+pub fn block_norms(c: &DecoderConfig) -> impl Iterator<Item = BlockNorm> + '_ {
+    BlockNorm::ALL.into_iter().filter(|n| n.exists(c))
+}
+
+/// The HF weight name of a block norm: `model.layers.{layer}.input_layernorm.weight`.
+pub fn norm_name(layer: usize, norm: BlockNorm) -> String {
+    format!("{LAYER_PREFIX}{layer}.{}.weight", norm.path())
 }
 
 /// What a tensor of the plan is.
@@ -176,11 +241,12 @@ impl DecoderTensor {
     }
 }
 
-/// The tensors of a Llama / Qwen2 checkpoint in HF's module order (embedding, each block's
-/// norms, attention and MLP, final norm, then `lm_head` unless tied).
+/// The tensors of a decoder checkpoint in HF's module order (embedding, each block's norms,
+/// attention and MLP, final norm, then `lm_head` unless tied).
 ///
 /// # Shapes
-/// linear weights `[d_out, d_in]`; norms and biases `[d]`; embedding and head `[vocab, hidden]`.
+/// linear weights `[d_out, d_in]`; norms and biases `[d]` (q/k norms `[head_dim]`); embedding
+/// and head `[vocab, hidden]`.
 pub fn decoder_tensor_plan(c: &DecoderConfig) -> Vec<DecoderTensor> {
     let (d, v) = (c.hidden_size, c.vocab_size);
     let entry = |name: String, shape: Vec<usize>, kind, layer| DecoderTensor {
@@ -196,11 +262,25 @@ pub fn decoder_tensor_plan(c: &DecoderConfig) -> Vec<DecoderTensor> {
         None,
     )];
     for i in 0..c.num_layers {
-        let (input_norm, post_norm) = block_norm_names(i);
-        plan.push(entry(input_norm, vec![d], TensorKind::Norm, Some(i)));
+        let norm = |plan: &mut Vec<DecoderTensor>, n: BlockNorm| {
+            if n.exists(c) {
+                plan.push(entry(
+                    norm_name(i, n),
+                    vec![n.width(c)],
+                    TensorKind::Norm,
+                    Some(i),
+                ));
+            }
+        };
+        // Llama order: input norm, q k v o, post-attention norm, gate up down; Gemma's extra
+        // norms next to the module they wrap.
+        norm(&mut plan, BlockNorm::Input);
         for lin in BlockLinear::ALL {
             if lin == BlockLinear::Gate {
-                plan.push(entry(post_norm.clone(), vec![d], TensorKind::Norm, Some(i)));
+                norm(&mut plan, BlockNorm::Query);
+                norm(&mut plan, BlockNorm::Key);
+                norm(&mut plan, BlockNorm::PostAttention);
+                norm(&mut plan, BlockNorm::PreFeedforward);
             }
             let (d_in, d_out) = lin.shape(c);
             let name = module_name(i, lin);
@@ -219,6 +299,7 @@ pub fn decoder_tensor_plan(c: &DecoderConfig) -> Vec<DecoderTensor> {
                 ));
             }
         }
+        norm(&mut plan, BlockNorm::PostFeedforward);
     }
     plan.push(entry(FINAL_NORM.into(), vec![d], TensorKind::Norm, None));
     if !c.tie_word_embeddings {
@@ -301,5 +382,28 @@ mod tests {
         assert_eq!(plan.len(), 1 + 3 * 12 + 2);
         assert_eq!(plan.last().unwrap().kind, TensorKind::LmHead);
         assert_eq!(adaptable_linears(&c).len(), 21);
+    }
+
+    #[test]
+    fn gemma3_plan_has_sandwich_and_qk_norms() {
+        let c = DecoderConfig::tiny_gemma3(100);
+        let plan = decoder_tensor_plan(&c);
+        // embedding + 2 × (7 linears + 6 norms) + final norm; tied head.
+        assert_eq!(plan.len(), 1 + 2 * 13 + 1);
+        let q_norm = plan
+            .iter()
+            .find(|t| t.name == "model.layers.1.self_attn.q_norm.weight")
+            .unwrap();
+        assert_eq!(q_norm.shape, vec![c.head_dim]);
+        assert!(
+            plan.iter()
+                .any(|t| t.name == "model.layers.0.post_feedforward_layernorm.weight")
+        );
+        // The same adapter targets as Llama.
+        assert_eq!(
+            adaptable_linears(&c),
+            adaptable_linears(&DecoderConfig::tiny(100))
+        );
+        assert_eq!(block_norms(&DecoderConfig::tiny(100)).count(), 2);
     }
 }

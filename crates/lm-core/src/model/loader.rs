@@ -2,20 +2,21 @@
 //!
 //! A [`WeightSource`] hands out f32 tensors by HF name (`model.layers.3.self_attn.q_proj.weight`)
 //! in PyTorch layout. [`SafetensorsWeights`] does so directly; [`GgufWeights`] maps the name to
-//! llama.cpp's (`blk.3.attn_q.weight`), dequantises, and undoes the q/k row permutation of
-//! Llama models. Every tensor's shape is checked against the config before use.
+//! llama.cpp's (`blk.3.attn_q.weight`), dequantises, undoes the q/k row permutation of Llama
+//! models and the `+ 1` llama.cpp adds to Gemma's norm weights. Every tensor's shape is checked
+//! against the config before use.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use super::adapted_linear::{AdaptedLinear, linear_from_torch};
-use super::config::{DecoderArch, DecoderConfig, EncoderConfig};
+use super::config::{DecoderArch, DecoderConfig, EncoderConfig, SUPPORTED_GGUF_ARCHITECTURES};
 use super::decoder::{Attention, Decoder, DecoderLayer, Mlp, embedding_from};
 use super::encoder::{Encoder, EncoderLayer};
 use super::layers::{LayerNorm, RmsNorm, Rope};
 use super::layout::{
-    BlockLinear, EMBED_TOKENS, FINAL_NORM, LM_HEAD, block_norm_names, module_name,
+    BlockLinear, BlockNorm, EMBED_TOKENS, FINAL_NORM, LM_HEAD, module_name, norm_name,
 };
 use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
@@ -77,8 +78,16 @@ impl<'a> GgufWeights<'a> {
         }
     }
 
-    /// llama.cpp's name for an HF tensor name.
+    /// llama.cpp's name for an HF tensor name of a Llama / Qwen2 model.
     pub fn gguf_name(hf: &str) -> Option<String> {
+        Self::gguf_name_for(DecoderArch::Llama, hf)
+    }
+
+    /// llama.cpp's name for an HF tensor name of an architecture: the norms around Gemma's
+    /// sub-layers have names of their own (`post_attention_layernorm` → `post_attention_norm`,
+    /// `pre_feedforward_layernorm` → `ffn_norm`, `post_feedforward_layernorm` → `post_ffw_norm`),
+    /// where Llama's `post_attention_layernorm` (before the MLP) is `ffn_norm`.
+    pub fn gguf_name_for(arch: DecoderArch, hf: &str) -> Option<String> {
         let fixed = match hf {
             "model.embed_tokens.weight" => Some("token_embd.weight"),
             "model.norm.weight" => Some("output_norm.weight"),
@@ -90,9 +99,15 @@ impl<'a> GgufWeights<'a> {
         }
         let rest = hf.strip_prefix("model.layers.")?;
         let (idx, tail) = rest.split_once('.')?;
+        let sandwich = arch.has_sandwich_norms();
         let mapped = match tail {
             "input_layernorm.weight" => "attn_norm.weight",
+            "post_attention_layernorm.weight" if sandwich => "post_attention_norm.weight",
             "post_attention_layernorm.weight" => "ffn_norm.weight",
+            "pre_feedforward_layernorm.weight" if sandwich => "ffn_norm.weight",
+            "post_feedforward_layernorm.weight" if sandwich => "post_ffw_norm.weight",
+            "self_attn.q_norm.weight" => "attn_q_norm.weight",
+            "self_attn.k_norm.weight" => "attn_k_norm.weight",
             "self_attn.q_proj.weight" => "attn_q.weight",
             "self_attn.k_proj.weight" => "attn_k.weight",
             "self_attn.v_proj.weight" => "attn_v.weight",
@@ -115,14 +130,19 @@ impl WeightSource for GgufWeights<'_> {
             path: self.path.clone(),
             tensor: format!(
                 "{name} (GGUF: {})",
-                Self::gguf_name(name).unwrap_or_default()
+                Self::gguf_name_for(self.arch, name).unwrap_or_default()
             ),
         };
-        let gguf = Self::gguf_name(name).ok_or_else(missing)?;
+        let gguf = Self::gguf_name_for(self.arch, name).ok_or_else(missing)?;
         if self.file.tensor_info(&gguf).is_none() {
             return Err(missing());
         }
-        let (values, shape) = self.file.tensor_f32(&gguf)?;
+        let (mut values, shape) = self.file.tensor_f32(&gguf)?;
+        // llama.cpp stores Gemma's norm weights as `1 + w`; HF (and this crate's RMSNorm with
+        // `unit_offset`) keep `w` (transformers' `Gemma2TensorProcessor`).
+        if self.arch.norm_unit_offset() && name.ends_with("norm.weight") {
+            values.iter_mut().for_each(|v| *v -= 1.0);
+        }
         let heads = if name.ends_with("q_proj.weight") {
             Some(self.num_heads)
         } else if name.ends_with("k_proj.weight") {
@@ -130,8 +150,8 @@ impl WeightSource for GgufWeights<'_> {
         } else {
             None
         };
-        match (self.arch, heads) {
-            (DecoderArch::Llama, Some(h)) if shape.len() == 2 => {
+        match heads {
+            Some(h) if self.arch.gguf_permutes_qk() && shape.len() == 2 => {
                 let values = unpermute_llama_qk(&values, h, shape[0], shape[1]);
                 Ok((values, shape))
             }
@@ -139,7 +159,7 @@ impl WeightSource for GgufWeights<'_> {
         }
     }
     fn has(&self, name: &str) -> bool {
-        Self::gguf_name(name).is_some_and(|g| self.file.tensor_info(&g).is_some())
+        Self::gguf_name_for(self.arch, name).is_some_and(|g| self.file.tensor_info(&g).is_some())
     }
     fn origin(&self) -> &Path {
         &self.path
@@ -211,10 +231,11 @@ pub fn decoder_config_from_gguf(file: &GgufFile, path: &Path) -> Result<DecoderC
     let arch = match arch_name.as_str() {
         "llama" => DecoderArch::Llama,
         "qwen2" => DecoderArch::Qwen2,
+        "gemma3" => DecoderArch::Gemma3,
         other => {
             return Err(LmError::UnsupportedArchitecture {
                 found: other.to_string(),
-                supported: "llama, qwen2",
+                supported: SUPPORTED_GGUF_ARCHITECTURES,
             });
         }
     };
@@ -232,6 +253,9 @@ pub fn decoder_config_from_gguf(file: &GgufFile, path: &Path) -> Result<DecoderC
         None => file.get_str_array("tokenizer.ggml.tokens")?.len(),
     };
     let eos = file.get_u32_opt("tokenizer.ggml.eos_token_id")?;
+    let f64_opt =
+        |k: &str| -> Result<Option<f64>> { Ok(file.get_f32_opt(&key(k))?.map(shortest_f64)) };
+    let gemma3 = arch == DecoderArch::Gemma3;
     let config = DecoderConfig {
         arch,
         vocab_size,
@@ -253,10 +277,28 @@ pub fn decoder_config_from_gguf(file: &GgufFile, path: &Path) -> Result<DecoderC
         attention_bias: arch == DecoderArch::Qwen2,
         bos_token_id: file.get_u32_opt("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: eos.into_iter().collect(),
+        // Gemma 3: what the GGUF does not store is transformers' `Gemma3TextConfig` default
+        // (every 6th layer global, local θ 10 000, scores scaled by 256^-½), as its GGUF loader.
+        sliding_window: file
+            .get_u32_opt(&key("attention.sliding_window"))?
+            .filter(|_| gemma3)
+            .map(|v| v as usize),
+        global_layer_every: gemma3.then_some(GEMMA3_SLIDING_WINDOW_PATTERN),
+        rope_local_theta: gemma3.then_some(GEMMA3_ROPE_LOCAL_THETA),
+        query_pre_attn_scalar: gemma3.then_some(GEMMA3_QUERY_PRE_ATTN_SCALAR),
+        attn_logit_softcapping: f64_opt("attn_logit_softcapping")?,
+        final_logit_softcapping: f64_opt("final_logit_softcapping")?,
     };
     config.validate(path)?;
     Ok(config)
 }
+
+/// transformers' `Gemma3TextConfig` default `sliding_window_pattern`: every 6th layer is global.
+pub const GEMMA3_SLIDING_WINDOW_PATTERN: usize = 6;
+/// transformers' `Gemma3TextConfig` default `rope_local_base_freq`.
+pub const GEMMA3_ROPE_LOCAL_THETA: f64 = 10_000.0;
+/// transformers' `Gemma3TextConfig` default `query_pre_attn_scalar`.
+pub const GEMMA3_QUERY_PRE_ATTN_SCALAR: f64 = 256.0;
 
 /// The f64 a config file would have held for an f32 metadata value: GGUF stores `1e-5` as the
 /// f32 nearest to it, and widening that directly gives `9.99999974e-6`.
@@ -290,35 +332,55 @@ pub fn build_decoder(
             &w, d_out, d_in, b, device,
         )))
     };
-    let norm = |name: &str| -> Result<RmsNorm> {
-        Ok(RmsNorm::new(
-            weights.get_shaped(name, &[d])?,
+    let offset = c.arch.norm_unit_offset();
+    let norm_of = |name: &str, width: usize| -> Result<RmsNorm> {
+        Ok(RmsNorm::with_offset(
+            weights.get_shaped(name, &[width])?,
             c.rms_norm_eps,
+            offset,
             device,
         ))
     };
+    let norm = |name: &str| norm_of(name, d);
+    let block_norm = |layer: usize, which: BlockNorm| -> Result<Option<RmsNorm>> {
+        if !which.exists(c) {
+            return Ok(None);
+        }
+        norm_of(&norm_name(layer, which), which.width(c)).map(Some)
+    };
+    let required = |layer: usize, which: BlockNorm| -> Result<RmsNorm> {
+        norm_of(&norm_name(layer, which), which.width(c))
+    };
+    let scale = c.query_pre_attn_scalar.map(|_| c.attention_scale());
     // Not `with_capacity(num_layers)`: the count comes from the file, and a lying one must end
     // in a missing-tensor error, not an allocation failure.
     let mut layers = Vec::new();
     for i in 0..c.num_layers {
-        let (input_norm, post_norm) = block_norm_names(i);
         layers.push(DecoderLayer {
-            input_layernorm: norm(&input_norm)?,
+            input_layernorm: required(i, BlockNorm::Input)?,
             self_attn: Attention {
                 q_proj: linear(i, BlockLinear::Q)?,
                 k_proj: linear(i, BlockLinear::K)?,
                 v_proj: linear(i, BlockLinear::V)?,
                 o_proj: linear(i, BlockLinear::O)?,
+                q_norm: block_norm(i, BlockNorm::Query)?,
+                k_norm: block_norm(i, BlockNorm::Key)?,
+                scale,
+                softcap: c.attn_logit_softcapping,
                 num_heads: c.num_heads,
                 num_kv_heads: c.num_kv_heads,
                 head_dim: c.head_dim,
             },
-            post_attention_layernorm: norm(&post_norm)?,
+            post_attention_layernorm: required(i, BlockNorm::PostAttention)?,
+            pre_feedforward_layernorm: block_norm(i, BlockNorm::PreFeedforward)?,
+            post_feedforward_layernorm: block_norm(i, BlockNorm::PostFeedforward)?,
             mlp: Mlp {
                 gate_proj: linear(i, BlockLinear::Gate)?,
                 up_proj: linear(i, BlockLinear::Up)?,
                 down_proj: linear(i, BlockLinear::Down)?,
+                activation: c.arch.gate_activation(),
             },
+            local: c.is_local_layer(i),
         });
     }
     let embed = weights.get_shaped(EMBED_TOKENS, &[v, d])?;
@@ -328,17 +390,17 @@ pub fn build_decoder(
         let w = weights.get_shaped(LM_HEAD, &[v, d])?;
         linear_from_torch(&w, v, d, None, device)
     };
+    let rope_positions = c.max_position_embeddings.min(MAX_ROPE_POSITIONS);
     Ok(Decoder {
         embed_tokens: embedding_from(embed, v, d, device),
         layers,
         norm: norm(FINAL_NORM)?,
         lm_head,
-        rope: Rope::new(
-            c.head_dim,
-            c.rope_theta,
-            c.max_position_embeddings.min(MAX_ROPE_POSITIONS),
-            device,
-        ),
+        rope: Rope::new(c.head_dim, c.rope_theta, rope_positions, device),
+        rope_local: c
+            .rope_local_theta
+            .filter(|&t| t != c.rope_theta && (0..c.num_layers).any(|i| c.is_local_layer(i)))
+            .map(|t| Rope::new(c.head_dim, t, rope_positions, device)),
         config: c.clone(),
     })
 }

@@ -1,4 +1,4 @@
-//! Models: the Llama / Qwen2 [`Decoder`] and the BERT [`Encoder`], their configs and loaders,
+//! Models: the Llama / Qwen2 / Gemma 3 [`Decoder`] and the BERT [`Encoder`], their configs and loaders,
 //! the [`AdaptedLinear`] seam, and the ready-to-use [`LanguageModel`] / [`SentenceEncoder`]
 //! that bundle weights with their tokenizer.
 

@@ -37,7 +37,7 @@ pub struct TensorMap {
 
 impl TensorMap {
     /// Random weights for a decoder config ([`decoder_tensor_plan`]): matrices ~ U(-a, a)
-    /// with a = 1/√d_in, biases with a = 1/√d_out, norms 1. Matrices are drawn embedding first, then the head,
+    /// with a = 1/√d_in, biases with a = 1/√d_out, norms of unit scale (1, or 0 for Gemma's `1 + w`). Matrices are drawn embedding first, then the head,
     /// then block by block (weights, then biases), so a config's weights never depend on
     /// whether another tensor exists later in the plan.
     pub fn random_decoder(config: &DecoderConfig, seed: u64) -> Self {
@@ -60,8 +60,14 @@ impl TensorMap {
             let values = (0..t.numel()).map(|_| rng.random_range(-a..a)).collect();
             tensors.insert(t.name.clone(), (values, t.shape.clone()));
         }
+        // Unit scale: weight 1, or 0 where the norm scales by `1 + w` (Gemma).
+        let unit = if config.arch.norm_unit_offset() {
+            0.0
+        } else {
+            1.0
+        };
         for t in plan.iter().filter(|t| t.kind == TensorKind::Norm) {
-            tensors.insert(t.name.clone(), (vec![1.0f32; t.numel()], t.shape.clone()));
+            tensors.insert(t.name.clone(), (vec![unit; t.numel()], t.shape.clone()));
         }
         Self {
             tensors,
@@ -114,6 +120,37 @@ pub fn tiny_language_model(seed: u64, device: &Device) -> LanguageModel {
     let decoder: Decoder =
         build_decoder(&config, &TensorMap::random_decoder(&config, seed), device)
             .expect("random weights match their own config");
+    LanguageModel::from_parts(decoder, byte_tokenizer(), device)
+}
+
+/// A tiny random Gemma 3 [`LanguageModel`] ([`DecoderConfig::tiny_gemma3`]: window 4, every 2nd
+/// layer global; vocab 256, byte tokenizer) built through the real loader, its norm weights
+/// drawn from U(-0.5, 0.5) so that the `1 + w` scale is exercised.
+pub fn tiny_gemma3_language_model(seed: u64, device: &Device) -> LanguageModel {
+    tiny_language_model_with(DecoderConfig::tiny_gemma3(256), seed, device)
+}
+
+/// A tiny random [`LanguageModel`] of any config (vocab 256, byte tokenizer); norm weights are
+/// drawn from U(-0.5, 0.5) around their unit value.
+pub fn tiny_language_model_with(
+    config: DecoderConfig,
+    seed: u64,
+    device: &Device,
+) -> LanguageModel {
+    let mut weights = TensorMap::random_decoder(&config, seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6e6f726d);
+    for t in decoder_tensor_plan(&config)
+        .iter()
+        .filter(|t| t.kind == TensorKind::Norm)
+    {
+        if let Some((values, _)) = weights.tensors.get_mut(&t.name) {
+            values
+                .iter_mut()
+                .for_each(|v| *v += rng.random_range(-0.5..0.5));
+        }
+    }
+    let decoder =
+        build_decoder(&config, &weights, device).expect("random weights match their own config");
     LanguageModel::from_parts(decoder, byte_tokenizer(), device)
 }
 

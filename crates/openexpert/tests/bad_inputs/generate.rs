@@ -464,8 +464,12 @@ pub fn generate(name: &str, dir: &Path, fx: &Fixtures) {
             w.add_tensor_raw("output_norm.weight", &[D], GgmlType::I32, vec![0; 4 * D])
                 .unwrap();
         }),
-        "gguf_sentencepiece" => gguf_with(dir, |w| {
-            w.add_str("tokenizer.ggml.model", "llama");
+        "gguf_tokenizer_t5" => gguf_with(dir, |w| {
+            w.add_str("tokenizer.ggml.model", "t5");
+        }),
+        "gguf_sentencepiece_no_scores" => gguf_with(dir, |w| {
+            w.add_str("tokenizer.ggml.model", "llama")
+                .remove("tokenizer.ggml.merges");
         }),
         "gguf_bad_merge" => gguf_with(dir, |w| {
             w.add_str_array("tokenizer.ggml.merges", &["a b c"]);

@@ -314,6 +314,23 @@ impl GgufFile {
             .ok_or_else(|| self.config_err(key, E, &v.describe()))
     }
 
+    /// The array of numbers under `key` as `f32` (floats, or integers converted).
+    ///
+    /// # Errors
+    /// [`LmError::Config`] naming the key when it is missing or not an array of numbers.
+    pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
+        const E: &str = "an array of numbers";
+        let v = self.required(key, E)?;
+        v.as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .map(|x| x.as_f32().or_else(|| x.as_int().map(|i| i as f32)))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| self.config_err(key, E, &v.describe()))
+    }
+
     /// `general.architecture`, e.g. `llama` or `qwen2`.
     ///
     /// # Errors

@@ -130,6 +130,18 @@ impl GgufWriter {
         )
     }
 
+    /// Adds an array-of-`f32` entry (e.g. `tokenizer.ggml.scores`).
+    pub fn add_f32_array(&mut self, key: &str, v: &[f32]) -> &mut Self {
+        let items = v.iter().map(|&x| GgufValue::F32(x)).collect();
+        self.add(
+            key,
+            GgufValue::Array {
+                item_type: GgufValueType::F32,
+                items,
+            },
+        )
+    }
+
     /// Adds a tensor from raw bytes of type `dtype`; `dims` in PyTorch order.
     ///
     /// # Errors

@@ -18,12 +18,12 @@ use anyhow::{Context, bail};
 use atomic_fs::{write_atomic, write_json};
 use clap::{Args, Subcommand};
 use lm_core::device::device_from_name;
-use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::model::LanguageModel;
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
 use lm_core::train::{LoraTrainer, TrainExample, Trainable};
 use moe_router::config::{default_balance_loss, default_seed, default_top_k, default_z_loss};
 use moe_router::train::MoeTrainable;
-use moe_router::{ExpertSpec, LoraHubOptions, ModuleRouting, Moe, MoeConfig, RouterInit};
+use moe_router::{ExpertSpec, LoraHubOptions, Moe, MoeConfig, RouterInit};
 
 use crate::cli::args::model::ModelArgs;
 use crate::cli::args::trainer::OptimFlags;
@@ -405,7 +405,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
     score(&model, &requests, &ScoreOptions::default(), &moe.mix())?;
     let modules = recorders.stats();
     let experts: Vec<String> = moe.experts.iter().map(|e| e.name.clone()).collect();
-    let layers = per_layer(&modules, experts.len());
+    let layers = moe_router::layer_load_share(&modules, experts.len());
     let report = serde_json::json!({
         "experts": experts,
         "top_k": moe.config.top_k,
@@ -448,34 +448,10 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mean load share per layer (over the layer's routed modules) and expert.
-fn per_layer(modules: &[ModuleRouting], e: usize) -> Vec<(usize, Vec<f64>)> {
-    let mut by_layer: std::collections::BTreeMap<usize, (Vec<f64>, usize)> = Default::default();
-    for m in modules {
-        let Some(layer) = lm_core::model::layout::layer_index(&m.module) else {
-            continue;
-        };
-        let entry = by_layer.entry(layer).or_insert((vec![0.0; e], 0));
-        entry
-            .0
-            .iter_mut()
-            .zip(&m.load_share)
-            .for_each(|(a, b)| *a += b);
-        entry.1 += 1;
-    }
-    by_layer
-        .into_iter()
-        .map(|(l, (sum, n))| (l, sum.into_iter().map(|s| s / n as f64).collect()))
-        .collect()
-}
-
 fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
     check_output_file("--output", &a.output)?;
     let specs = a.experts.specs()?;
     let mut model = load_model(&a.model, device)?;
-    let adapters = moe_router::load_experts(&MoeConfig::new(specs.clone()), None)?;
-    let refs: Vec<&lora_zoo::LoraAdapter> = adapters.iter().collect();
-    lora_zoo::apply::attach_adapters(&mut model.decoder, &refs)?;
     let kshot = kshot_eval::KShotSet::from_jsonl(&a.kshot)?;
     let examples: Vec<TrainExample> = kshot
         .items
@@ -485,48 +461,20 @@ fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
             TrainExample::PromptResponse { prompt, response }
         })
         .collect();
-    let config = lm_core::train::TrainConfig::new(lm_core::train::LoraTrainConfig::new());
-    let format = lm_core::prompt::PromptFormat::default();
-    let (tokenized, _) = lm_core::train::data::tokenize_examples(
-        &model,
-        &examples,
-        &format,
-        config.max_len.min(model.max_context()),
-        config.overflow,
-    )?;
-    let pad = model.eos_ids.first().copied().unwrap_or(0);
-    let batches = lm_core::train::data::make_batches(
-        &tokenized,
-        config.batch_size,
-        config.max_len,
-        false,
-        pad,
-        None,
-    );
-    let targets: usize = batches.iter().map(|b| b.num_targets()).sum();
-    let bar = lm_core::progress::bar(a.budget as u64 + 1, "lorahub", "evaluations");
-    let loss = |w: &[f32]| -> f64 {
-        let mix = ExpertMix::Static(w.to_vec());
-        let nll: f64 = batches
-            .iter()
-            .map(|b| {
-                f64::from(
-                    lm_core::train::trainer::loss_sum_with(&model.decoder, b, &model.device, &mix)
-                        .into_scalar::<f32>(),
-                )
-            })
-            .sum();
-        bar.inc(1);
-        nll / targets.max(1) as f64
-    };
     let options = LoraHubOptions {
         budget: a.budget,
         l1: a.l1,
         seed: a.seed,
         ..LoraHubOptions::default()
     };
-    let result = moe_router::lorahub_search(adapters.len(), loss, &options)?;
-    bar.finish_and_clear();
+    let result = openexpert::pipelines::rocket::experts::lorahub(
+        &mut model,
+        &specs,
+        &examples,
+        &lm_core::prompt::PromptFormat::default(),
+        &options,
+        true,
+    )?;
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
     let adapter_line = format!(
         "--adapter {} --adapter-weight {}",

@@ -1,9 +1,14 @@
 //! Tokenizers: from a `tokenizer.json`, or rebuilt from the `tokenizer.ggml.*` metadata of a GGUF.
 //!
-//! A GGUF file carries no `tokenizer.json`; llama.cpp stores the vocabulary, the merges, a type
-//! per token and a pre-tokenizer name (`tokenizer.ggml.pre`). [`tokenizer_from_gguf`] rebuilds the
-//! byte-level BPE tokenizer (`tokenizer.ggml.model = gpt2`) that the model's own Hugging Face
-//! `tokenizer.json` describes, so token ids match the reference:
+//! A GGUF file carries no `tokenizer.json`; llama.cpp stores the vocabulary, the merges (or
+//! scores), a type per token and a pre-tokenizer name (`tokenizer.ggml.pre`).
+//! [`tokenizer_from_gguf`] rebuilds the tokenizer transformers builds from the same metadata, so
+//! token ids match the reference. Two vocabulary kinds (`tokenizer.ggml.model`):
+//!
+//! - `llama`: SentencePiece (Llama 2, Mistral, Gemma), see [`sentencepiece`];
+//! - `gpt2`: byte-level BPE (Llama 3, Qwen2, SmolLM), described below.
+//!
+//! The byte-level BPE tokenizer is the one the model's own Hugging Face `tokenizer.json` describes:
 //!
 //! - the vocabulary is spelled in GPT-2's byte alphabet (tokens using other characters are
 //!   re-spelled byte by byte, as transformers' GGUF loader does);
@@ -33,10 +38,17 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokeni
 use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
 
+pub mod sentencepiece;
+
+pub use sentencepiece::{SentencePieceFlavour, sentencepiece_from_gguf};
+
 /// llama.cpp token type of control tokens (`<|im_start|>`, `<|endoftext|>`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// llama.cpp token type of user-defined added tokens (`<think>`).
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// The `tokenizer.ggml.model` values lm-core builds tokenizers for.
+pub const SUPPORTED_GGUF_TOKENIZERS: &str = "`llama` (SentencePiece: Llama 2, Mistral, Gemma) and `gpt2` (byte-level BPE: Llama 3, Qwen2, SmolLM)";
 
 /// Qwen2's pre-tokenizer regex (its `tokenizer.json`, and llama.cpp's `qwen2`).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -44,7 +56,7 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// Llama 3's pre-tokenizer regex (llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-fn tok_err(detail: impl Into<String>) -> LmError {
+pub(crate) fn tok_err(detail: impl Into<String>) -> LmError {
     LmError::Tokenizer {
         detail: detail.into(),
     }
@@ -131,20 +143,26 @@ fn pre_tokenizer_for(pre: Option<&str>) -> Result<(PreTokenizerWrapper, bool)> {
     })
 }
 
-/// Builds the byte-level BPE tokenizer described by a GGUF's `tokenizer.ggml.*` metadata.
+/// Builds the tokenizer described by a GGUF's `tokenizer.ggml.*` metadata: SentencePiece
+/// (`tokenizer.ggml.model = llama`, [`sentencepiece_from_gguf`]) or byte-level BPE (`gpt2`).
 ///
 /// # Errors
 /// [`LmError::Config`] when a required key (`tokenizer.ggml.tokens`, `tokenizer.ggml.merges`...)
-/// is missing or mistyped; [`LmError::Tokenizer`] for a tokenizer model other than `gpt2`, or
-/// merges that do not fit the vocabulary.
+/// is missing or mistyped; [`LmError::Tokenizer`] for another tokenizer model, a SentencePiece
+/// vocabulary without scores, or merges that do not fit the vocabulary.
 pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
-    let model = gguf.get_str("tokenizer.ggml.model")?;
-    if model != "gpt2" {
-        return Err(tok_err(format!(
-            "{}: tokenizer.ggml.model is `{model}`; only byte-level BPE (`gpt2`: Llama 3, Qwen2, SmolLM...) is supported. Use the model's Hugging Face directory (tokenizer.json) instead.",
+    match gguf.get_str("tokenizer.ggml.model")? {
+        "gpt2" => byte_level_from_gguf(gguf),
+        "llama" => sentencepiece_from_gguf(gguf),
+        model => Err(tok_err(format!(
+            "{}: tokenizer.ggml.model is `{model}`; supported are {SUPPORTED_GGUF_TOKENIZERS}. Use the model's Hugging Face directory (tokenizer.json) instead.",
             gguf.path().display()
-        )));
+        ))),
     }
+}
+
+/// The byte-level BPE tokenizer (`tokenizer.ggml.model = gpt2`) of a GGUF.
+fn byte_level_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
     let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
     let token_types = match gguf.get("tokenizer.ggml.token_type") {
@@ -491,12 +509,15 @@ mod tests {
     }
 
     #[test]
-    fn rejects_sentencepiece_and_bad_merges() {
+    fn rejects_unknown_models_and_bad_merges() {
         let mut w = GgufWriter::new();
-        w.add_str("tokenizer.ggml.model", "llama");
-        let f = GgufFile::from_bytes(w.to_bytes(), "sp.gguf").unwrap();
+        w.add_str("tokenizer.ggml.model", "t5");
+        let f = GgufFile::from_bytes(w.to_bytes(), "t5.gguf").unwrap();
         let e = tokenizer_from_gguf(&f).unwrap_err().to_string();
-        assert!(e.contains("`llama`") && e.contains("gpt2"), "{e}");
+        assert!(
+            e.contains("`t5`") && e.contains("`llama`") && e.contains("`gpt2`"),
+            "{e}"
+        );
 
         let mut w = GgufWriter::new();
         w.add_str("tokenizer.ggml.model", "gpt2")
