@@ -9,14 +9,15 @@
 //! - [`lora_zoo`]: PEFT adapters in and out, adapter algebra, similarity, bank index;
 //! - [`data_select`]: instruction pools, k-center, K-shot retrieval and dedup, baselines;
 //! - [`embedders`]: lm-core models behind data-select's `Embedder` trait;
-//! - [`pipelines`]: the selection loops that train models (DiverseEvol);
+//! - [`pipelines`]: the loops that train models (DiverseEvol, Rocket, TAPIR);
 //! - [`report`]: SVG plots and markdown tables for experiment reports;
 //! - [`serve`]: an OpenAI-compatible HTTP server for a model with its adapters (`openexpert
 //!   serve`), batching concurrent requests; [`llm_client`] is its client;
 //! - [`kshot_eval`]: K-shot sets, lm-eval-style prompts, exact match / multiple choice /
 //!   reasoning perplexity, packed bank evaluation and Rocket expert selection;
-//! - `tapir-curriculum`, `moe-router`: curriculum distillation and mixtures of LoRA experts
-//!   (filled in by their own issues).
+//! - [`tapir_curriculum`]: TAPIR's roles, judge, difficulty, task rebalancing, expansion,
+//!   refinement and rounds, model-free (`pipelines::tapir` gives them models and endpoints);
+//! - `moe-router`: mixtures of LoRA experts.
 #![warn(missing_docs)]
 
 pub use data_select;
@@ -24,6 +25,7 @@ pub use kshot_eval;
 pub use llm_client;
 pub use lm_core;
 pub use lora_zoo;
+pub use tapir_curriculum;
 
 pub mod bench;
 pub mod embedders;

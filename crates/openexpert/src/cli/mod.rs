@@ -3,7 +3,8 @@
 //! - [`args`]: option groups shared by several commands (`--model`, `--adapter`, outputs, the
 //!   trainer's and the evaluator's flags), flattened into each command;
 //! - [`commands`]: one module per command (`fetch`, `generate`, `score`, `embed`, `train`,
-//!   `select ...`, `eval`, `rank-bank`, `rocket`, `lora ...`, `moe ...`, `serve`; `bench-runtime` and `bench-train` with the
+//!   `select ...`, `eval`, `rank-bank`, `rocket`, `tapir [judge|classify|refine]`, `lora ...`, `moe ...`, `serve`;
+//!   `bench-runtime` and `bench-train` with the
 //!   cargo feature `bench`).
 //!
 //! The libraries hold no command-line code: the commands call their plain functions over config
@@ -18,7 +19,7 @@ use clap::{Parser, Subcommand};
 
 use args::model::DeviceArgs;
 use commands::{
-    embed, eval, fetch, generate, lora, moe, rank_bank, rocket, score, select, serve, train,
+    embed, eval, fetch, generate, lora, moe, rank_bank, rocket, score, select, serve, tapir, train,
 };
 
 /// openexpert: task experts from open LoRA adapters, open data and a few labelled examples.
@@ -60,6 +61,10 @@ pub enum Command {
     /// Rocket end to end: rank the bank on the K-shot set, retrieve open data, build and
     /// fine-tune a mixture of the chosen experts, compare it with the alternatives, write a report.
     Rocket(Box<rocket::RocketArgs>),
+    /// TAPIR curriculum distillation from a local or OpenAI-compatible teacher and judge into a
+    /// LoRA student (`--config tapir.toml --output RUN [--resume]`), or one stage on JSONL:
+    /// judge, classify, refine.
+    Tapir(Box<tapir::TapirArgs>),
     /// LoRA adapters: inspect, combine, merge, export, similarity.
     Lora {
         /// The adapter operation.
@@ -120,6 +125,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(*a, device),
         Command::RankBank(a) => rank_bank::run(*a, device),
         Command::Rocket(a) => rocket::run_cli(*a, device),
+        Command::Tapir(a) => tapir::run_cli(*a, device),
         Command::Lora { command } => lora::run(command, device),
         Command::Moe { command } => moe::run(command, device),
         Command::Serve(a) => serve::run(*a, device),

@@ -3,8 +3,10 @@
 //! - [`evolve_test`]: held-out test accuracy of every round and the random-selection baseline;
 //! - [`evolve_report`]: the run against its baseline, round by round (JSON, markdown, SVG);
 //! - [`rocket`]: Rocket end to end, from a K-shot set, a LoRA bank and an open pool to a
-//!   fine-tuned mixture of experts, with the comparison and the report.
+//!   fine-tuned mixture of experts, with the comparison and the report;
+//! - [`tapir`]: TAPIR's curriculum distillation with local or OpenAI-compatible teachers.
 pub mod diverse_evol;
 pub mod evolve_report;
 pub mod evolve_test;
 pub mod rocket;
+pub mod tapir;

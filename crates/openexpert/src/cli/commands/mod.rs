@@ -17,4 +17,5 @@ pub mod rocket;
 pub mod score;
 pub mod select;
 pub mod serve;
+pub mod tapir;
 pub mod train;

@@ -75,7 +75,7 @@ pub struct RocketArgs {
 }
 
 /// Sets a dotted key of a TOML document to a value (TOML syntax, or a bare string).
-fn set_key(doc: &mut toml::Value, assignment: &str) -> anyhow::Result<()> {
+pub(crate) fn set_key(doc: &mut toml::Value, assignment: &str) -> anyhow::Result<()> {
     let (key, value) = assignment
         .split_once('=')
         .with_context(|| format!("--set {assignment:?}: expected KEY=VALUE, e.g. train.lr=1e-3"))?;

@@ -1,0 +1,961 @@
+//! The multi-round curriculum (TAPIR's MCP, ALGORITHMS.md section 3(a)-(b)), resumable.
+//!
+//! # Steps
+//! **Prepare** (`prepare/`): the classifier labels every seed instruction with a task category
+//! (`classes.json`); the teacher answers the seeds (`teacher.json`) and the held-out
+//! instructions (`heldout_teacher.json`). Instructions whose teacher answer failed or is empty
+//! are dropped (listed in the record). **Round 0** (`rounds/r0/`): the base student answers the
+//! held-out instructions and is judged against the teacher (the baseline).
+//!
+//! **Round r = 1..R** (`rounds/r{r}/`), with the student `S_{r-1}` of the previous round:
+//! 1. `student.json`, `mfd.json`: `S_{r-1}` answers every pool instruction; the judge scores it
+//!    against the teacher's target (the refined answer when there is one) in both orders:
+//!    `MFD = J(teacher) − J(student)`, `hard ⇔ MFD ≥ δ` ([`crate::mfd`]). Re-scored every
+//!    round with the latest student, as TAPIR prescribes.
+//! 2. `expansion.json`, `expanded.json`: the teacher writes new instructions from hard seeds of
+//!    categories drawn from the target mix ([`crate::expand`]), de-duplicated against the pool
+//!    **and the held-out instructions**, and answers them. New instructions join this round's
+//!    hard set (they were written to be as hard as hard seeds) and the pool, and are scored
+//!    like every pool item from the next round on.
+//! 3. `plan.json`: the training set `D_r = Sample(Hard_r, α_r N_r) ∪ Sample(Easy_r,
+//!    (1 − α_r) N_r)`, each part resampled to the target mix ([`crate::rebalance`]). A part
+//!    with no item is filled from the other, and a part too small to fill without more than
+//!    [`CurriculumConfig::max_repeats`] copies of an item hands its extra places to the other
+//!    (both reported). Unscored items are in neither part.
+//! 4. `refined.json`: the teacher refines the targets of the chosen items that have no
+//!    refinement yet ([`crate::refine`]); `data.jsonl` is the round's training data.
+//! 5. `train/`, `train.json`: the student trains on `D_r`, continuing from `S_{r-1}`'s adapter
+//!    (θ_r initialised from θ_{r−1}).
+//! 6. `heldout.json`, `heldout_judge.json`: `S_r` answers the held-out instructions and is
+//!    judged against the teacher and against the base student.
+//! 7. `round.json`: the [`RoundRecord`], written last; a round is complete exactly when it
+//!    exists.
+//!
+//! # Resume
+//! Every step's file is written atomically once the step is done, and read back instead of
+//! recomputed when it exists. Together with a call cache under the roles (a killed step
+//! replays its finished calls) and the student's training checkpoints, a run killed at any
+//! point and started again ends with the same files. The random draws of each step are seeded
+//! from `(seed, round, step)`, so they do not depend on what an earlier process did.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::chat::CallStats;
+use crate::config::{CurriculumConfig, RoundSpec};
+use crate::error::{Result, TapirError};
+use crate::expand::{Expansion, ExpansionSummary, SeedPool, expand};
+use crate::mfd::{MfdItem, MfdRecord, MfdSummary, score_mfd, summarise_mfd};
+use crate::pairwise::{Pair, PairJudgement, WinSummary, judge_pairs, summarise};
+use crate::rebalance::{Rebalanced, rebalance_capped, uniform_sample};
+use crate::refine::{Refined, refine_responses};
+use crate::roles::{Judge, RefineRequest, Student, TaskClassifier, Teacher, TrainPair};
+use crate::similarity::NearDuplicates;
+use crate::taxonomy::{ClassRecord, ClassSummary, TaskCategory, classify, summarise_classes};
+
+/// An input instruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instruction {
+    /// A stable id (line-derived or the input's own).
+    pub id: String,
+    /// The instruction text.
+    pub text: String,
+}
+
+/// Where a pool item came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Origin {
+    /// A seed instruction.
+    Seed,
+    /// Written by the teacher in `round` from the seed `from`.
+    Expanded {
+        /// The round.
+        round: usize,
+        /// The seed's id.
+        from: String,
+    },
+}
+
+/// An instruction of the pool with its category and the teacher's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolItem {
+    /// Stable id (seeds: the input id; new instructions: `x{round}-{k}`).
+    pub id: String,
+    /// The instruction.
+    pub instruction: String,
+    /// Its task category.
+    pub category: TaskCategory,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The teacher's answer.
+    pub teacher: String,
+}
+
+/// An instruction dropped before the rounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Its id.
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What preparation found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrepareRecord {
+    /// Seed instructions given.
+    pub seeds: usize,
+    /// Held-out instructions given.
+    pub heldout: usize,
+    /// The classifier's answers on the seeds.
+    pub classes: ClassSummary,
+    /// Instructions dropped because the teacher's answer failed or was empty.
+    pub dropped: Vec<Dropped>,
+    /// Seeds kept in the pool.
+    pub pool: usize,
+    /// Held-out instructions kept.
+    pub heldout_kept: usize,
+}
+
+/// A round's training-set plan.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Ids of the training items, hard part first (repeats allowed).
+    pub items: Vec<String>,
+    /// How many of `items` are from the hard part.
+    pub hard_part: usize,
+    /// Hard items available (hard pool items plus this round's new instructions).
+    pub hard_available: usize,
+    /// Easy items available.
+    pub easy_available: usize,
+    /// Pool items the judge left unscored (in neither part).
+    pub unscored: usize,
+    /// The hard part's sampling (task mix before and after).
+    pub hard: Rebalanced,
+    /// The easy part's sampling.
+    pub easy: Rebalanced,
+    /// Notes (a part filled from the other, ...).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// Task mix of the available items, both parts together.
+    pub fn mix_before(&self) -> BTreeMap<TaskCategory, usize> {
+        sum_maps(&self.hard.before, &self.easy.before)
+    }
+
+    /// Task mix of the training set.
+    pub fn mix_after(&self) -> BTreeMap<TaskCategory, usize> {
+        sum_maps(&self.hard.achieved, &self.easy.achieved)
+    }
+}
+
+fn sum_maps(
+    a: &BTreeMap<TaskCategory, usize>,
+    b: &BTreeMap<TaskCategory, usize>,
+) -> BTreeMap<TaskCategory, usize> {
+    let mut out = a.clone();
+    for (k, v) in b {
+        *out.entry(*k).or_insert(0) += v;
+    }
+    out
+}
+
+/// Refinement counts of a round.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefineSummary {
+    /// Items refined this round (others were refined in earlier rounds or refinement is off).
+    pub asked: usize,
+    /// Refinements used.
+    pub refined: usize,
+    /// Originals kept (failed or empty refinement).
+    pub kept_original: usize,
+}
+
+/// The held-out judgements of a student.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutJudgements {
+    /// Student (`a`) against the teacher (`b`).
+    pub vs_teacher: Vec<PairJudgement>,
+    /// Student (`a`) against the base student (`b`); empty for the base student itself.
+    pub vs_base: Vec<PairJudgement>,
+}
+
+/// Held-out win rates of a student.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutSummary {
+    /// Against the teacher.
+    pub vs_teacher: WinSummary,
+    /// Against the base student (`None` for the base student).
+    pub vs_base: Option<WinSummary>,
+}
+
+/// Everything a finished round records (`rounds/r{r}/round.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    /// 1-based round (0: the base student's held-out baseline).
+    pub round: usize,
+    /// Hard share used.
+    pub alpha: f64,
+    /// Training-set size.
+    pub size: usize,
+    /// Pool size when the round started.
+    pub pool: usize,
+    /// MFD of the pool under `S_{r-1}` (`None` without the MFD filter, and for round 0).
+    pub mfd: Option<MfdSummary>,
+    /// Every MFD value of the round (for histograms).
+    pub mfd_values: Vec<f64>,
+    /// Expansion counts.
+    pub expansion: ExpansionSummary,
+    /// The training-set plan (task mix before and after rebalancing).
+    pub plan: Plan,
+    /// Refinement counts.
+    pub refine: RefineSummary,
+    /// The student's training summary.
+    pub train: serde_json::Value,
+    /// Held-out win rates of `S_r`.
+    pub heldout: HeldoutSummary,
+    /// Calls each role made during this round (in the process that ran it).
+    pub calls: BTreeMap<String, CallStats>,
+    /// Wall-clock seconds of the round (in the process that finished it).
+    pub seconds: f64,
+}
+
+/// What [`run_curriculum`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CurriculumOutcome {
+    /// Preparation.
+    pub prepare: PrepareRecord,
+    /// Round 0 (the base student) then every round.
+    pub rounds: Vec<RoundRecord>,
+    /// Calls each role made in this process (cached ones included as `cached`).
+    pub calls: BTreeMap<String, CallStats>,
+    /// The final pool.
+    pub pool: Vec<PoolItem>,
+    /// The directory holding the last round's student artifacts.
+    pub final_student: Option<PathBuf>,
+}
+
+/// The roles a run needs.
+pub struct Roles<'a> {
+    /// The teacher.
+    pub teacher: &'a mut dyn Teacher,
+    /// The judge.
+    pub judge: &'a mut dyn Judge,
+    /// The task classifier.
+    pub classifier: &'a mut dyn TaskClassifier,
+    /// The student.
+    pub student: &'a mut dyn Student,
+    /// The near-duplicate measure of the expansion (empty; the loop fills it).
+    pub dedup: &'a mut dyn NearDuplicates,
+}
+
+fn delta(
+    now: &BTreeMap<String, CallStats>,
+    then: &BTreeMap<String, CallStats>,
+) -> BTreeMap<String, CallStats> {
+    now.iter()
+        .map(|(k, n)| {
+            let t = then.get(k).copied().unwrap_or_default();
+            (
+                k.clone(),
+                CallStats {
+                    made: n.made - t.made,
+                    cached: n.cached - t.cached,
+                    failed: n.failed - t.failed,
+                },
+            )
+        })
+        .collect()
+}
+
+/// A seed for the draws of `(round, step)`, independent of everything else the run did.
+pub fn step_seed(seed: u64, round: usize, step: &str) -> u64 {
+    let h = Sha256::digest(format!("{seed}/{round}/{step}").as_bytes());
+    u64::from_le_bytes(h[..8].try_into().expect("8 bytes"))
+}
+
+/// Reads `dir/name` when it exists, else computes, writes it atomically and returns it.
+fn step<T: Serialize + DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+    compute: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let path = dir.join(name);
+    if path.is_file() {
+        return read_json(&path);
+    }
+    let value = compute()?;
+    atomic_fs::write_json(&path, &value)?;
+    Ok(value)
+}
+
+/// Reads a run file.
+///
+/// # Errors
+/// [`TapirError::Io`] or [`TapirError::RunFile`].
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| TapirError::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| TapirError::RunFile {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+/// The directory of round `r` under the run directory.
+pub fn round_dir(run: &Path, r: usize) -> PathBuf {
+    run.join("rounds").join(format!("r{r}"))
+}
+
+struct StudentState<'s> {
+    student: &'s mut dyn Student,
+    /// The round whose weights are loaded (0 = the base model).
+    at: usize,
+    run: PathBuf,
+}
+
+impl StudentState<'_> {
+    fn ensure(&mut self, r: usize) -> Result<()> {
+        if self.at == r {
+            return Ok(());
+        }
+        if r == 0 {
+            return Err(TapirError::Input {
+                what: "student".into(),
+                detail: "the base student's answers are needed after a round was loaded; delete rounds/r0 and resume".into(),
+            });
+        }
+        self.student
+            .load_round(r, &round_dir(&self.run, r).join("train"))?;
+        self.at = r;
+        Ok(())
+    }
+}
+
+fn teacher_answers(
+    teacher: &mut dyn Teacher,
+    items: &[Instruction],
+) -> Result<Vec<std::result::Result<String, String>>> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let texts: Vec<String> = items.iter().map(|i| i.text.clone()).collect();
+    let replies = teacher.respond(&texts)?;
+    if replies.len() != texts.len() {
+        return Err(TapirError::ReplyCount {
+            role: "teacher".into(),
+            expected: texts.len(),
+            found: replies.len(),
+        });
+    }
+    Ok(replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(r) if r.text.trim().is_empty() => Err("the teacher's answer was empty".to_string()),
+            Ok(r) => Ok(r.text.trim().to_string()),
+            Err(f) => Err(format!("the teacher's call failed: {f}")),
+        })
+        .collect())
+}
+
+fn judge_heldout(
+    judge: &mut dyn Judge,
+    heldout: &[Instruction],
+    teacher: &[String],
+    student: &[String],
+    base: Option<&[String]>,
+    config: &CurriculumConfig,
+) -> Result<HeldoutJudgements> {
+    let pairs = |other: &[String]| -> Vec<Pair> {
+        heldout
+            .iter()
+            .zip(student)
+            .zip(other)
+            .map(|((h, s), o)| Pair {
+                instruction: h.text.clone(),
+                a: s.clone(),
+                b: o.clone(),
+            })
+            .collect()
+    };
+    let vs_teacher = judge_pairs(judge, &pairs(teacher), &config.mfd.pairwise)?;
+    let vs_base = match base {
+        Some(b) => judge_pairs(judge, &pairs(b), &config.mfd.pairwise)?,
+        None => Vec::new(),
+    };
+    Ok(HeldoutJudgements {
+        vs_teacher,
+        vs_base,
+    })
+}
+
+fn summarise_heldout(
+    j: &HeldoutJudgements,
+    config: &CurriculumConfig,
+    with_base: bool,
+) -> HeldoutSummary {
+    let tie = config.mfd.pairwise.tie_delta;
+    HeldoutSummary {
+        vs_teacher: summarise(&j.vs_teacher, tie),
+        vs_base: with_base.then(|| summarise(&j.vs_base, tie)),
+    }
+}
+
+/// Writes `items` as JSON lines, atomically.
+fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    let mut out = String::new();
+    for it in items {
+        out.push_str(&serde_json::to_string(it).expect("serialisable"));
+        out.push('\n');
+    }
+    atomic_fs::write_atomic(path, out.as_bytes())?;
+    Ok(())
+}
+
+/// Runs (or resumes) the curriculum into `run` (see the module docs). `notify` receives one
+/// line per step started, for progress output.
+///
+/// # Errors
+/// A bad config; a role that cannot work at all; a seed pool the teacher left empty; a round
+/// where the judge scored nothing ([`TapirError::NothingScored`]); a run file that cannot be
+/// read or written.
+pub fn run_curriculum(
+    run: &Path,
+    seeds: &[Instruction],
+    heldout: &[Instruction],
+    roles: Roles<'_>,
+    config: &CurriculumConfig,
+    notify: &mut dyn FnMut(&str),
+) -> Result<CurriculumOutcome> {
+    config.validate()?;
+    if seeds.is_empty() {
+        return Err(TapirError::Input {
+            what: "seed instructions".into(),
+            detail: "expected at least one, found none; check the data section of the config"
+                .into(),
+        });
+    }
+    let mix = config.mix()?;
+    let Roles {
+        teacher,
+        judge,
+        classifier,
+        student,
+        dedup,
+    } = roles;
+    let mut student = StudentState {
+        student,
+        at: 0,
+        run: run.to_path_buf(),
+    };
+    let calls_of = |t: &dyn Teacher, j: &dyn Judge, c: &dyn TaskClassifier| {
+        let mut m = BTreeMap::new();
+        m.insert("teacher".to_string(), t.stats());
+        m.insert("judge".to_string(), j.stats());
+        m.insert("classifier".to_string(), c.stats());
+        m
+    };
+
+    // Preparation.
+    let prep = run.join("prepare");
+    notify(&format!("classify {} seed instructions", seeds.len()));
+    let seed_texts: Vec<String> = seeds.iter().map(|s| s.text.clone()).collect();
+    let classes: Vec<ClassRecord> =
+        step(&prep, "classes.json", || classify(classifier, &seed_texts))?;
+    notify(&format!(
+        "teacher answers {} seeds and {} held-out instructions",
+        seeds.len(),
+        heldout.len()
+    ));
+    let seed_answers = step(&prep, "teacher.json", || teacher_answers(teacher, seeds))?;
+    let heldout_answers = step(&prep, "heldout_teacher.json", || {
+        teacher_answers(teacher, heldout)
+    })?;
+    if seed_answers.len() != seeds.len()
+        || classes.len() != seeds.len()
+        || heldout_answers.len() != heldout.len()
+    {
+        return Err(TapirError::RunFile {
+            path: prep,
+            detail: "the files hold another number of instructions than the config's data; the data changed since the run started".into(),
+        });
+    }
+    let mut dropped = Vec::new();
+    let mut pool: Vec<PoolItem> = Vec::new();
+    for ((s, c), a) in seeds.iter().zip(&classes).zip(&seed_answers) {
+        match a {
+            Ok(t) => pool.push(PoolItem {
+                id: s.id.clone(),
+                instruction: s.text.clone(),
+                category: c.class.category,
+                origin: Origin::Seed,
+                teacher: t.clone(),
+            }),
+            Err(why) => dropped.push(Dropped {
+                id: s.id.clone(),
+                reason: why.clone(),
+            }),
+        }
+    }
+    let mut held: Vec<Instruction> = Vec::new();
+    let mut held_teacher: Vec<String> = Vec::new();
+    for (h, a) in heldout.iter().zip(&heldout_answers) {
+        match a {
+            Ok(t) => {
+                held.push(h.clone());
+                held_teacher.push(t.clone());
+            }
+            Err(why) => dropped.push(Dropped {
+                id: h.id.clone(),
+                reason: why.clone(),
+            }),
+        }
+    }
+    if pool.is_empty() {
+        return Err(TapirError::Input {
+            what: "teacher".into(),
+            detail: format!(
+                "the teacher's answers to all {} seed instructions failed or were empty ({}); check the teacher's model and max_new_tokens",
+                seeds.len(),
+                dropped.first().map_or("", |d| d.reason.as_str())
+            ),
+        });
+    }
+    if !dropped.is_empty() {
+        tracing::warn!(
+            "{} instructions dropped: the teacher's answer failed or was empty",
+            dropped.len()
+        );
+    }
+    let prepare = PrepareRecord {
+        seeds: seeds.len(),
+        heldout: heldout.len(),
+        classes: summarise_classes(&classes),
+        dropped,
+        pool: pool.len(),
+        heldout_kept: held.len(),
+    };
+    atomic_fs::write_json(&prep.join("prepare.json"), &prepare)?;
+
+    // Round 0: the base student on the held-out set.
+    let r0 = round_dir(run, 0);
+    let held_texts: Vec<String> = held.iter().map(|h| h.text.clone()).collect();
+    let mut rounds: Vec<RoundRecord> = Vec::new();
+    let base_answers: Vec<String>;
+    if r0.join("round.json").is_file() {
+        rounds.push(read_json(&r0.join("round.json"))?);
+        base_answers = read_json(&r0.join("heldout.json"))?;
+    } else {
+        let t0 = Instant::now();
+        let calls0 = calls_of(teacher, judge, classifier);
+        notify(&format!(
+            "round 0: the base student on {} held-out instructions",
+            held.len()
+        ));
+        base_answers = step(&r0, "heldout.json", || {
+            student.ensure(0)?;
+            student.student.respond(&held_texts)
+        })?;
+        let judged: HeldoutJudgements = step(&r0, "heldout_judge.json", || {
+            judge_heldout(judge, &held, &held_teacher, &base_answers, None, config)
+        })?;
+        let rec = RoundRecord {
+            round: 0,
+            heldout: summarise_heldout(&judged, config, false),
+            calls: delta(&calls_of(teacher, judge, classifier), &calls0),
+            seconds: t0.elapsed().as_secs_f64(),
+            ..RoundRecord::default()
+        };
+        atomic_fs::write_json(&r0.join("round.json"), &rec)?;
+        rounds.push(rec);
+    }
+
+    // The rounds.
+    let mut refined: BTreeMap<String, String> = BTreeMap::new();
+    let mut dedup_len = 0usize;
+    dedup.add(&held_texts)?;
+    let schedule: Vec<RoundSpec> = config.schedule();
+    let mut final_student = None;
+    for spec in &schedule {
+        let r = spec.round;
+        let dir = round_dir(run, r);
+        if dir.join("round.json").is_file() {
+            let rec: RoundRecord = read_json(&dir.join("round.json"))?;
+            let new: Vec<PoolItem> = read_json(&dir.join("expanded.json"))?;
+            pool.extend(new);
+            let rf: BTreeMap<String, Refined> = read_json(&dir.join("refined.json"))?;
+            refined.extend(rf.into_iter().map(|(k, v)| (k, v.response)));
+            rounds.push(rec);
+            final_student = Some(dir.join("train"));
+            continue;
+        }
+        let t0 = Instant::now();
+        let calls0 = calls_of(teacher, judge, classifier);
+        let target = |it: &PoolItem, refined: &BTreeMap<String, String>| {
+            refined
+                .get(&it.id)
+                .cloned()
+                .unwrap_or_else(|| it.teacher.clone())
+        };
+        let pool_size = pool.len();
+
+        // 1. MFD of the pool under S_{r-1}.
+        let mut mfd_records: Option<Vec<MfdRecord>> = None;
+        if config.ablation.mfd_filter {
+            notify(&format!(
+                "round {r}: the student answers {} pool instructions",
+                pool.len()
+            ));
+            let texts: Vec<String> = pool.iter().map(|p| p.instruction.clone()).collect();
+            let answers: Vec<String> = step(&dir, "student.json", || {
+                student.ensure(r - 1)?;
+                student.student.respond(&texts)
+            })?;
+            if answers.len() != pool.len() {
+                return Err(TapirError::RunFile {
+                    path: dir.join("student.json"),
+                    detail: format!("expected {} answers, found {}", pool.len(), answers.len()),
+                });
+            }
+            notify(&format!(
+                "round {r}: the judge scores {} answers against the teacher (MFD)",
+                pool.len()
+            ));
+            let items: Vec<MfdItem> = pool
+                .iter()
+                .zip(&answers)
+                .map(|(p, s)| MfdItem {
+                    instruction: p.instruction.clone(),
+                    teacher: target(p, &refined),
+                    student: s.clone(),
+                })
+                .collect();
+            let recs: Vec<MfdRecord> =
+                step(&dir, "mfd.json", || score_mfd(judge, &items, &config.mfd))?;
+            if recs.iter().all(|r| r.mfd.is_none()) {
+                return Err(TapirError::NothingScored {
+                    step: format!("round {r} MFD"),
+                    items: recs.len(),
+                    attempts: config.mfd.pairwise.max_attempts,
+                    outputs: dir.join("mfd.json"),
+                });
+            }
+            mfd_records = Some(recs);
+        }
+        let hard: Vec<bool> = match &mfd_records {
+            Some(recs) => recs.iter().map(|r| r.hard == Some(true)).collect(),
+            None => vec![true; pool.len()],
+        };
+
+        // 2. Expansion.
+        notify(&format!(
+            "round {r}: the teacher writes {} new instructions",
+            spec.expand
+        ));
+        let texts: Vec<String> = pool.iter().map(|p| p.instruction.clone()).collect();
+        let cats: Vec<TaskCategory> = pool.iter().map(|p| p.category).collect();
+        let expansion: Expansion = step(&dir, "expansion.json", || {
+            dedup.add(&texts[dedup_len..])?;
+            dedup_len = texts.len();
+            let cfg = crate::expand::ExpansionConfig {
+                per_round: spec.expand,
+                ..config.expansion.clone()
+            };
+            expand(
+                teacher,
+                SeedPool {
+                    texts: &texts,
+                    categories: &cats,
+                    eligible: &hard,
+                },
+                config.ablation.rebalance.then_some(&mix),
+                dedup,
+                &cfg,
+                step_seed(config.seed, r, "expand"),
+                step_seed(config.seed, r, "expand-draws") >> 16,
+            )
+        })?;
+        let new_items: Vec<PoolItem> = step(&dir, "expanded.json", || {
+            let instr: Vec<Instruction> = expansion
+                .accepted
+                .iter()
+                .enumerate()
+                .map(|(k, a)| Instruction {
+                    id: format!("x{r}-{k}"),
+                    text: a.text.clone(),
+                })
+                .collect();
+            let answers = teacher_answers(teacher, &instr)?;
+            Ok(instr
+                .into_iter()
+                .zip(&expansion.accepted)
+                .zip(answers)
+                .filter_map(|((i, a), ans)| {
+                    ans.ok().map(|t| PoolItem {
+                        id: i.id,
+                        instruction: i.text,
+                        category: a.category,
+                        origin: Origin::Expanded {
+                            round: r,
+                            from: pool[a.seed].id.clone(),
+                        },
+                        teacher: t,
+                    })
+                })
+                .collect())
+        })?;
+
+        // 3. The training-set plan.
+        let plan: Plan = step(&dir, "plan.json", || {
+            Ok(make_plan(
+                &pool,
+                &new_items,
+                mfd_records.as_deref(),
+                spec,
+                config,
+                &mix,
+            ))
+        })?;
+
+        // 4. Refinement.
+        let by_id: BTreeMap<&str, &PoolItem> = pool
+            .iter()
+            .chain(&new_items)
+            .map(|p| (p.id.as_str(), p))
+            .collect();
+        let round_refined: BTreeMap<String, Refined> = step(&dir, "refined.json", || {
+            if !config.ablation.refine {
+                return Ok(BTreeMap::new());
+            }
+            let mut ids: Vec<&str> = plan
+                .items
+                .iter()
+                .map(String::as_str)
+                .filter(|i| !refined.contains_key(*i))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            notify(&format!(
+                "round {r}: the teacher refines {} responses",
+                ids.len()
+            ));
+            let reqs: Vec<RefineRequest> = ids
+                .iter()
+                .map(|i| {
+                    let p = by_id[i];
+                    RefineRequest {
+                        instruction: p.instruction.clone(),
+                        response: p.teacher.clone(),
+                        category: p.category,
+                    }
+                })
+                .collect();
+            let out = refine_responses(teacher, &reqs)?;
+            Ok(ids.into_iter().map(str::to_string).zip(out).collect())
+        })?;
+        let refine_summary = RefineSummary {
+            asked: round_refined.len(),
+            refined: round_refined.values().filter(|v| v.refined).count(),
+            kept_original: round_refined.values().filter(|v| !v.refined).count(),
+        };
+        refined.extend(
+            round_refined
+                .iter()
+                .map(|(k, v)| (k.clone(), v.response.clone())),
+        );
+        let data: Vec<TrainPair> = plan
+            .items
+            .iter()
+            .map(|id| {
+                let p = by_id[id.as_str()];
+                TrainPair {
+                    instruction: p.instruction.clone(),
+                    response: if config.ablation.refine {
+                        target(p, &refined)
+                    } else {
+                        p.teacher.clone()
+                    },
+                }
+            })
+            .collect();
+        if !dir.join("data.jsonl").is_file() {
+            write_jsonl(&dir.join("data.jsonl"), &data)?;
+        }
+
+        // 5. Training.
+        let train_dir = dir.join("train");
+        let train: serde_json::Value = step(&dir, "train.json", || {
+            notify(&format!(
+                "round {r}: the student trains on {} examples",
+                data.len()
+            ));
+            student.ensure(r - 1)?;
+            let v = student.student.train_round(r, &data, &train_dir)?;
+            student.at = r;
+            Ok(v)
+        })?;
+
+        // 6. Held-out.
+        notify(&format!(
+            "round {r}: the student answers {} held-out instructions",
+            held.len()
+        ));
+        let answers: Vec<String> = step(&dir, "heldout.json", || {
+            student.ensure(r)?;
+            student.student.respond(&held_texts)
+        })?;
+        notify(&format!(
+            "round {r}: the judge compares them with the teacher and the base student"
+        ));
+        let judged: HeldoutJudgements = step(&dir, "heldout_judge.json", || {
+            judge_heldout(
+                judge,
+                &held,
+                &held_teacher,
+                &answers,
+                Some(&base_answers),
+                config,
+            )
+        })?;
+
+        let mfd_values: Vec<f64> = mfd_records.iter().flatten().filter_map(|m| m.mfd).collect();
+        pool.extend(new_items);
+        let rec = RoundRecord {
+            round: r,
+            alpha: spec.alpha,
+            size: spec.size,
+            pool: pool_size,
+            mfd: mfd_records.as_ref().map(|m| summarise_mfd(m, &config.mfd)),
+            mfd_values,
+            expansion: expansion.summary(),
+            plan,
+            refine: refine_summary,
+            train,
+            heldout: summarise_heldout(&judged, config, true),
+            calls: delta(&calls_of(teacher, judge, classifier), &calls0),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        atomic_fs::write_json(&dir.join("round.json"), &rec)?;
+        rounds.push(rec);
+        final_student = Some(train_dir);
+    }
+    let calls = calls_of(teacher, judge, classifier);
+    Ok(CurriculumOutcome {
+        prepare,
+        rounds,
+        calls,
+        pool,
+        final_student,
+    })
+}
+
+/// The training-set plan of a round (step 3 of the module docs).
+fn make_plan(
+    pool: &[PoolItem],
+    new_items: &[PoolItem],
+    mfd: Option<&[MfdRecord]>,
+    spec: &RoundSpec,
+    config: &CurriculumConfig,
+    mix: &crate::taxonomy::TargetMix,
+) -> Plan {
+    let mut notes = Vec::new();
+    let (mut hard, mut easy): (Vec<&PoolItem>, Vec<&PoolItem>) = (Vec::new(), Vec::new());
+    let mut unscored = 0;
+    match mfd {
+        Some(recs) => {
+            for (p, m) in pool.iter().zip(recs) {
+                match m.hard {
+                    Some(true) => hard.push(p),
+                    Some(false) => easy.push(p),
+                    None => unscored += 1,
+                }
+            }
+            hard.extend(new_items);
+        }
+        None => {
+            // Without the MFD filter there is no difficulty: one random (or rebalanced) sample.
+            easy.extend(pool.iter().chain(new_items));
+        }
+    }
+    let want_hard = if mfd.is_some() {
+        (spec.alpha * spec.size as f64).round() as usize
+    } else {
+        0
+    };
+    let (mut n_hard, mut n_easy) = (want_hard, spec.size - want_hard);
+    if hard.is_empty() && n_hard > 0 {
+        notes.push(format!(
+            "no hard item: the {n_hard} hard places go to easy items"
+        ));
+        n_easy += n_hard;
+        n_hard = 0;
+    }
+    if easy.is_empty() && n_easy > 0 {
+        notes.push(format!(
+            "no easy item: the {n_easy} easy places go to hard items"
+        ));
+        n_hard += n_easy;
+        n_easy = 0;
+    }
+    if config.max_repeats > 0 {
+        let cap = |avail: usize| avail * config.max_repeats;
+        if n_hard > cap(hard.len()) {
+            let moved = n_hard - cap(hard.len());
+            notes.push(format!(
+                "{} hard item(s) for {n_hard} hard places: at most {} copies each (curriculum.max_repeats), {moved} place(s) go to easy items",
+                hard.len(),
+                config.max_repeats
+            ));
+            n_hard -= moved;
+            n_easy += moved;
+        }
+        if n_easy > cap(easy.len()) {
+            let moved = n_easy - cap(easy.len());
+            let to_hard = moved.min(cap(hard.len()) - n_hard);
+            notes.push(format!(
+                "{} easy item(s) for {n_easy} easy places: at most {} copies each (curriculum.max_repeats); {to_hard} place(s) go to hard items, {} stay empty",
+                easy.len(),
+                config.max_repeats,
+                moved - to_hard
+            ));
+            n_easy -= moved;
+            n_hard += to_hard;
+        }
+    }
+    let sample = |items: &[&PoolItem], n: usize, tag: &str| -> Rebalanced {
+        let cats: Vec<TaskCategory> = items.iter().map(|p| p.category).collect();
+        let seed = step_seed(config.seed, spec.round, tag);
+        if config.ablation.rebalance {
+            rebalance_capped(&cats, mix, n, seed, config.max_repeats)
+        } else {
+            uniform_sample(&cats, n, seed)
+        }
+    };
+    let h = sample(&hard, n_hard, "plan-hard");
+    let e = sample(&easy, n_easy, "plan-easy");
+    if h.picks.len() < n_hard || e.picks.len() < n_easy {
+        notes.push(format!(
+            "only {} of {} items could be drawn: the available items' categories are outside the target mix",
+            h.picks.len() + e.picks.len(),
+            spec.size
+        ));
+    }
+    let mut items: Vec<String> = h.picks.iter().map(|&i| hard[i].id.clone()).collect();
+    items.extend(e.picks.iter().map(|&i| easy[i].id.clone()));
+    Plan {
+        hard_part: h.picks.len(),
+        items,
+        hard_available: hard.len(),
+        easy_available: easy.len(),
+        unscored,
+        hard: h,
+        easy: e,
+        notes,
+    }
+}
