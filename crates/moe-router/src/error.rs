@@ -8,6 +8,13 @@ pub type Result<T> = std::result::Result<T, MoeError>;
 /// Everything that can go wrong while building, validating, saving or loading a mixture.
 #[derive(Debug, thiserror::Error)]
 pub enum MoeError {
+    /// A forward pass of the mixed model failed while collecting routing statistics.
+    #[error("routing statistics: scoring the texts through the mixture failed")]
+    Route {
+        /// What lm-core said.
+        #[source]
+        source: Box<lm_core::LmError>,
+    },
     /// No experts were listed.
     #[error("the mixture has no experts; list at least one PEFT adapter directory in `experts`")]
     NoExperts,

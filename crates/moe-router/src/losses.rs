@@ -2,8 +2,11 @@
 //!
 //! Both take one router's logits for one forward, `[tokens, E]` (tokens in `[batch, seq]`
 //! row-major order, as a [`RouteRecorder`](lm_core::model::adapted_linear::RouteRecorder)
-//! keeps them), and an optional per-token weight `mask: [tokens]` (1 = response token, 0 =
-//! prompt or padding: the Relax RFC computes the balance loss over response tokens only).
+//! keeps them), and an optional per-token weight `mask: [tokens]` (0 leaves a token out). The
+//! trainer passes 1 for every real token and 0 for padding
+//! ([`Batch::token_weights`](lm_core::train::data::Batch::token_weights)): padding is not
+//! routed traffic. A mask of response tokens only (the Relax RFC's choice) is the caller's to
+//! build.
 //! [`aux_losses`] averages each loss over routers (per module and forward, then the mean:
 //! transformers#28255) and scales it by its coefficient; the result is meant to be added to
 //! the task loss and logged separately from it (open_lm#255).

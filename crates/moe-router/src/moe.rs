@@ -25,7 +25,8 @@ use lm_core::burn::module::Param;
 use lm_core::burn::nn::Linear;
 use lm_core::burn::tensor::{Tensor, TensorData};
 use lm_core::model::adapted_linear::{RouteRecorder, RouteStats, Router, transpose};
-use lm_core::model::{AdaptedLinear, Decoder, ExpertMix};
+use lm_core::model::{AdaptedLinear, Decoder, ExpertMix, LanguageModel};
+use lm_core::score::{ScoreOptions, ScoreRequest, score};
 use lora_zoo::apply::attach_adapters;
 use lora_zoo::writer::config_for_modules;
 use lora_zoo::{AdapterConfig, BaseModelSpec, LoraAdapter, LoraModule};
@@ -526,6 +527,33 @@ impl Moe {
         out
     }
 
+    /// Routes `requests` through this mixture (attached to `model`) by teacher-forced scoring
+    /// and returns the recorders holding each module's statistics ([`RouteRecorders::stats`],
+    /// [`RouteRecorders::overall`]). Every token of every request counts once; requests are
+    /// scored one per forward, so padding never counts as routed traffic. The recorders are
+    /// removed from the routers afterwards.
+    ///
+    /// # Errors
+    /// [`MoeError::Route`] when a forward fails (a request longer than the model's context,
+    /// a token id beyond the vocabulary).
+    pub fn route(
+        &self,
+        model: &mut LanguageModel,
+        requests: &[ScoreRequest],
+    ) -> Result<RouteRecorders> {
+        let recorders = self.record(&mut model.decoder, true, false);
+        let options = ScoreOptions {
+            batch_size: 1,
+            ..ScoreOptions::default()
+        };
+        let scored = score(model, requests, &options, &self.mix());
+        self.stop_recording(&mut model.decoder);
+        scored.map_err(|e| MoeError::Route {
+            source: Box::new(e),
+        })?;
+        Ok(recorders)
+    }
+
     /// Removes the recorders from every router.
     pub fn stop_recording(&self, decoder: &mut Decoder) {
         for name in &self.modules {
@@ -541,7 +569,8 @@ impl Moe {
 
     /// The auxiliary losses of the forwards recorded since the last call (takes the kept
     /// logits), weighted by the config's `balance_loss` and `z_loss`; `None` when both are 0.
-    /// `mask`: per-token weights `[batch · seq]` (response tokens), see [`crate::losses`].
+    /// `mask`: per-token weights `[batch · seq]` (0 leaves a token out; training passes 0 for
+    /// padding), see [`crate::losses`].
     pub fn aux_losses(
         &self,
         recorders: &RouteRecorders,

@@ -243,8 +243,11 @@ impl Trainable for MoeTrainable {
         leaves
     }
 
-    fn aux_loss(&self, _decoder: &Decoder) -> Option<Tensor<1>> {
+    fn aux_loss(&self, _decoder: &Decoder, token_weights: &Tensor<1>) -> Option<Tensor<1>> {
         let recorders = self.recorders.lock().expect("recorder lock").take()?;
-        self.moe.aux_losses(&recorders, None).map(|a| a.total)
+        // Padding is not routed traffic: balance and z-losses average over real tokens only.
+        self.moe
+            .aux_losses(&recorders, Some(token_weights))
+            .map(|a| a.total)
     }
 }

@@ -655,3 +655,86 @@ fn loading_what_is_not_a_mixture_says_what_is_missing() {
     assert!(matches!(err, MoeError::Safetensors { .. }), "{err}");
     assert!(err.to_string().contains("moe build"), "{err}");
 }
+
+/// Padding is not routed traffic: the balance and z-losses of a training micro-batch do not
+/// depend on what the padding tokens are, and they would without the trainer's token mask.
+#[test]
+fn aux_losses_leave_padding_out() {
+    use lm_core::train::Trainable;
+    use lm_core::train::data::{TokenizedExample, make_batches};
+    use lm_core::train::trainer::loss_sum_with;
+    use moe_router::train::MoeTrainable;
+    let mut m = tiny(11);
+    let adapters = three(&m.decoder);
+    let config = MoeConfig {
+        balance_loss: 1.0,
+        z_loss: 1.0,
+        ..MoeConfig::new(specs(3)).with_top_k(1)
+    };
+    let moe = Moe::build(&mut m.decoder, config, &adapters).unwrap();
+    let trainable = MoeTrainable::new(&moe, &m.decoder, true).unwrap();
+    let examples = vec![
+        TokenizedExample {
+            index: 0,
+            ids: vec![5, 6, 7, 8, 9, 10],
+            target: vec![false, false, false, true, true, true],
+        },
+        TokenizedExample {
+            index: 1,
+            ids: vec![11, 12, 13],
+            target: vec![false, true, true],
+        },
+    ];
+    let aux = |pad: u32, masked: bool| {
+        let batch = make_batches(&examples, 2, 16, false, pad, None).remove(0);
+        assert_eq!((batch.batch, batch.seq), (2, 6));
+        assert_eq!(batch.token_weights().iter().sum::<f32>(), 9.0);
+        let adev = device().autodiff();
+        let mut decoder = m.decoder.clone().to_device(&adev).no_grad();
+        trainable.attach_for_training(&mut decoder, &adev, 0);
+        let _ = loss_sum_with(&decoder, &batch, &adev, &trainable.mix());
+        let weights = if masked {
+            batch.token_weights()
+        } else {
+            vec![1.0; batch.batch * batch.seq]
+        };
+        let weights = Tensor::<1>::from_data(TensorData::new(weights, [12]), &adev);
+        trainable
+            .aux_loss(&decoder, &weights)
+            .expect("both coefficients are set")
+            .into_scalar::<f32>()
+    };
+    let (a, b) = (aux(0, true), aux(40, true));
+    assert!(
+        (a - b).abs() < 1e-5,
+        "masked aux loss moved with the pad id: {a} vs {b}"
+    );
+    let (c, d) = (aux(0, false), aux(40, false));
+    assert!(
+        (c - d).abs() > 1e-4,
+        "unmasked aux loss should see the padding: {c} vs {d}"
+    );
+}
+
+/// `Moe::route` counts every token of every text once and no padding, and leaves no recorder
+/// behind.
+#[test]
+fn route_counts_the_texts_tokens_and_no_padding() {
+    use lm_core::score::ScoreRequest;
+    let mut m = tiny(12);
+    let adapters = three(&m.decoder);
+    let moe = Moe::build(&mut m.decoder, MoeConfig::new(specs(3)), &adapters).unwrap();
+    let requests = vec![
+        ScoreRequest::text((1..9).collect()),
+        ScoreRequest::text(vec![3, 4]),
+        ScoreRequest::text((10..15).collect()),
+    ];
+    let rec = moe.route(&mut m, &requests).unwrap();
+    for s in rec.stats() {
+        assert_eq!(s.tokens, 8 + 2 + 5, "{}", s.module);
+        assert!((s.load_share.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    }
+    rec.reset();
+    generate(&m, &[vec![1, 2]], &GenerationConfig::default(), &moe.mix()).unwrap();
+    assert_eq!(rec.stats()[0].tokens, 0, "route removed its recorders");
+}

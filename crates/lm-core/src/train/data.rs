@@ -252,9 +252,22 @@ pub struct Batch {
     pub examples: Vec<usize>,
     /// Real (non-padding) tokens.
     pub real_tokens: usize,
+    /// Whether each token `[batch, seq]` (row-major) belongs to an example (`false` for
+    /// padding).
+    pub real: Vec<bool>,
 }
 
 impl Batch {
+    /// Per-token weights `[batch · seq]`: 1 for a token of an example, 0 for padding. The
+    /// mask auxiliary losses over a forward's tokens use (router balance and z-losses), so
+    /// padding never counts as routed tokens.
+    pub fn token_weights(&self) -> Vec<f32> {
+        self.real
+            .iter()
+            .map(|&r| if r { 1.0 } else { 0.0 })
+            .collect()
+    }
+
     /// Number of loss tokens.
     pub fn num_targets(&self) -> usize {
         self.target_ids.len()
@@ -303,6 +316,7 @@ fn build_batch(rows: &[Vec<&TokenizedExample>], pad_id: u32, packed: bool) -> Ba
         positions,
         predict_at,
         target_ids,
+        real: segments.iter().map(|&s| s != u32::MAX).collect(),
         segments: packed.then_some(segments),
         real_tokens: rows.iter().flatten().map(|e| e.ids.len()).sum(),
         examples,
@@ -439,6 +453,11 @@ mod tests {
         }
         assert_eq!(b.num_targets(), 2 + 3);
         assert!(b.segments.is_none());
+        // Row 0 (4 tokens) is padded by 2; row 1 (6 tokens) is full.
+        let w = b.token_weights();
+        assert_eq!(&w[..6], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(&w[6..], &[1.0; 6]);
+        assert_eq!(w.iter().sum::<f32>() as usize, b.real_tokens);
     }
 
     #[test]
@@ -474,5 +493,12 @@ mod tests {
             assert_eq!(b.tokens[at + 1], id);
             assert_eq!(seg[at], seg[at + 1], "never predicts across examples");
         }
+        let w = b.token_weights();
+        assert!(
+            seg.iter()
+                .zip(&w)
+                .all(|(&s, &w)| (s == u32::MAX) == (w == 0.0))
+        );
+        assert_eq!(w.iter().sum::<f32>() as usize, b.real_tokens);
     }
 }

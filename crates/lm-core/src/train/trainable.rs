@@ -39,11 +39,13 @@ pub trait Trainable: Clone {
 
     /// An extra loss term computed after the forward pass of a training micro-batch (e.g. a
     /// router balance loss, from statistics the forward recorded), already multiplied by its
-    /// coefficient; `None` adds nothing.
+    /// coefficient; `None` adds nothing. `token_weights` is the micro-batch's
+    /// [`Batch::token_weights`](crate::train::data::Batch::token_weights) on the training
+    /// device: 1 for real tokens, 0 for padding, so per-token terms can leave padding out.
     ///
     /// # Shapes
-    /// - returns `[1]`
-    fn aux_loss(&self, _decoder: &Decoder) -> Option<Tensor<1>> {
+    /// - `token_weights`: `[batch · seq]` -> returns `[1]`
+    fn aux_loss(&self, _decoder: &Decoder, _token_weights: &Tensor<1>) -> Option<Tensor<1>> {
         None
     }
 }

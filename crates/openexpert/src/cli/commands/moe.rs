@@ -19,7 +19,7 @@ use atomic_fs::{write_atomic, write_json};
 use clap::{Args, Subcommand};
 use lm_core::device::device_from_name;
 use lm_core::model::LanguageModel;
-use lm_core::score::{ScoreOptions, ScoreRequest, score};
+use lm_core::score::ScoreRequest;
 use lm_core::train::{LoraTrainer, TrainExample, Trainable};
 use moe_router::config::{default_balance_loss, default_seed, default_top_k, default_z_loss};
 use moe_router::train::MoeTrainable;
@@ -401,8 +401,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
         };
         requests.push(ScoreRequest::text(model.encode(&text)?));
     }
-    let recorders = moe.record(&mut model.decoder, true, false);
-    score(&model, &requests, &ScoreOptions::default(), &moe.mix())?;
+    let recorders = moe.route(&mut model, &requests)?;
     let modules = recorders.stats();
     let experts: Vec<String> = moe.experts.iter().map(|e| e.name.clone()).collect();
     let layers = moe_router::layer_load_share(&modules, experts.len());

@@ -7,7 +7,7 @@ use kshot_eval::{EvalConfig, KShotItem};
 use lm_core::model::expert_pack::detach_experts;
 use lm_core::model::{ExpertMix, LanguageModel};
 use lm_core::prompt::PromptFormat;
-use lm_core::score::{ScoreOptions, ScoreRequest, score};
+use lm_core::score::ScoreRequest;
 use lora_zoo::LoraAdapter;
 use moe_router::Moe;
 use serde::{Deserialize, Serialize};
@@ -138,8 +138,7 @@ pub fn routing(model: &mut LanguageModel, dir: &Path, test: &[KShotItem]) -> Res
         })
         .collect::<lm_core::Result<Vec<_>>>()
         .map_err(|e| err(e.into()))?;
-    let recorders = moe.record(&mut model.decoder, true, false);
-    score(model, &requests, &ScoreOptions::default(), &moe.mix()).map_err(|e| err(e.into()))?;
+    let recorders = moe.route(model, &requests).map_err(|e| err(e.into()))?;
     let modules = recorders.stats();
     let experts: Vec<String> = moe.experts.iter().map(|e| e.name.clone()).collect();
     let layers = moe_router::layer_load_share(&modules, experts.len());
