@@ -167,7 +167,8 @@ pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[Point]) 
     Ok(svg)
 }
 
-/// Vertical bars from 0 with ±stderr whiskers, the value printed above each bar.
+/// Vertical bars from 0 with ±stderr whiskers, the value printed above each bar (without
+/// decimals when every value is a whole number, as counts are).
 ///
 /// Labels go under the bars, shortened to 24 characters and rotated a quarter turn when they do
 /// not fit a bar's width. The y axis starts at 0 (or below, for negative values). A bar with a
@@ -211,6 +212,11 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
         };
         (lo, if top > 0.0 { top + room * span } else { 0.0 })
     };
+    // Counts (every value a whole number below 10^7) print without decimals.
+    let counts = bars
+        .iter()
+        .filter(|b| b.value.is_finite())
+        .all(|b| b.value.fract() == 0.0 && b.value.abs() < 1e7);
     let n = bars.len();
     let labels: Vec<String> = bars
         .iter()
@@ -237,13 +243,14 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
             .y_label_area_size(65)
             .build_cartesian_2d(0.0..n as f64, lo..hi)
             .map_err(&err)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
+        let mut mesh = chart.configure_mesh();
+        mesh.disable_x_mesh()
             .x_label_formatter(&|_| String::new())
-            .y_desc(y_label)
-            .draw()
-            .map_err(&err)?;
+            .y_desc(y_label);
+        if counts {
+            mesh.y_label_formatter(&integer_ticks);
+        }
+        mesh.draw().map_err(&err)?;
         let rect = |i: usize, b: &Bar, colour: RGBColor| {
             Rectangle::new(
                 [(i as f64 + 0.15, 0.0), (i as f64 + 0.85, b.value)],
@@ -300,8 +307,13 @@ pub fn bars_svg(title: &str, y_label: &str, bars: &[Bar]) -> Result<String> {
                     .map_err(&err)?;
             }
             let y = (b.value + whisker).max(0.0);
+            let value = if counts {
+                format!("{:.0}", b.value)
+            } else {
+                number(b.value)
+            };
             chart
-                .draw_series(std::iter::once(Text::new(number(b.value), (c, y), above)))
+                .draw_series(std::iter::once(Text::new(value, (c, y), above)))
                 .map_err(&err)?;
         }
         // Labels on the root area, in pixels, so rotated text is not clipped by the plot area.
@@ -380,13 +392,6 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
             .map_err(&err)?;
         // Integer x values (items, rounds, steps) get integer tick labels only.
         let integer_x = cleaned.iter().flatten().all(|p| p.0.fract() == 0.0);
-        let integer_ticks = |v: &f64| {
-            if v.fract() == 0.0 {
-                format!("{v:.0}")
-            } else {
-                String::new()
-            }
-        };
         let mut mesh = chart.configure_mesh();
         mesh.x_desc(x_label).y_desc(y_label);
         if integer_x {
@@ -753,6 +758,16 @@ fn shade(t: f64) -> RGBColor {
     RGBColor(lerp(8.0), lerp(48.0), lerp(107.0))
 }
 
+/// Tick labels of an axis of whole numbers: integers print without decimals, ticks between
+/// them print nothing.
+fn integer_ticks(v: &f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        String::new()
+    }
+}
+
 /// A short rendering of a plotted number: 3 decimals near 1, 1 decimal in the hundreds, an
 /// exponent otherwise.
 fn number(v: f64) -> String {
@@ -888,6 +903,23 @@ mod tests {
         );
         // The y axis title is a quarter turn the other way (rotate(270, ...)).
         assert!(!svg.contains("rotate(90,"), "short labels stay horizontal");
+    }
+
+    #[test]
+    fn counts_print_without_decimals() {
+        let bars = [
+            bar("qa", 160.0, None, false),
+            bar("math", 12.0, None, false),
+        ];
+        let svg = bars_svg("Task mix", "records", &bars).unwrap();
+        well_formed(&svg, &["160"]);
+        assert!(
+            !svg.contains("160.0") && !svg.contains("12.000"),
+            "a count printed with decimals"
+        );
+        // One fractional value makes every value print as a measurement.
+        let mixed = [bar("a", 2.0, None, false), bar("b", 0.5, None, false)];
+        well_formed(&bars_svg("t", "y", &mixed).unwrap(), &["2.000", "0.500"]);
     }
 
     #[test]
