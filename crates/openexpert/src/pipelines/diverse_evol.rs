@@ -305,14 +305,16 @@ impl EvolveModel for LoraEvolveModel {
     }
 }
 
+/// A tiny random model with a pool of short prompt/response pairs, for the tests of the
+/// DiverseEvol pipelines (this module's and [`super::evolve_test`]'s).
 #[cfg(test)]
-mod tests {
+pub(crate) mod test_support {
     use super::*;
-    use data_select::evolve::{EvolveConfig, RoundPicks, picks_path, run_evolve};
     use lm_core::testing::tiny_language_model;
     use lm_core::train::LoraTrainConfig;
 
-    fn pool(n: usize) -> Vec<TrainExample> {
+    /// `n` examples `q{i}:` -> ` ab…` (1 to 5 repeats).
+    pub(crate) fn pool(n: usize) -> Vec<TrainExample> {
         (0..n)
             .map(|i| TrainExample::PromptResponse {
                 prompt: format!("q{i}:"),
@@ -321,10 +323,11 @@ mod tests {
             .collect()
     }
 
-    fn evolve_model(n: usize) -> LoraEvolveModel {
+    /// A LoRA model on the tiny decoder over [`pool`]`(n)`, trained `steps` steps a round.
+    pub(crate) fn evolve_model(n: usize, steps: usize) -> LoraEvolveModel {
         let device = lm_core::device::device_from_name("cpu").unwrap();
         let config = TrainConfig::new(LoraTrainConfig::new().with_r(4).with_dropout(0.0))
-            .with_max_steps(Some(3))
+            .with_max_steps(Some(steps))
             .with_batch_size(4)
             .with_lr(5e-2)
             .with_max_len(64);
@@ -336,6 +339,17 @@ mod tests {
             PromptFormat::raw(),
         )
         .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use data_select::evolve::{EvolveConfig, RoundPicks, picks_path, run_evolve};
+    use test_support::pool;
+
+    fn evolve_model(n: usize) -> LoraEvolveModel {
+        test_support::evolve_model(n, 3)
     }
 
     #[test]

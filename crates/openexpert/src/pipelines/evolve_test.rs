@@ -390,34 +390,12 @@ fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipelines::diverse_evol::test_support::evolve_model;
     use data_select::evolve::{EvolveConfig, EvolveStrategy, run_evolve};
-    use lm_core::testing::tiny_language_model;
-    use lm_core::train::{LoraTrainConfig, PromptFormat, TrainConfig};
-
-    fn pool(n: usize) -> Vec<TrainExample> {
-        (0..n)
-            .map(|i| TrainExample::PromptResponse {
-                prompt: format!("q{i}:"),
-                response: format!(" {}", "ab".repeat(i % 5 + 1)),
-            })
-            .collect()
-    }
+    use lm_core::train::PromptFormat;
 
     fn model(n: usize) -> LoraEvolveModel {
-        let device = lm_core::device::device_from_name("cpu").unwrap();
-        let config = TrainConfig::new(LoraTrainConfig::new().with_r(4).with_dropout(0.0))
-            .with_max_steps(Some(2))
-            .with_batch_size(4)
-            .with_lr(5e-2)
-            .with_max_len(64);
-        LoraEvolveModel::new(
-            tiny_language_model(3, &device),
-            "tiny",
-            pool(n),
-            config,
-            PromptFormat::raw(),
-        )
-        .unwrap()
+        evolve_model(n, 2)
     }
 
     fn test_set() -> TestSet {
