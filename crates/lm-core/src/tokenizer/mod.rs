@@ -165,20 +165,7 @@ pub fn tokenizer_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
 fn byte_level_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     let tokens = gguf.get_str_array("tokenizer.ggml.tokens")?;
     let merges = gguf.get_str_array("tokenizer.ggml.merges")?;
-    let token_types = match gguf.get("tokenizer.ggml.token_type") {
-        Some(_) => gguf.get_int_array("tokenizer.ggml.token_type")?,
-        None => Vec::new(),
-    };
-    if !token_types.is_empty() && token_types.len() != tokens.len() {
-        return Err(LmError::Config {
-            path: gguf.path().to_path_buf(),
-            detail: format!(
-                "tokenizer.ggml.token_type has {} entries, expected one per token ({})",
-                token_types.len(),
-                tokens.len()
-            ),
-        });
-    }
+    let token_types = gguf_token_types(gguf, tokens.len())?;
 
     let table = byte_to_char();
     let alphabet: std::collections::HashSet<char> = table.iter().copied().collect();
@@ -227,15 +214,52 @@ fn byte_level_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     // As transformers: a control token is added (special) by its original spelling, unless that
     // uses characters outside the byte alphabet (a llama.cpp mislabel); a user-defined token is
     // added (not special) when its original spelling is in the vocabulary.
+    add_gguf_added_tokens(&mut tokenizer, &tokens, &token_types, in_alphabet)?;
+    Ok(tokenizer)
+}
+
+/// `tokenizer.ggml.token_type` of a GGUF with `n_tokens` tokens: one type per token, or empty
+/// when the key is absent.
+///
+/// # Errors
+/// [`LmError::Config`] when the array is not one entry per token.
+fn gguf_token_types(gguf: &GgufFile, n_tokens: usize) -> Result<Vec<i64>> {
+    let Some(_) = gguf.get("tokenizer.ggml.token_type") else {
+        return Ok(Vec::new());
+    };
+    let types = gguf.get_int_array("tokenizer.ggml.token_type")?;
+    if types.len() != n_tokens {
+        return Err(LmError::Config {
+            path: gguf.path().to_path_buf(),
+            detail: format!(
+                "tokenizer.ggml.token_type has {} entries, expected one per token ({n_tokens})",
+                types.len(),
+            ),
+        });
+    }
+    Ok(types)
+}
+
+/// Adds a GGUF vocabulary's control and user-defined tokens to `tokenizer`, as transformers'
+/// `add_gguf_special_tokens`: a control token is added as special by its spelling in the file
+/// (when `keep_control` accepts that spelling); a user-defined token is added, not special,
+/// when its spelling is in the vocabulary. `tokens` and `token_types` are the GGUF's parallel
+/// arrays (`token_types` may be empty: nothing is added).
+fn add_gguf_added_tokens(
+    tokenizer: &mut Tokenizer,
+    tokens: &[&str],
+    token_types: &[i64],
+    keep_control: impl Fn(&str) -> bool,
+) -> Result<()> {
     let of_type = |ty: i64| {
         tokens
             .iter()
-            .zip(&token_types)
+            .zip(token_types)
             .filter(move |(_, t)| **t == ty)
             .map(|(s, _)| *s)
     };
     let control: Vec<AddedToken> = of_type(TOKEN_TYPE_CONTROL)
-        .filter(|s| in_alphabet(s))
+        .filter(|s| keep_control(s))
         .map(|s| AddedToken::from(s, true).normalized(false))
         .collect();
     let user: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED)
@@ -248,7 +272,7 @@ fn byte_level_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
     tokenizer
         .add_tokens(user)
         .map_err(|e| tok_err(format!("cannot add user-defined tokens: {e}")))?;
-    Ok(tokenizer)
+    Ok(())
 }
 
 /// Checks that every id a model's tokenizer can produce has a row in its embedding table of

@@ -35,9 +35,9 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use tokenizers::normalizers::replace::Replace;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, DecoderWrapper, SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{DecoderWrapper, SplitDelimiterBehavior, Tokenizer};
 
-use super::{TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED, tok_err};
+use super::{add_gguf_added_tokens, gguf_token_types, tok_err};
 use crate::error::{LmError, Result};
 use crate::io::gguf::GgufFile;
 
@@ -140,14 +140,7 @@ pub fn sentencepiece_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
         }
         Ok(())
     };
-    let token_types = match gguf.get("tokenizer.ggml.token_type") {
-        Some(_) => {
-            let t = gguf.get_int_array("tokenizer.ggml.token_type")?;
-            per_token("tokenizer.ggml.token_type", t.len())?;
-            t
-        }
-        None => Vec::new(),
-    };
+    let token_types = gguf_token_types(gguf, raw.len())?;
     let tokens: Vec<String> = raw
         .iter()
         .map(|t| match flavour {
@@ -243,25 +236,7 @@ pub fn sentencepiece_from_gguf(gguf: &GgufFile) -> Result<Tokenizer> {
 
     // As transformers' `add_gguf_special_tokens`: control tokens by their spelling in the file,
     // user-defined ones when that spelling is in the vocabulary.
-    let of_type = |ty: i64| {
-        raw.iter()
-            .zip(&token_types)
-            .filter(move |(_, t)| **t == ty)
-            .map(|(s, _)| *s)
-    };
-    let control: Vec<AddedToken> = of_type(TOKEN_TYPE_CONTROL)
-        .map(|s| AddedToken::from(s, true).normalized(false))
-        .collect();
-    let user: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED)
-        .filter(|s| tokenizer.token_to_id(s).is_some())
-        .map(|s| AddedToken::from(s, false).normalized(false))
-        .collect();
-    tokenizer
-        .add_special_tokens(control)
-        .map_err(|e| tok_err(format!("cannot add control tokens: {e}")))?;
-    tokenizer
-        .add_tokens(user)
-        .map_err(|e| tok_err(format!("cannot add user-defined tokens: {e}")))?;
+    add_gguf_added_tokens(&mut tokenizer, &raw, &token_types, |_| true)?;
     Ok(tokenizer)
 }
 
