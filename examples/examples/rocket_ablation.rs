@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for (i, (name, config)) in grid.iter().enumerate() {
         eprintln!("\n=== grid point {}/{}: {name}", i + 1, grid.len());
-        let mut options = RunOptions::new(&dir);
+        let mut options = RunOptions::new("rocket", &dir);
         options.force = true;
         let outcome = run(config, &options)?;
         std::fs::copy(

@@ -12,6 +12,7 @@
 
 pub mod args;
 pub mod commands;
+mod config_overrides;
 mod jsonl;
 mod run_dir;
 

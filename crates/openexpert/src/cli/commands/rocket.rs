@@ -13,6 +13,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use openexpert::pipelines::rocket::{RocketConfig, RunOptions, run, run_config};
 
+use crate::cli::config_overrides::{set_key, shell_line};
+
 /// Arguments of `rocket`.
 #[derive(Debug, Args)]
 pub struct RocketArgs {
@@ -72,32 +74,6 @@ pub struct RocketArgs {
     /// touch run again).
     #[arg(long)]
     pub force: bool,
-}
-
-/// Sets a dotted key of a TOML document to a value (TOML syntax, or a bare string).
-pub(crate) fn set_key(doc: &mut toml::Value, assignment: &str) -> anyhow::Result<()> {
-    let (key, value) = assignment
-        .split_once('=')
-        .with_context(|| format!("--set {assignment:?}: expected KEY=VALUE, e.g. train.lr=1e-3"))?;
-    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_string()));
-    let parts: Vec<&str> = key.trim().split('.').collect();
-    let mut node = doc;
-    for (i, part) in parts.iter().enumerate() {
-        let table = node
-            .as_table_mut()
-            .with_context(|| format!("--set {key}: {} is not a section", parts[..i].join(".")))?;
-        if i + 1 == parts.len() {
-            table.insert((*part).to_string(), parsed.clone());
-            return Ok(());
-        }
-        node = table
-            .entry((*part).to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-    }
-    Ok(())
 }
 
 impl RocketArgs {
@@ -226,25 +202,6 @@ pub fn run_cli(args: RocketArgs, device: &str) -> anyhow::Result<()> {
         outcome.expert.display()
     );
     Ok(())
-}
-
-fn shell_line(args: &[String]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    for (i, a) in args.iter().enumerate() {
-        let a = if i == 0 {
-            "openexpert".to_string()
-        } else {
-            a.clone()
-        };
-        if a.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:".contains(c))
-        {
-            out.push(a);
-        } else {
-            out.push(format!("'{}'", a.replace('\'', r"'\''")));
-        }
-    }
-    out.join(" ")
 }
 
 #[cfg(test)]

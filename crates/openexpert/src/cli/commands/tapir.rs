@@ -23,7 +23,7 @@ use openexpert::pipelines::tapir::{
 };
 use tapir_curriculum::prompted::{ChatClassifier, ChatJudge, ChatTeacher};
 
-use super::rocket::set_key;
+use crate::cli::config_overrides::{set_key, shell_line};
 use crate::cli::jsonl::read_objects;
 
 /// Arguments of `tapir`.
@@ -251,7 +251,7 @@ pub fn run_cli(args: TapirArgs, device: &str) -> anyhow::Result<()> {
         force: args.force,
         progress: true,
         device: device.to_string(),
-        command: command.join(" "),
+        command: shell_line(&command),
     };
     let outcome = run(&config, &options)?;
     eprint!("{}", outcome.summary);

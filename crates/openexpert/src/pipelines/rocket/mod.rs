@@ -22,7 +22,7 @@
 //! use openexpert::pipelines::rocket::{RocketConfig, RunOptions, run};
 //! let mut config = RocketConfig::from_file("examples/configs/rocket-quick.toml".as_ref())?;
 //! config.selection.experts = 3;
-//! let outcome = run(&config, &RunOptions::new("runs/lcm"))?;
+//! let outcome = run(&config, &RunOptions::new("rocket", "runs/lcm"))?;
 //! println!("{}", outcome.report.headline);
 //! # Ok::<(), openexpert::pipelines::rocket::RocketError>(())
 //! ```
@@ -56,35 +56,7 @@ use evaluate::Setup;
 use report::{ComparisonRow, StageLine, TrainingSummary};
 use stage::{StageKey, StageStore, file_hash};
 
-/// How to run (not part of the results' fingerprints).
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// The run directory.
-    pub output: PathBuf,
-    /// Continue a run whose directory holds another config (the stages the differences touch
-    /// run again).
-    pub force: bool,
-    /// Progress bars on stderr.
-    pub progress: bool,
-    /// Device name (`cpu`, `wgpu`, `cuda`).
-    pub device: String,
-    /// The command line to print in the report.
-    pub command: String,
-}
-
-impl RunOptions {
-    /// Defaults for a run into `output`: CPU, progress bars, no force.
-    pub fn new(output: impl Into<PathBuf>) -> Self {
-        let output = output.into();
-        Self {
-            command: format!("openexpert rocket --output {} --resume", output.display()),
-            output,
-            force: false,
-            progress: true,
-            device: "cpu".into(),
-        }
-    }
-}
+pub use super::RunOptions;
 
 /// What [`run`] returns.
 #[derive(Debug, Clone)]

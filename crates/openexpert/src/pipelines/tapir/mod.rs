@@ -34,7 +34,7 @@
 //! ```no_run
 //! use openexpert::pipelines::tapir::{RunOptions, TapirConfig, run};
 //! let config = TapirConfig::from_file("examples/configs/tapir-quick.toml".as_ref())?;
-//! let outcome = run(&config, &RunOptions::new("runs/tapir"))?;
+//! let outcome = run(&config, &RunOptions::new("tapir", "runs/tapir"))?;
 //! println!("{}", outcome.summary);
 //! # Ok::<(), openexpert::pipelines::tapir::TapirRunError>(())
 //! ```
@@ -68,35 +68,7 @@ use backend::{LocalChat, RemoteChat};
 use config::RoleSection;
 use student::LoraStudent;
 
-/// How to run (not part of the results).
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// The run directory.
-    pub output: PathBuf,
-    /// Use a run directory that holds another config: its round files are deleted (the call
-    /// cache is kept, so unchanged calls replay).
-    pub force: bool,
-    /// Progress on stderr.
-    pub progress: bool,
-    /// Device name (`cpu`, `wgpu`, `cuda`).
-    pub device: String,
-    /// The command line to print in the report.
-    pub command: String,
-}
-
-impl RunOptions {
-    /// Defaults for a run into `output`: CPU, progress, no force.
-    pub fn new(output: impl Into<PathBuf>) -> Self {
-        let output = output.into();
-        Self {
-            command: format!("openexpert tapir --output {} --resume", output.display()),
-            output,
-            force: false,
-            progress: true,
-            device: "cpu".into(),
-        }
-    }
-}
+pub use super::RunOptions;
 
 /// What [`run`] returns.
 #[derive(Debug, Clone)]
@@ -442,7 +414,7 @@ mod tests {
     fn a_run_dir_of_another_config_is_refused_without_force() {
         let tmp = tempfile::tempdir().unwrap();
         let a = TapirConfig::default();
-        let opts = RunOptions::new(tmp.path().join("run"));
+        let opts = RunOptions::new("tapir", tmp.path().join("run"));
         prepare_run_dir(&a, &opts).unwrap();
         // same config: fine
         prepare_run_dir(&a, &opts).unwrap();
@@ -468,7 +440,7 @@ mod tests {
         let other = tmp.path().join("other");
         std::fs::create_dir_all(&other).unwrap();
         std::fs::write(other.join("x"), "y").unwrap();
-        let e = prepare_run_dir(&a, &RunOptions::new(&other))
+        let e = prepare_run_dir(&a, &RunOptions::new("tapir", &other))
             .unwrap_err()
             .to_string();
         assert!(e.contains("holds no TAPIR run"), "{e}");
