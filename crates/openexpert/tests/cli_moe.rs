@@ -219,6 +219,18 @@ fn bad_banks_experts_and_outputs_are_refused_before_anything_is_written() {
         err.contains("\"nope\"") && err.contains("syllogism"),
         "{err}"
     );
+    // A count, as rank-bank and rocket take it, is explained rather than looked up.
+    let err = refused(
+        bin()
+            .args(["moe", "build", "--bank"])
+            .arg(bank())
+            .args(["--experts", "3", "--output"])
+            .arg(dir.path().join("m")),
+    );
+    assert!(
+        err.contains("found a number") && err.contains("selected"),
+        "{err}"
+    );
     let err = refused(
         bin()
             .args(["moe", "build", "--bank"])

@@ -82,6 +82,13 @@ impl ExpertArgs {
                     None => PathBuf::from(e),
                 };
                 if !path.join("adapter_config.json").is_file() {
+                    if self.experts.len() == 1 && e.trim().parse::<usize>().is_ok() && !path.exists() {
+                        bail!(
+                            "--experts {e}: expected adapter names (or directories), found a number. Here --experts lists \
+                             the experts by name, e.g. --experts gcd,syllogism; in rank-bank and rocket it is how many to \
+                             choose. To build from a ranking, pass the names rank-bank selected (`selected` in its JSON)"
+                        );
+                    }
                     let hint = match &self.bank {
                         Some(bank) => format!("; the adapters of {} are: {}", bank.display(), bank_adapters(bank).join(", ")),
                         None => "; give --bank DIR to name bank adapters".into(),
