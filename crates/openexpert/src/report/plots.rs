@@ -10,6 +10,7 @@
 //! cells are drawn grey. Data with nothing finite left is a [`ReportError::BadData`].
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::{Deserialize, Serialize};
@@ -106,14 +107,7 @@ pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[Point]) 
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         let err = draw_err(title);
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 20))
-            .margin(15)
-            .margin_bottom(if skipped > 0 { 35 } else { 15 })
-            .x_label_area_size(45)
-            .y_label_area_size(65)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(&err)?;
+        let mut chart = xy_chart(&root, title, skipped > 0, (x0, x1), (y0, y1))?;
         chart
             .configure_mesh()
             .x_desc(x_label)
@@ -141,27 +135,15 @@ pub fn scatter_svg(title: &str, x_label: &str, y_label: &str, points: &[Point]) 
                 .map_err(&err)?
                 .label("chosen")
                 .legend(|(x, y)| Circle::new((x + 10, y), 6, CHOSEN.filled()));
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(quiet_corner(
-                    finite.iter().map(|p| (p.x, p.y)),
-                    (x0, x1),
-                    (y0, y1),
-                ))
-                .label_font((FONT, 13))
-                .draw()
-                .map_err(&err)?;
+            draw_legend(
+                &mut chart,
+                finite.iter().map(|p| (p.x, p.y)),
+                (x0, x1),
+                (y0, y1),
+                title,
+            )?;
         }
-        if skipped > 0 {
-            footer(
-                &root,
-                height,
-                &format!("{skipped} point(s) with a non-finite coordinate not drawn"),
-            )
-            .map_err(&err)?;
-        }
+        skipped_footer(&root, height, skipped, title)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)
@@ -382,14 +364,7 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
         let err = draw_err(title);
         root.fill(&WHITE).map_err(&err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 20))
-            .margin(15)
-            .margin_bottom(if skipped > 0 { 35 } else { 15 })
-            .x_label_area_size(45)
-            .y_label_area_size(65)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(&err)?;
+        let mut chart = xy_chart(&root, title, skipped > 0, (x0, x1), (y0, y1))?;
         // Integer x values (items, rounds, steps) get integer tick labels only.
         let integer_x = cleaned.iter().flatten().all(|p| p.0.fract() == 0.0);
         let mut mesh = chart.configure_mesh();
@@ -425,26 +400,14 @@ pub fn lines_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -
                 )
                 .map_err(&err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(quiet_corner(
-                cleaned.iter().flatten().copied(),
-                (x0, x1),
-                (y0, y1),
-            ))
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(&err)?;
-        if skipped > 0 {
-            footer(
-                &root,
-                height,
-                &format!("{skipped} point(s) with a non-finite coordinate not drawn"),
-            )
-            .map_err(&err)?;
-        }
+        draw_legend(
+            &mut chart,
+            cleaned.iter().flatten().copied(),
+            (x0, x1),
+            (y0, y1),
+            title,
+        )?;
+        skipped_footer(&root, height, skipped, title)?;
         root.present().map_err(&err)?;
     }
     Ok(svg)
@@ -672,6 +635,65 @@ fn bad(plot: &str, detail: impl Into<String>) -> ReportError {
         plot: plot.to_string(),
         detail: detail.into(),
     }
+}
+
+/// The plotting area of a scatter or line chart over `x` × `y` (data units).
+type XyChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The chart of [`scatter_svg`] and [`lines_svg`]: caption, margins (room at the bottom for
+/// the skipped-points footer when `footer`), axis label areas and the data ranges.
+fn xy_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    footer: bool,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> Result<XyChart<'a, 'b>> {
+    ChartBuilder::on(root)
+        .caption(title, (FONT, 20))
+        .margin(15)
+        .margin_bottom(if footer { 35 } else { 15 })
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(draw_err(title))
+}
+
+/// The legend of the labelled series, in the corner of the plot that `points` crowd least.
+fn draw_legend<'a, 'b: 'a>(
+    chart: &mut XyChart<'a, 'b>,
+    points: impl Iterator<Item = (f64, f64)>,
+    x: (f64, f64),
+    y: (f64, f64),
+    title: &str,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(quiet_corner(points, x, y))
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(draw_err(title))
+}
+
+/// The caption under a scatter or line chart counting the points not drawn (none: nothing).
+fn skipped_footer(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    height: u32,
+    skipped: usize,
+    title: &str,
+) -> Result<()> {
+    if skipped == 0 {
+        return Ok(());
+    }
+    footer(
+        root,
+        height,
+        &format!("{skipped} point(s) with a non-finite coordinate not drawn"),
+    )
+    .map_err(draw_err(title))
 }
 
 fn draw_err<E: std::fmt::Display>(plot: &str) -> impl Fn(E) -> ReportError + '_ {
