@@ -71,6 +71,21 @@ pub fn build(
     Ok(())
 }
 
+/// The trainer of both fine-tunings (mixture and plain LoRA): the run's training config and
+/// prompt format, checkpoints in `work/checkpoints` (resumed from when present), progress bars.
+fn trainer<'m>(
+    model: &'m LanguageModel,
+    config: &TrainConfig,
+    format: &PromptFormat,
+    work: &Path,
+    progress: bool,
+) -> LoraTrainer<'m> {
+    LoraTrainer::new(model, config.clone())
+        .with_format(format.clone())
+        .with_checkpoints(work.join("checkpoints"), true)
+        .with_progress(progress)
+}
+
 fn write_report(dir: &Path, report: &TrainReport, config: &TrainConfig) -> Result<()> {
     atomic_fs::write_json(&dir.join("train_report.json"), report)
         .and_then(|()| atomic_fs::write_json(&dir.join("train_config.json"), config))
@@ -99,10 +114,7 @@ pub fn train_moe(
     let params = MoeTrainable::new(&moe, &model.decoder, config.train.router_only)
         .map_err(|e| err(e.into()))?;
     let tc = config.train.train_config();
-    let (trained, report) = LoraTrainer::new(model, tc.clone())
-        .with_format(format.clone())
-        .with_checkpoints(work.join("checkpoints"), true)
-        .with_progress(progress)
+    let (trained, report) = trainer(model, &tc, format, work, progress)
         .fit_trainable(params, train, &[])
         .map_err(|e| err(e.into()))?;
     trained
@@ -134,10 +146,7 @@ pub fn train_lora(
     let err = |e: Box<dyn std::error::Error + Send + Sync>| RocketError::stage("train-lora", e);
     detach_experts(&mut model.decoder);
     let tc = config.train.train_config();
-    let outcome = LoraTrainer::new(model, tc.clone())
-        .with_format(format.clone())
-        .with_checkpoints(work.join("checkpoints"), true)
-        .with_progress(progress)
+    let outcome = trainer(model, &tc, format, work, progress)
         .fit(train, &[])
         .map_err(|e| err(e.into()))?;
     let adapter = lora_zoo::adapter_from_trained(&outcome.weights, Some(model_name))
