@@ -1092,70 +1092,19 @@ fn make_plan(
     config: &CurriculumConfig,
     mix: &TargetMix,
 ) -> Plan {
-    let mut notes = Vec::new();
-    let (mut hard, mut easy): (Vec<&PoolItem>, Vec<&PoolItem>) = (Vec::new(), Vec::new());
-    let mut unscored = 0;
-    match mfd {
-        Some(recs) => {
-            for (p, m) in pool.iter().zip(recs) {
-                match m.hard {
-                    Some(true) => hard.push(p),
-                    Some(false) => easy.push(p),
-                    None => unscored += 1,
-                }
-            }
-            hard.extend(new_items);
-        }
-        None => {
-            // Without the MFD filter there is no difficulty: one random (or rebalanced) sample.
-            easy.extend(pool.iter().chain(new_items));
-        }
-    }
+    let (hard, easy, unscored) = split_by_difficulty(pool, new_items, mfd);
     let want_hard = if mfd.is_some() {
         (spec.alpha * spec.size as f64).round() as usize
     } else {
         0
     };
-    let (mut n_hard, mut n_easy) = (want_hard, spec.size - want_hard);
-    if hard.is_empty() && n_hard > 0 {
-        notes.push(format!(
-            "no hard item: the {n_hard} hard places go to easy items"
-        ));
-        n_easy += n_hard;
-        n_hard = 0;
-    }
-    if easy.is_empty() && n_easy > 0 {
-        notes.push(format!(
-            "no easy item: the {n_easy} easy places go to hard items"
-        ));
-        n_hard += n_easy;
-        n_easy = 0;
-    }
-    if config.max_repeats > 0 {
-        let cap = |avail: usize| avail * config.max_repeats;
-        if n_hard > cap(hard.len()) {
-            let moved = n_hard - cap(hard.len());
-            notes.push(format!(
-                "{} hard item(s) for {n_hard} hard places: at most {} copies each (curriculum.max_repeats), {moved} place(s) go to easy items",
-                hard.len(),
-                config.max_repeats
-            ));
-            n_hard -= moved;
-            n_easy += moved;
-        }
-        if n_easy > cap(easy.len()) {
-            let moved = n_easy - cap(easy.len());
-            let to_hard = moved.min(cap(hard.len()) - n_hard);
-            notes.push(format!(
-                "{} easy item(s) for {n_easy} easy places: at most {} copies each (curriculum.max_repeats); {to_hard} place(s) go to hard items, {} stay empty",
-                easy.len(),
-                config.max_repeats,
-                moved - to_hard
-            ));
-            n_easy -= moved;
-            n_hard += to_hard;
-        }
-    }
+    let mut notes = Vec::new();
+    let (n_hard, n_easy) = places(
+        (want_hard, spec.size - want_hard),
+        (hard.len(), easy.len()),
+        config.max_repeats,
+        &mut notes,
+    );
     let sample = |items: &[&PoolItem], n: usize, tag: &str| -> Rebalanced {
         let cats: Vec<TaskCategory> = items.iter().map(|p| p.category).collect();
         let seed = step_seed(config.seed, spec.round, tag);
@@ -1185,5 +1134,107 @@ fn make_plan(
         hard: h,
         easy: e,
         notes,
+    }
+}
+
+/// The hard and easy items of a round and the number of unscored pool items: without the MFD
+/// filter every item is "easy" (one random or rebalanced sample); with it, new instructions
+/// join the hard part.
+fn split_by_difficulty<'p>(
+    pool: &'p [PoolItem],
+    new_items: &'p [PoolItem],
+    mfd: Option<&[MfdRecord]>,
+) -> (Vec<&'p PoolItem>, Vec<&'p PoolItem>, usize) {
+    let (mut hard, mut easy) = (Vec::new(), Vec::new());
+    let mut unscored = 0;
+    match mfd {
+        Some(recs) => {
+            for (p, m) in pool.iter().zip(recs) {
+                match m.hard {
+                    Some(true) => hard.push(p),
+                    Some(false) => easy.push(p),
+                    None => unscored += 1,
+                }
+            }
+            hard.extend(new_items);
+        }
+        None => easy.extend(pool.iter().chain(new_items)),
+    }
+    (hard, easy, unscored)
+}
+
+/// The places of the hard and easy parts, given the wanted `(hard, easy)` places and the
+/// `(hard, easy)` items available: a part with no item hands its places to the other, and a part
+/// that would need more than `max_repeats` copies of its items hands the excess to the other
+/// (as far as that one can take it). Every move is written to `notes`.
+fn places(
+    want: (usize, usize),
+    available: (usize, usize),
+    max_repeats: usize,
+    notes: &mut Vec<String>,
+) -> (usize, usize) {
+    let ((mut n_hard, mut n_easy), (hard, easy)) = (want, available);
+    if hard == 0 && n_hard > 0 {
+        notes.push(format!(
+            "no hard item: the {n_hard} hard places go to easy items"
+        ));
+        n_easy += n_hard;
+        n_hard = 0;
+    }
+    if easy == 0 && n_easy > 0 {
+        notes.push(format!(
+            "no easy item: the {n_easy} easy places go to hard items"
+        ));
+        n_hard += n_easy;
+        n_easy = 0;
+    }
+    if max_repeats > 0 {
+        let cap = |avail: usize| avail * max_repeats;
+        if n_hard > cap(hard) {
+            let moved = n_hard - cap(hard);
+            notes.push(format!(
+                "{hard} hard item(s) for {n_hard} hard places: at most {max_repeats} copies each (curriculum.max_repeats), {moved} place(s) go to easy items"
+            ));
+            n_hard -= moved;
+            n_easy += moved;
+        }
+        if n_easy > cap(easy) {
+            let moved = n_easy - cap(easy);
+            let to_hard = moved.min(cap(hard) - n_hard);
+            notes.push(format!(
+                "{easy} easy item(s) for {n_easy} easy places: at most {max_repeats} copies each (curriculum.max_repeats); {to_hard} place(s) go to hard items, {} stay empty",
+                moved - to_hard
+            ));
+            n_easy -= moved;
+            n_hard += to_hard;
+        }
+    }
+    (n_hard, n_easy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_move_to_the_other_part_and_say_so() {
+        let mut notes = Vec::new();
+        // enough of both: as wanted
+        assert_eq!(places((4, 4), (5, 5), 3, &mut notes), (4, 4));
+        assert!(notes.is_empty());
+        // no hard item: its places go to easy
+        assert_eq!(places((4, 4), (0, 5), 0, &mut notes), (0, 8));
+        assert!(notes[0].contains("no hard item"), "{notes:?}");
+        // one hard item, at most 3 copies: 6 wanted, 3 move to easy
+        notes.clear();
+        assert_eq!(places((6, 2), (1, 5), 3, &mut notes), (3, 5));
+        assert!(notes[0].contains("3 place(s) go to easy"), "{notes:?}");
+        // both parts short: what the hard part can take moves, the rest stays empty
+        notes.clear();
+        assert_eq!(places((2, 10), (1, 2), 3, &mut notes), (3, 6));
+        assert!(
+            notes[0].contains("1 place(s) go to hard items, 3 stay empty"),
+            "{notes:?}"
+        );
     }
 }
