@@ -45,6 +45,8 @@ impl ChatMessage {
 fn content_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     #[derive(Deserialize)]
     struct Part {
+        #[serde(default, rename = "type")]
+        kind: Option<String>,
         #[serde(default)]
         text: Option<String>,
     }
@@ -57,7 +59,19 @@ fn content_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(match Option::<Content>::deserialize(d)? {
         None => String::new(),
         Some(Content::Text(t)) => t,
-        Some(Content::Parts(parts)) => parts.into_iter().filter_map(|p| p.text).collect(),
+        Some(Content::Parts(parts)) => {
+            // An image or audio part read as nothing would answer a question never asked.
+            if let Some(kind) = parts
+                .iter()
+                .filter_map(|p| p.kind.as_deref())
+                .find(|k| *k != "text")
+            {
+                return Err(serde::de::Error::custom(format!(
+                    "expected text content parts only, found a {kind:?} part (this server reads text)"
+                )));
+            }
+            parts.into_iter().filter_map(|p| p.text).collect()
+        }
     })
 }
 
@@ -294,6 +308,12 @@ mod tests {
         assert_eq!(r.messages[1].content, "");
         assert_eq!(r.messages[2].content, "ab");
         assert_eq!(r.stop.unwrap().into_vec(), vec!["\n".to_string()]);
+        let image = serde_json::from_str::<ChatCompletionRequest>(
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(image.contains("\"image_url\" part"), "{image}");
         let many: Stop = serde_json::from_str(r#"["a","b"]"#).unwrap();
         assert_eq!(many.into_vec(), vec!["a".to_string(), "b".to_string()]);
     }

@@ -374,6 +374,9 @@ fn fingerprint(run: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// The local judge of the real-model run (SmolLM2 never writes the score lines).
+const JUDGE: &str = "qwen2.5-0.5b-instruct";
+
 fn default_model_fetched() -> bool {
     lm_core::testing::default_model_if_fetched().is_some()
 }
@@ -522,20 +525,22 @@ fn tapir_against_served_roles_runs_then_a_killed_run_resumes_to_the_same_result(
 }
 
 #[test]
-fn tapir_runs_locally_on_the_default_model() {
-    if !default_model_fetched() {
-        eprintln!("skipped: the default model is not fetched (openexpert fetch)");
+fn tapir_runs_locally_with_a_real_judge_the_mfd_filter_and_a_warmup() {
+    if !default_model_fetched() || lm_core::testing::model_if_fetched(JUDGE).is_none() {
+        eprintln!(
+            "skipped: SmolLM2-135M-Instruct or {JUDGE} is not fetched (openexpert fetch {JUDGE})"
+        );
         return;
     }
-    // SmolLM2-135M as teacher, judge, classifier and student. It never writes the judge's
-    // `[[score]]` lines (measured: docs/tapir.md), so the pool's MFD would stop the run with the
-    // documented "no parsable score" error; this run uses the no-MFD ablation, one round, and
-    // checks that the held-out judgements are recorded as unscored, never as numbers.
+    // SmolLM2-135M as teacher, classifier and student; Qwen2.5-0.5B-Instruct as the judge
+    // (SmolLM2 never writes the `[[score]]` lines, docs/tapir.md). The MFD filter is on: the
+    // real judge scores the warm-up student against the teacher on the 4 pool items, and the
+    // hard / easy split must follow its scores. One round, a 2-item warm-up.
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(
         tmp.path(),
         "model = \"smollm2-135m-instruct\"",
-        "[curriculum.ablation]\nsingle_round = true\nmfd_filter = false\n",
+        &format!("[judge]\nmodel = \"{JUDGE}\"\n[curriculum.ablation]\nsingle_round = true\n"),
     );
     let run = tmp.path().join("run");
     let t0 = Instant::now();
@@ -543,19 +548,68 @@ fn tapir_runs_locally_on_the_default_model() {
         .args(["tapir", "--config"])
         .arg(&cfg)
         .arg("--output")
-        .arg(&run));
+        .arg(&run)
+        .args(["--set", "curriculum.warmup=2"]));
     eprintln!("local run: {:.0} s", t0.elapsed().as_secs_f64());
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(
-        md.contains("Held-out win rates") && md.contains("The MFD filter is off"),
+        md.contains("Held-out win rates") && md.contains("Warm-up: before round 1"),
         "{md}"
     );
+    assert!(!md.contains("The MFD filter is off"), "{md}");
+    // the warm-up student: 2 seed answers, a PEFT adapter, round 1 continues from it
     assert!(
-        run.join("rounds/r1/train/adapter/adapter_config.json")
+        run.join("warmup/train/adapter/adapter_config.json")
             .is_file()
     );
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["warmup"]["items"].as_array().unwrap().len(), 2);
+    assert_eq!(report["warmup"]["train"]["warm_start"], json!(false));
+    assert_eq!(report["rounds"][1]["train"]["warm_start"], json!(true));
+    assert!(
+        run.join("rounds/r1/train/adapter/adapter_config.json")
+            .is_file()
+    );
+    // the MFD of the pool by the real judge: every item scored or counted unscored, scores on
+    // the 1-10 scale, hard exactly when MFD >= delta (1), and the plan follows the split
+    let mfd = &report["rounds"][1]["mfd"];
+    assert_eq!(mfd["items"], 4);
+    let scored = mfd["scored"].as_u64().unwrap();
+    assert!(scored >= 1, "the judge scored nothing: {mfd}");
+    assert_eq!(scored + mfd["unscored"].as_u64().unwrap(), 4);
+    let recs: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(run.join("rounds/r1/mfd.json")).unwrap())
+            .unwrap();
+    assert_eq!(recs.len(), 4);
+    let mut hard = 0;
+    for r in &recs {
+        match r["mfd"].as_f64() {
+            Some(m) => {
+                assert!((-9.0..=9.0).contains(&m), "{r}");
+                assert_eq!(r["hard"], json!(m >= 1.0), "{r}");
+                hard += usize::from(m >= 1.0);
+                let j = &r["judgement"];
+                for k in ["score_a", "score_b"] {
+                    let v = j[k].as_f64().unwrap();
+                    assert!((1.0..=10.0).contains(&v), "{k} {v} in {r}");
+                }
+            }
+            None => assert!(r["hard"].is_null(), "{r}"),
+        }
+    }
+    assert_eq!(mfd["hard"], json!(hard));
+    let plan = &report["rounds"][1]["plan"];
+    // the hard part holds the hard pool items and the new instructions
+    let new = report["rounds"][1]["expansion"]["accepted"]
+        .as_u64()
+        .unwrap() as usize;
+    assert!(plan["hard_available"].as_u64().unwrap() as usize <= hard + new);
+    assert_eq!(
+        plan["easy_available"].as_u64().unwrap() as usize,
+        scored as usize - hard
+    );
+    // the held-out judgements: scored or unscored, never a number for an unscored pair
     let last = &report["rounds"][1]["heldout"]["vs_teacher"];
     assert_eq!(last["pairs"], 2);
     assert_eq!(
@@ -571,7 +625,7 @@ fn tapir_runs_locally_on_the_default_model() {
             .unwrap();
     assert_eq!(classes.as_array().unwrap().len(), 4);
     assert!(classes[0]["raw"].is_string());
-    // the training data: instructions with the teacher's (refined) answers
+    // the training data: one round of 3 + 4 items
     let data = std::fs::read_to_string(run.join("rounds/r1/data.jsonl")).unwrap();
     assert_eq!(data.lines().count(), 7);
 }

@@ -67,6 +67,12 @@ pub struct CurriculumConfig {
     /// needs, sampling repeats them; past this many copies the rest of the places go to the
     /// other part (reported), so a single hard item is not learnt nine times over. Default 3.
     pub max_repeats: usize,
+    /// Seed items the base student trains on before round 1 (0 = no warm-up, the default).
+    /// ALGORITHMS.md 3(f): a raw base model cannot follow instructions well enough for the
+    /// MFD to discriminate, so round 1 scores a student first tuned on a small random slice of
+    /// the seed set (the teacher's plain answers). An instruct student does not need it. The
+    /// held-out baseline (round 0) stays the untouched base student.
+    pub warmup: usize,
     /// Target task mix by category name (default: easydistill's DistilQwen2 mix); categories
     /// not named get 0.
     pub ratios: Option<BTreeMap<String, f64>>,
@@ -84,6 +90,7 @@ impl Default for CurriculumConfig {
             mfd: MfdConfig::default(),
             expansion: ExpansionConfig::default(),
             max_repeats: 3,
+            warmup: 0,
             ratios: None,
             ablation: Ablation::default(),
         }

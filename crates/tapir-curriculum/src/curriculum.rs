@@ -5,7 +5,10 @@
 //! (`classes.json`); the teacher answers the seeds (`teacher.json`) and the held-out
 //! instructions (`heldout_teacher.json`). Instructions whose teacher answer failed or is empty
 //! are dropped (listed in the record). **Round 0** (`rounds/r0/`): the base student answers the
-//! held-out instructions and is judged against the teacher (the baseline).
+//! held-out instructions and is judged against the teacher (the baseline). **Warm-up**
+//! (`warmup/`, only when [`CurriculumConfig::warmup`] > 0; ALGORITHMS.md 3(f)): the base
+//! student trains on a seeded random slice of the seeds with the teacher's plain answers
+//! (`data.jsonl`, `train/`, `train.json`, `warmup.json` last), and round 1 starts from it.
 //!
 //! **Round r = 1..R** (`rounds/r{r}/`), with the student `S_{r-1}` of the previous round:
 //! 1. `student.json`, `mfd.json`: `S_{r-1}` answers every pool instruction; the judge scores it
@@ -31,6 +34,10 @@
 //! 7. `round.json`: the [`RoundRecord`], written last; a round is complete exactly when it
 //!    exists.
 //!
+//!
+//! [`run_curriculum`] is this sequence; each step is one method of a private `RunState` (the
+//! roles, the growing pool, the refined targets).
+//!
 //! # Resume
 //! Every step's file is written atomically once the step is done, and read back instead of
 //! recomputed when it exists. Together with a call cache under the roles (a killed step
@@ -49,14 +56,16 @@ use sha2::{Digest, Sha256};
 use crate::chat::CallStats;
 use crate::config::{CurriculumConfig, RoundSpec};
 use crate::error::{Result, TapirError};
-use crate::expand::{Expansion, ExpansionSummary, SeedPool, expand};
+use crate::expand::{Expansion, ExpansionConfig, ExpansionSummary, SeedPool, expand};
 use crate::mfd::{MfdItem, MfdRecord, MfdSummary, score_mfd, summarise_mfd};
 use crate::pairwise::{Pair, PairJudgement, WinSummary, judge_pairs, summarise};
 use crate::rebalance::{Rebalanced, rebalance_capped, uniform_sample};
 use crate::refine::{Refined, refine_responses};
 use crate::roles::{Judge, RefineRequest, Student, TaskClassifier, Teacher, TrainPair};
 use crate::similarity::NearDuplicates;
-use crate::taxonomy::{ClassRecord, ClassSummary, TaskCategory, classify, summarise_classes};
+use crate::taxonomy::{
+    ClassRecord, ClassSummary, TargetMix, TaskCategory, classify, summarise_classes,
+};
 
 /// An input instruction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +241,8 @@ pub struct RoundRecord {
 pub struct CurriculumOutcome {
     /// Preparation.
     pub prepare: PrepareRecord,
+    /// The warm-up student (`None` unless `curriculum.warmup > 0`).
+    pub warmup: Option<WarmupRecord>,
     /// Round 0 (the base student) then every round.
     pub rounds: Vec<RoundRecord>,
     /// Calls each role made in this process (cached ones included as `cached`).
@@ -313,29 +324,65 @@ pub fn round_dir(run: &Path, r: usize) -> PathBuf {
     run.join("rounds").join(format!("r{r}"))
 }
 
+/// Which weights a student has loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Weights {
+    /// The base model.
+    Base,
+    /// The warm-up student (trained on a random slice of the seeds before round 1).
+    Warmup,
+    /// The student after round `r` (1-based).
+    Round(usize),
+}
+
 struct StudentState<'s> {
     student: &'s mut dyn Student,
-    /// The round whose weights are loaded (0 = the base model).
-    at: usize,
+    at: Weights,
     run: PathBuf,
+    /// Whether round 1 starts from the warm-up student.
+    warmup: bool,
 }
 
 impl StudentState<'_> {
-    fn ensure(&mut self, r: usize) -> Result<()> {
-        if self.at == r {
+    /// The weights round `r` starts from: the previous round's, the warm-up student's for
+    /// round 1 when there is one, else the base model.
+    fn before(&self, r: usize) -> Weights {
+        if r >= 2 {
+            Weights::Round(r - 1)
+        } else if self.warmup {
+            Weights::Warmup
+        } else {
+            Weights::Base
+        }
+    }
+
+    fn ensure(&mut self, w: Weights) -> Result<()> {
+        if self.at == w {
             return Ok(());
         }
-        if r == 0 {
-            return Err(TapirError::Input {
+        match w {
+            Weights::Base => Err(TapirError::Input {
                 what: "student".into(),
                 detail: "the base student's answers are needed after a round was loaded; delete rounds/r0 and resume".into(),
-            });
+            }),
+            Weights::Warmup => {
+                self.student.load_round(0, &warmup_dir(&self.run).join("train"))?;
+                self.at = w;
+                Ok(())
+            }
+            Weights::Round(r) => {
+                self.student
+                    .load_round(r, &round_dir(&self.run, r).join("train"))?;
+                self.at = w;
+                Ok(())
+            }
         }
-        self.student
-            .load_round(r, &round_dir(&self.run, r).join("train"))?;
-        self.at = r;
-        Ok(())
     }
+}
+
+/// The directory of the warm-up student under the run directory.
+pub fn warmup_dir(run: &Path) -> PathBuf {
+    run.join("warmup")
 }
 
 fn teacher_answers(
@@ -418,6 +465,15 @@ fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
     Ok(())
 }
 
+/// The warm-up student's record (`warmup/warmup.json`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WarmupRecord {
+    /// Ids of the seed items it trained on (a seeded random slice of the pool).
+    pub items: Vec<String>,
+    /// The student's training summary.
+    pub train: serde_json::Value,
+}
+
 /// Runs (or resumes) the curriculum into `run` (see the module docs). `notify` receives one
 /// line per step started, for progress output.
 ///
@@ -441,247 +497,426 @@ pub fn run_curriculum(
                 .into(),
         });
     }
-    let mix = config.mix()?;
-    let Roles {
-        teacher,
-        judge,
-        classifier,
-        student,
-        dedup,
-    } = roles;
-    let mut student = StudentState {
-        student,
-        at: 0,
-        run: run.to_path_buf(),
-    };
-    let calls_of = |t: &dyn Teacher, j: &dyn Judge, c: &dyn TaskClassifier| {
+    let mut state = RunState::new(run, roles, config, notify)?;
+    let prepare = state.prepare(seeds, heldout)?;
+    let mut rounds = vec![state.round_zero()?];
+    let warmup = state.warmup()?;
+    // A new instruction must not copy a held-out one.
+    state.dedup.add(&state.held_texts())?;
+    let mut final_student = None;
+    for spec in &config.schedule() {
+        let dir = round_dir(run, spec.round);
+        let rec = if dir.join("round.json").is_file() {
+            state.finished_round(&dir)?
+        } else {
+            state.round(spec, &dir)?
+        };
+        rounds.push(rec);
+        final_student = Some(dir.join("train"));
+    }
+    Ok(CurriculumOutcome {
+        prepare,
+        warmup,
+        rounds,
+        calls: state.calls(),
+        pool: state.pool,
+        final_student,
+    })
+}
+
+/// A run between its steps: the roles, the growing pool and the targets refined so far.
+struct RunState<'a, 'b> {
+    run: PathBuf,
+    config: &'b CurriculumConfig,
+    mix: TargetMix,
+    teacher: &'a mut dyn Teacher,
+    judge: &'a mut dyn Judge,
+    classifier: &'a mut dyn TaskClassifier,
+    student: StudentState<'a>,
+    dedup: &'a mut dyn NearDuplicates,
+    /// Pool instructions already added to `dedup` (after the held-out ones).
+    dedup_len: usize,
+    notify: &'b mut dyn FnMut(&str),
+    /// Seeds with a teacher answer, then every round's new instructions.
+    pool: Vec<PoolItem>,
+    /// Refined targets by item id.
+    refined: BTreeMap<String, String>,
+    /// Held-out instructions with a teacher answer, and those answers.
+    held: Vec<Instruction>,
+    held_teacher: Vec<String>,
+    /// The base student's held-out answers (round 0).
+    base_answers: Vec<String>,
+}
+
+impl<'a, 'b> RunState<'a, 'b> {
+    fn new(
+        run: &Path,
+        roles: Roles<'a>,
+        config: &'b CurriculumConfig,
+        notify: &'b mut dyn FnMut(&str),
+    ) -> Result<Self> {
+        Ok(Self {
+            run: run.to_path_buf(),
+            config,
+            mix: config.mix()?,
+            teacher: roles.teacher,
+            judge: roles.judge,
+            classifier: roles.classifier,
+            student: StudentState {
+                student: roles.student,
+                at: Weights::Base,
+                run: run.to_path_buf(),
+                warmup: config.warmup > 0,
+            },
+            dedup: roles.dedup,
+            dedup_len: 0,
+            notify,
+            pool: Vec::new(),
+            refined: BTreeMap::new(),
+            held: Vec::new(),
+            held_teacher: Vec::new(),
+            base_answers: Vec::new(),
+        })
+    }
+
+    fn calls(&self) -> BTreeMap<String, CallStats> {
         let mut m = BTreeMap::new();
-        m.insert("teacher".to_string(), t.stats());
-        m.insert("judge".to_string(), j.stats());
-        m.insert("classifier".to_string(), c.stats());
+        m.insert("teacher".to_string(), self.teacher.stats());
+        m.insert("judge".to_string(), self.judge.stats());
+        m.insert("classifier".to_string(), self.classifier.stats());
         m
-    };
+    }
 
-    // Preparation.
-    let prep = run.join("prepare");
-    notify(&format!("classify {} seed instructions", seeds.len()));
-    let seed_texts: Vec<String> = seeds.iter().map(|s| s.text.clone()).collect();
-    let classes: Vec<ClassRecord> =
-        step(&prep, "classes.json", || classify(classifier, &seed_texts))?;
-    notify(&format!(
-        "teacher answers {} seeds and {} held-out instructions",
-        seeds.len(),
-        heldout.len()
-    ));
-    let seed_answers = step(&prep, "teacher.json", || teacher_answers(teacher, seeds))?;
-    let heldout_answers = step(&prep, "heldout_teacher.json", || {
-        teacher_answers(teacher, heldout)
-    })?;
-    if seed_answers.len() != seeds.len()
-        || classes.len() != seeds.len()
-        || heldout_answers.len() != heldout.len()
-    {
-        return Err(TapirError::RunFile {
-            path: prep,
-            detail: "the files hold another number of instructions than the config's data; the data changed since the run started".into(),
-        });
+    fn held_texts(&self) -> Vec<String> {
+        self.held.iter().map(|h| h.text.clone()).collect()
     }
-    let mut dropped = Vec::new();
-    let mut pool: Vec<PoolItem> = Vec::new();
-    for ((s, c), a) in seeds.iter().zip(&classes).zip(&seed_answers) {
-        match a {
-            Ok(t) => pool.push(PoolItem {
-                id: s.id.clone(),
-                instruction: s.text.clone(),
-                category: c.class.category,
-                origin: Origin::Seed,
-                teacher: t.clone(),
-            }),
-            Err(why) => dropped.push(Dropped {
-                id: s.id.clone(),
-                reason: why.clone(),
-            }),
-        }
-    }
-    let mut held: Vec<Instruction> = Vec::new();
-    let mut held_teacher: Vec<String> = Vec::new();
-    for (h, a) in heldout.iter().zip(&heldout_answers) {
-        match a {
-            Ok(t) => {
-                held.push(h.clone());
-                held_teacher.push(t.clone());
-            }
-            Err(why) => dropped.push(Dropped {
-                id: h.id.clone(),
-                reason: why.clone(),
-            }),
-        }
-    }
-    if pool.is_empty() {
-        return Err(TapirError::Input {
-            what: "teacher".into(),
-            detail: format!(
-                "the teacher's answers to all {} seed instructions failed or were empty ({}); check the teacher's model and max_new_tokens",
-                seeds.len(),
-                dropped.first().map_or("", |d| d.reason.as_str())
-            ),
-        });
-    }
-    if !dropped.is_empty() {
-        tracing::warn!(
-            "{} instructions dropped: the teacher's answer failed or was empty",
-            dropped.len()
-        );
-    }
-    let prepare = PrepareRecord {
-        seeds: seeds.len(),
-        heldout: heldout.len(),
-        classes: summarise_classes(&classes),
-        dropped,
-        pool: pool.len(),
-        heldout_kept: held.len(),
-    };
-    atomic_fs::write_json(&prep.join("prepare.json"), &prepare)?;
 
-    // Round 0: the base student on the held-out set.
-    let r0 = round_dir(run, 0);
-    let held_texts: Vec<String> = held.iter().map(|h| h.text.clone()).collect();
-    let mut rounds: Vec<RoundRecord> = Vec::new();
-    let base_answers: Vec<String>;
-    if r0.join("round.json").is_file() {
-        rounds.push(read_json(&r0.join("round.json"))?);
-        base_answers = read_json(&r0.join("heldout.json"))?;
-    } else {
-        let t0 = Instant::now();
-        let calls0 = calls_of(teacher, judge, classifier);
-        notify(&format!(
-            "round 0: the base student on {} held-out instructions",
-            held.len()
+    /// The training target of a pool item: its refined answer when there is one.
+    fn target(&self, it: &PoolItem) -> String {
+        self.refined
+            .get(&it.id)
+            .cloned()
+            .unwrap_or_else(|| it.teacher.clone())
+    }
+
+    /// Preparation: classify the seeds, have the teacher answer seeds and held-out
+    /// instructions, drop those without an answer; fills the pool and the held-out set.
+    fn prepare(&mut self, seeds: &[Instruction], heldout: &[Instruction]) -> Result<PrepareRecord> {
+        let prep = self.run.join("prepare");
+        (self.notify)(&format!("classify {} seed instructions", seeds.len()));
+        let seed_texts: Vec<String> = seeds.iter().map(|s| s.text.clone()).collect();
+        let classifier = &mut *self.classifier;
+        let classes: Vec<ClassRecord> =
+            step(&prep, "classes.json", || classify(classifier, &seed_texts))?;
+        (self.notify)(&format!(
+            "teacher answers {} seeds and {} held-out instructions",
+            seeds.len(),
+            heldout.len()
         ));
-        base_answers = step(&r0, "heldout.json", || {
-            student.ensure(0)?;
+        let seed_answers = step(&prep, "teacher.json", || {
+            teacher_answers(self.teacher, seeds)
+        })?;
+        let heldout_answers = step(&prep, "heldout_teacher.json", || {
+            teacher_answers(self.teacher, heldout)
+        })?;
+        if seed_answers.len() != seeds.len()
+            || classes.len() != seeds.len()
+            || heldout_answers.len() != heldout.len()
+        {
+            return Err(TapirError::RunFile {
+                path: prep,
+                detail: "the files hold another number of instructions than the config's data; the data changed since the run started".into(),
+            });
+        }
+        let mut dropped = Vec::new();
+        for ((s, c), a) in seeds.iter().zip(&classes).zip(&seed_answers) {
+            match a {
+                Ok(t) => self.pool.push(PoolItem {
+                    id: s.id.clone(),
+                    instruction: s.text.clone(),
+                    category: c.class.category,
+                    origin: Origin::Seed,
+                    teacher: t.clone(),
+                }),
+                Err(why) => dropped.push(Dropped {
+                    id: s.id.clone(),
+                    reason: why.clone(),
+                }),
+            }
+        }
+        for (h, a) in heldout.iter().zip(&heldout_answers) {
+            match a {
+                Ok(t) => {
+                    self.held.push(h.clone());
+                    self.held_teacher.push(t.clone());
+                }
+                Err(why) => dropped.push(Dropped {
+                    id: h.id.clone(),
+                    reason: why.clone(),
+                }),
+            }
+        }
+        if self.pool.is_empty() {
+            return Err(TapirError::Input {
+                what: "teacher".into(),
+                detail: format!(
+                    "the teacher's answers to all {} seed instructions failed or were empty ({}); check the teacher's model and max_new_tokens",
+                    seeds.len(),
+                    dropped.first().map_or("", |d| d.reason.as_str())
+                ),
+            });
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(
+                "{} instructions dropped: the teacher's answer failed or was empty",
+                dropped.len()
+            );
+        }
+        let prepare = PrepareRecord {
+            seeds: seeds.len(),
+            heldout: heldout.len(),
+            classes: summarise_classes(&classes),
+            dropped,
+            pool: self.pool.len(),
+            heldout_kept: self.held.len(),
+        };
+        atomic_fs::write_json(&prep.join("prepare.json"), &prepare)?;
+        Ok(prepare)
+    }
+
+    /// Round 0: the base student answers the held-out set and is judged against the teacher.
+    fn round_zero(&mut self) -> Result<RoundRecord> {
+        let r0 = round_dir(&self.run, 0);
+        if r0.join("round.json").is_file() {
+            self.base_answers = read_json(&r0.join("heldout.json"))?;
+            return read_json(&r0.join("round.json"));
+        }
+        let t0 = Instant::now();
+        let calls0 = self.calls();
+        (self.notify)(&format!(
+            "round 0: the base student on {} held-out instructions",
+            self.held.len()
+        ));
+        let held_texts = self.held_texts();
+        let student = &mut self.student;
+        self.base_answers = step(&r0, "heldout.json", || {
+            student.ensure(Weights::Base)?;
             student.student.respond(&held_texts)
         })?;
         let judged: HeldoutJudgements = step(&r0, "heldout_judge.json", || {
-            judge_heldout(judge, &held, &held_teacher, &base_answers, None, config)
+            judge_heldout(
+                self.judge,
+                &self.held,
+                &self.held_teacher,
+                &self.base_answers,
+                None,
+                self.config,
+            )
         })?;
         let rec = RoundRecord {
             round: 0,
-            heldout: summarise_heldout(&judged, config, false),
-            calls: delta(&calls_of(teacher, judge, classifier), &calls0),
+            heldout: summarise_heldout(&judged, self.config, false),
+            calls: delta(&self.calls(), &calls0),
             seconds: t0.elapsed().as_secs_f64(),
             ..RoundRecord::default()
         };
         atomic_fs::write_json(&r0.join("round.json"), &rec)?;
-        rounds.push(rec);
+        Ok(rec)
     }
 
-    // The rounds.
-    let mut refined: BTreeMap<String, String> = BTreeMap::new();
-    let mut dedup_len = 0usize;
-    dedup.add(&held_texts)?;
-    let schedule: Vec<RoundSpec> = config.schedule();
-    let mut final_student = None;
-    for spec in &schedule {
+    /// The warm-up student (ALGORITHMS.md 3(f), `curriculum.warmup > 0`): the base student
+    /// trained on a seeded random slice of the seeds with the teacher's plain answers, so the
+    /// round-1 MFD is measured on a student that follows instructions. Round 0 stays the raw
+    /// base student's baseline.
+    fn warmup(&mut self) -> Result<Option<WarmupRecord>> {
+        let n = self.config.warmup.min(self.pool.len());
+        if n == 0 {
+            return Ok(None);
+        }
+        let dir = warmup_dir(&self.run);
+        if let Ok(rec) = read_json::<WarmupRecord>(&dir.join("warmup.json")) {
+            return Ok(Some(rec));
+        }
+        let cats: Vec<TaskCategory> = self.pool.iter().map(|p| p.category).collect();
+        let picks = uniform_sample(&cats, n, step_seed(self.config.seed, 0, "warmup")).picks;
+        let items: Vec<String> = picks.iter().map(|&i| self.pool[i].id.clone()).collect();
+        let data: Vec<TrainPair> = picks
+            .iter()
+            .map(|&i| TrainPair {
+                instruction: self.pool[i].instruction.clone(),
+                response: self.pool[i].teacher.clone(),
+            })
+            .collect();
+        write_jsonl(&dir.join("data.jsonl"), &data)?;
+        (self.notify)(&format!(
+            "warm-up: the base student trains on {n} seed answers"
+        ));
+        let student = &mut self.student;
+        let train: serde_json::Value = step(&dir, "train.json", || {
+            student.ensure(Weights::Base)?;
+            let v = student.student.train_round(0, &data, &dir.join("train"))?;
+            student.at = Weights::Warmup;
+            Ok(v)
+        })?;
+        let rec = WarmupRecord { items, train };
+        atomic_fs::write_json(&dir.join("warmup.json"), &rec)?;
+        Ok(Some(rec))
+    }
+
+    /// A round finished by an earlier process: its record, new instructions and refinements.
+    fn finished_round(&mut self, dir: &Path) -> Result<RoundRecord> {
+        let rec: RoundRecord = read_json(&dir.join("round.json"))?;
+        let new: Vec<PoolItem> = read_json(&dir.join("expanded.json"))?;
+        self.pool.extend(new);
+        let rf: BTreeMap<String, Refined> = read_json(&dir.join("refined.json"))?;
+        self.refined
+            .extend(rf.into_iter().map(|(k, v)| (k, v.response)));
+        Ok(rec)
+    }
+
+    /// Round `spec.round`, steps 1-7 of the module docs.
+    fn round(&mut self, spec: &RoundSpec, dir: &Path) -> Result<RoundRecord> {
         let r = spec.round;
-        let dir = round_dir(run, r);
-        if dir.join("round.json").is_file() {
-            let rec: RoundRecord = read_json(&dir.join("round.json"))?;
-            let new: Vec<PoolItem> = read_json(&dir.join("expanded.json"))?;
-            pool.extend(new);
-            let rf: BTreeMap<String, Refined> = read_json(&dir.join("refined.json"))?;
-            refined.extend(rf.into_iter().map(|(k, v)| (k, v.response)));
-            rounds.push(rec);
-            final_student = Some(dir.join("train"));
-            continue;
-        }
         let t0 = Instant::now();
-        let calls0 = calls_of(teacher, judge, classifier);
-        let target = |it: &PoolItem, refined: &BTreeMap<String, String>| {
-            refined
-                .get(&it.id)
-                .cloned()
-                .unwrap_or_else(|| it.teacher.clone())
-        };
-        let pool_size = pool.len();
-
-        // 1. MFD of the pool under S_{r-1}.
-        let mut mfd_records: Option<Vec<MfdRecord>> = None;
-        if config.ablation.mfd_filter {
-            notify(&format!(
-                "round {r}: the student answers {} pool instructions",
-                pool.len()
-            ));
-            let texts: Vec<String> = pool.iter().map(|p| p.instruction.clone()).collect();
-            let answers: Vec<String> = step(&dir, "student.json", || {
-                student.ensure(r - 1)?;
-                student.student.respond(&texts)
-            })?;
-            if answers.len() != pool.len() {
-                return Err(TapirError::RunFile {
-                    path: dir.join("student.json"),
-                    detail: format!("expected {} answers, found {}", pool.len(), answers.len()),
-                });
-            }
-            notify(&format!(
-                "round {r}: the judge scores {} answers against the teacher (MFD)",
-                pool.len()
-            ));
-            let items: Vec<MfdItem> = pool
-                .iter()
-                .zip(&answers)
-                .map(|(p, s)| MfdItem {
-                    instruction: p.instruction.clone(),
-                    teacher: target(p, &refined),
-                    student: s.clone(),
-                })
-                .collect();
-            let recs: Vec<MfdRecord> =
-                step(&dir, "mfd.json", || score_mfd(judge, &items, &config.mfd))?;
-            if recs.iter().all(|r| r.mfd.is_none()) {
-                return Err(TapirError::NothingScored {
-                    step: format!("round {r} MFD"),
-                    items: recs.len(),
-                    attempts: config.mfd.pairwise.max_attempts,
-                    outputs: dir.join("mfd.json"),
-                });
-            }
-            mfd_records = Some(recs);
-        }
+        let calls0 = self.calls();
+        let pool_size = self.pool.len();
+        let mfd_records = self.score_mfd(r, dir)?;
         let hard: Vec<bool> = match &mfd_records {
-            Some(recs) => recs.iter().map(|r| r.hard == Some(true)).collect(),
-            None => vec![true; pool.len()],
+            Some(recs) => recs.iter().map(|m| m.hard == Some(true)).collect(),
+            None => vec![true; self.pool.len()],
         };
+        let expansion = self.expand(spec, dir, &hard)?;
+        let new_items = self.answer_expansion(r, dir, &expansion)?;
+        let plan: Plan = step(dir, "plan.json", || {
+            Ok(make_plan(
+                &self.pool,
+                &new_items,
+                mfd_records.as_deref(),
+                spec,
+                self.config,
+                &self.mix,
+            ))
+        })?;
+        let refine = self.refine(r, dir, &plan, &new_items)?;
+        let data = self.training_data(dir, &plan, &new_items)?;
+        let train = self.train(r, dir, &data)?;
+        let judged = self.evaluate(r, dir)?;
 
-        // 2. Expansion.
-        notify(&format!(
+        let mfd_values: Vec<f64> = mfd_records.iter().flatten().filter_map(|m| m.mfd).collect();
+        self.pool.extend(new_items);
+        let rec = RoundRecord {
+            round: r,
+            alpha: spec.alpha,
+            size: spec.size,
+            pool: pool_size,
+            mfd: mfd_records
+                .as_ref()
+                .map(|m| summarise_mfd(m, &self.config.mfd)),
+            mfd_values,
+            expansion: expansion.summary(),
+            plan,
+            refine,
+            train,
+            heldout: summarise_heldout(&judged, self.config, true),
+            calls: delta(&self.calls(), &calls0),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        atomic_fs::write_json(&dir.join("round.json"), &rec)?;
+        Ok(rec)
+    }
+
+    /// Step 1: the MFD of every pool item under the previous round's student (`None` without
+    /// the MFD filter).
+    fn score_mfd(&mut self, r: usize, dir: &Path) -> Result<Option<Vec<MfdRecord>>> {
+        if !self.config.ablation.mfd_filter {
+            return Ok(None);
+        }
+        let n = self.pool.len();
+        (self.notify)(&format!(
+            "round {r}: the student answers {n} pool instructions"
+        ));
+        let texts: Vec<String> = self.pool.iter().map(|p| p.instruction.clone()).collect();
+        let before = self.student.before(r);
+        let student = &mut self.student;
+        let answers: Vec<String> = step(dir, "student.json", || {
+            student.ensure(before)?;
+            student.student.respond(&texts)
+        })?;
+        if answers.len() != n {
+            return Err(TapirError::RunFile {
+                path: dir.join("student.json"),
+                detail: format!("expected {n} answers, found {}", answers.len()),
+            });
+        }
+        (self.notify)(&format!(
+            "round {r}: the judge scores {n} answers against the teacher (MFD)"
+        ));
+        let items: Vec<MfdItem> = self
+            .pool
+            .iter()
+            .zip(&answers)
+            .map(|(p, s)| MfdItem {
+                instruction: p.instruction.clone(),
+                teacher: self.target(p),
+                student: s.clone(),
+            })
+            .collect();
+        let recs: Vec<MfdRecord> = step(dir, "mfd.json", || {
+            score_mfd(self.judge, &items, &self.config.mfd)
+        })?;
+        if recs.iter().all(|m| m.mfd.is_none()) {
+            return Err(TapirError::NothingScored {
+                step: format!("round {r} MFD"),
+                items: recs.len(),
+                attempts: self.config.mfd.pairwise.max_attempts,
+                outputs: dir.join("mfd.json"),
+            });
+        }
+        Ok(Some(recs))
+    }
+
+    /// Step 2a: the teacher writes new instructions from hard seeds of categories drawn from
+    /// the target mix.
+    fn expand(&mut self, spec: &RoundSpec, dir: &Path, hard: &[bool]) -> Result<Expansion> {
+        let r = spec.round;
+        (self.notify)(&format!(
             "round {r}: the teacher writes {} new instructions",
             spec.expand
         ));
-        let texts: Vec<String> = pool.iter().map(|p| p.instruction.clone()).collect();
-        let cats: Vec<TaskCategory> = pool.iter().map(|p| p.category).collect();
-        let expansion: Expansion = step(&dir, "expansion.json", || {
-            dedup.add(&texts[dedup_len..])?;
-            dedup_len = texts.len();
-            let cfg = crate::expand::ExpansionConfig {
+        let texts: Vec<String> = self.pool.iter().map(|p| p.instruction.clone()).collect();
+        let cats: Vec<TaskCategory> = self.pool.iter().map(|p| p.category).collect();
+        step(dir, "expansion.json", || {
+            self.dedup.add(&texts[self.dedup_len..])?;
+            self.dedup_len = texts.len();
+            let cfg = ExpansionConfig {
                 per_round: spec.expand,
-                ..config.expansion.clone()
+                ..self.config.expansion.clone()
             };
             expand(
-                teacher,
+                self.teacher,
                 SeedPool {
                     texts: &texts,
                     categories: &cats,
-                    eligible: &hard,
+                    eligible: hard,
                 },
-                config.ablation.rebalance.then_some(&mix),
-                dedup,
+                self.config.ablation.rebalance.then_some(&self.mix),
+                self.dedup,
                 &cfg,
-                step_seed(config.seed, r, "expand"),
-                step_seed(config.seed, r, "expand-draws") >> 16,
+                step_seed(self.config.seed, r, "expand"),
+                step_seed(self.config.seed, r, "expand-draws") >> 16,
             )
-        })?;
-        let new_items: Vec<PoolItem> = step(&dir, "expanded.json", || {
+        })
+    }
+
+    /// Step 2b: the teacher answers the accepted new instructions (those it fails on are
+    /// dropped).
+    fn answer_expansion(
+        &mut self,
+        r: usize,
+        dir: &Path,
+        expansion: &Expansion,
+    ) -> Result<Vec<PoolItem>> {
+        step(dir, "expanded.json", || {
             let instr: Vec<Instruction> = expansion
                 .accepted
                 .iter()
@@ -691,7 +926,7 @@ pub fn run_curriculum(
                     text: a.text.clone(),
                 })
                 .collect();
-            let answers = teacher_answers(teacher, &instr)?;
+            let answers = teacher_answers(self.teacher, &instr)?;
             Ok(instr
                 .into_iter()
                 .zip(&expansion.accepted)
@@ -703,45 +938,37 @@ pub fn run_curriculum(
                         category: a.category,
                         origin: Origin::Expanded {
                             round: r,
-                            from: pool[a.seed].id.clone(),
+                            from: self.pool[a.seed].id.clone(),
                         },
                         teacher: t,
                     })
                 })
                 .collect())
-        })?;
+        })
+    }
 
-        // 3. The training-set plan.
-        let plan: Plan = step(&dir, "plan.json", || {
-            Ok(make_plan(
-                &pool,
-                &new_items,
-                mfd_records.as_deref(),
-                spec,
-                config,
-                &mix,
-            ))
-        })?;
-
-        // 4. Refinement.
-        let by_id: BTreeMap<&str, &PoolItem> = pool
-            .iter()
-            .chain(&new_items)
-            .map(|p| (p.id.as_str(), p))
-            .collect();
-        let round_refined: BTreeMap<String, Refined> = step(&dir, "refined.json", || {
-            if !config.ablation.refine {
+    /// Step 4a: the teacher refines the targets of the plan's items not refined before.
+    fn refine(
+        &mut self,
+        r: usize,
+        dir: &Path,
+        plan: &Plan,
+        new_items: &[PoolItem],
+    ) -> Result<RefineSummary> {
+        let round_refined: BTreeMap<String, Refined> = step(dir, "refined.json", || {
+            if !self.config.ablation.refine {
                 return Ok(BTreeMap::new());
             }
+            let by_id = items_by_id(&self.pool, new_items);
             let mut ids: Vec<&str> = plan
                 .items
                 .iter()
                 .map(String::as_str)
-                .filter(|i| !refined.contains_key(*i))
+                .filter(|i| !self.refined.contains_key(*i))
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            notify(&format!(
+            (self.notify)(&format!(
                 "round {r}: the teacher refines {} responses",
                 ids.len()
             ));
@@ -756,19 +983,27 @@ pub fn run_curriculum(
                     }
                 })
                 .collect();
-            let out = refine_responses(teacher, &reqs)?;
+            let out = refine_responses(self.teacher, &reqs)?;
             Ok(ids.into_iter().map(str::to_string).zip(out).collect())
         })?;
-        let refine_summary = RefineSummary {
+        let summary = RefineSummary {
             asked: round_refined.len(),
             refined: round_refined.values().filter(|v| v.refined).count(),
             kept_original: round_refined.values().filter(|v| !v.refined).count(),
         };
-        refined.extend(
-            round_refined
-                .iter()
-                .map(|(k, v)| (k.clone(), v.response.clone())),
-        );
+        self.refined
+            .extend(round_refined.into_iter().map(|(k, v)| (k, v.response)));
+        Ok(summary)
+    }
+
+    /// Step 4b: the round's training pairs (`data.jsonl`).
+    fn training_data(
+        &self,
+        dir: &Path,
+        plan: &Plan,
+        new_items: &[PoolItem],
+    ) -> Result<Vec<TrainPair>> {
+        let by_id = items_by_id(&self.pool, new_items);
         let data: Vec<TrainPair> = plan
             .items
             .iter()
@@ -776,8 +1011,8 @@ pub fn run_curriculum(
                 let p = by_id[id.as_str()];
                 TrainPair {
                     instruction: p.instruction.clone(),
-                    response: if config.ablation.refine {
-                        target(p, &refined)
+                    response: if self.config.ablation.refine {
+                        self.target(p)
                     } else {
                         p.teacher.clone()
                     },
@@ -787,72 +1022,65 @@ pub fn run_curriculum(
         if !dir.join("data.jsonl").is_file() {
             write_jsonl(&dir.join("data.jsonl"), &data)?;
         }
+        Ok(data)
+    }
 
-        // 5. Training.
+    /// Step 5: the student trains on the round's data, continuing from the previous student.
+    fn train(&mut self, r: usize, dir: &Path, data: &[TrainPair]) -> Result<serde_json::Value> {
         let train_dir = dir.join("train");
-        let train: serde_json::Value = step(&dir, "train.json", || {
+        let before = self.student.before(r);
+        let student = &mut self.student;
+        let notify = &mut *self.notify;
+        step(dir, "train.json", || {
             notify(&format!(
                 "round {r}: the student trains on {} examples",
                 data.len()
             ));
-            student.ensure(r - 1)?;
-            let v = student.student.train_round(r, &data, &train_dir)?;
-            student.at = r;
+            student.ensure(before)?;
+            let v = student.student.train_round(r, data, &train_dir)?;
+            student.at = Weights::Round(r);
             Ok(v)
-        })?;
+        })
+    }
 
-        // 6. Held-out.
-        notify(&format!(
+    /// Step 6: the round's student answers the held-out set and is judged against the teacher
+    /// and the base student.
+    fn evaluate(&mut self, r: usize, dir: &Path) -> Result<HeldoutJudgements> {
+        (self.notify)(&format!(
             "round {r}: the student answers {} held-out instructions",
-            held.len()
+            self.held.len()
         ));
-        let answers: Vec<String> = step(&dir, "heldout.json", || {
-            student.ensure(r)?;
+        let held_texts = self.held_texts();
+        let student = &mut self.student;
+        let answers: Vec<String> = step(dir, "heldout.json", || {
+            student.ensure(Weights::Round(r))?;
             student.student.respond(&held_texts)
         })?;
-        notify(&format!(
+        (self.notify)(&format!(
             "round {r}: the judge compares them with the teacher and the base student"
         ));
-        let judged: HeldoutJudgements = step(&dir, "heldout_judge.json", || {
+        step(dir, "heldout_judge.json", || {
             judge_heldout(
-                judge,
-                &held,
-                &held_teacher,
+                self.judge,
+                &self.held,
+                &self.held_teacher,
                 &answers,
-                Some(&base_answers),
-                config,
+                Some(&self.base_answers),
+                self.config,
             )
-        })?;
-
-        let mfd_values: Vec<f64> = mfd_records.iter().flatten().filter_map(|m| m.mfd).collect();
-        pool.extend(new_items);
-        let rec = RoundRecord {
-            round: r,
-            alpha: spec.alpha,
-            size: spec.size,
-            pool: pool_size,
-            mfd: mfd_records.as_ref().map(|m| summarise_mfd(m, &config.mfd)),
-            mfd_values,
-            expansion: expansion.summary(),
-            plan,
-            refine: refine_summary,
-            train,
-            heldout: summarise_heldout(&judged, config, true),
-            calls: delta(&calls_of(teacher, judge, classifier), &calls0),
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        atomic_fs::write_json(&dir.join("round.json"), &rec)?;
-        rounds.push(rec);
-        final_student = Some(train_dir);
+        })
     }
-    let calls = calls_of(teacher, judge, classifier);
-    Ok(CurriculumOutcome {
-        prepare,
-        rounds,
-        calls,
-        pool,
-        final_student,
-    })
+}
+
+/// The pool items and this round's new ones, by id.
+fn items_by_id<'p>(
+    pool: &'p [PoolItem],
+    new_items: &'p [PoolItem],
+) -> BTreeMap<&'p str, &'p PoolItem> {
+    pool.iter()
+        .chain(new_items)
+        .map(|p| (p.id.as_str(), p))
+        .collect()
 }
 
 /// The training-set plan of a round (step 3 of the module docs).
@@ -862,72 +1090,21 @@ fn make_plan(
     mfd: Option<&[MfdRecord]>,
     spec: &RoundSpec,
     config: &CurriculumConfig,
-    mix: &crate::taxonomy::TargetMix,
+    mix: &TargetMix,
 ) -> Plan {
-    let mut notes = Vec::new();
-    let (mut hard, mut easy): (Vec<&PoolItem>, Vec<&PoolItem>) = (Vec::new(), Vec::new());
-    let mut unscored = 0;
-    match mfd {
-        Some(recs) => {
-            for (p, m) in pool.iter().zip(recs) {
-                match m.hard {
-                    Some(true) => hard.push(p),
-                    Some(false) => easy.push(p),
-                    None => unscored += 1,
-                }
-            }
-            hard.extend(new_items);
-        }
-        None => {
-            // Without the MFD filter there is no difficulty: one random (or rebalanced) sample.
-            easy.extend(pool.iter().chain(new_items));
-        }
-    }
+    let (hard, easy, unscored) = split_by_difficulty(pool, new_items, mfd);
     let want_hard = if mfd.is_some() {
         (spec.alpha * spec.size as f64).round() as usize
     } else {
         0
     };
-    let (mut n_hard, mut n_easy) = (want_hard, spec.size - want_hard);
-    if hard.is_empty() && n_hard > 0 {
-        notes.push(format!(
-            "no hard item: the {n_hard} hard places go to easy items"
-        ));
-        n_easy += n_hard;
-        n_hard = 0;
-    }
-    if easy.is_empty() && n_easy > 0 {
-        notes.push(format!(
-            "no easy item: the {n_easy} easy places go to hard items"
-        ));
-        n_hard += n_easy;
-        n_easy = 0;
-    }
-    if config.max_repeats > 0 {
-        let cap = |avail: usize| avail * config.max_repeats;
-        if n_hard > cap(hard.len()) {
-            let moved = n_hard - cap(hard.len());
-            notes.push(format!(
-                "{} hard item(s) for {n_hard} hard places: at most {} copies each (curriculum.max_repeats), {moved} place(s) go to easy items",
-                hard.len(),
-                config.max_repeats
-            ));
-            n_hard -= moved;
-            n_easy += moved;
-        }
-        if n_easy > cap(easy.len()) {
-            let moved = n_easy - cap(easy.len());
-            let to_hard = moved.min(cap(hard.len()) - n_hard);
-            notes.push(format!(
-                "{} easy item(s) for {n_easy} easy places: at most {} copies each (curriculum.max_repeats); {to_hard} place(s) go to hard items, {} stay empty",
-                easy.len(),
-                config.max_repeats,
-                moved - to_hard
-            ));
-            n_easy -= moved;
-            n_hard += to_hard;
-        }
-    }
+    let mut notes = Vec::new();
+    let (n_hard, n_easy) = places(
+        (want_hard, spec.size - want_hard),
+        (hard.len(), easy.len()),
+        config.max_repeats,
+        &mut notes,
+    );
     let sample = |items: &[&PoolItem], n: usize, tag: &str| -> Rebalanced {
         let cats: Vec<TaskCategory> = items.iter().map(|p| p.category).collect();
         let seed = step_seed(config.seed, spec.round, tag);
@@ -957,5 +1134,107 @@ fn make_plan(
         hard: h,
         easy: e,
         notes,
+    }
+}
+
+/// The hard and easy items of a round and the number of unscored pool items: without the MFD
+/// filter every item is "easy" (one random or rebalanced sample); with it, new instructions
+/// join the hard part.
+fn split_by_difficulty<'p>(
+    pool: &'p [PoolItem],
+    new_items: &'p [PoolItem],
+    mfd: Option<&[MfdRecord]>,
+) -> (Vec<&'p PoolItem>, Vec<&'p PoolItem>, usize) {
+    let (mut hard, mut easy) = (Vec::new(), Vec::new());
+    let mut unscored = 0;
+    match mfd {
+        Some(recs) => {
+            for (p, m) in pool.iter().zip(recs) {
+                match m.hard {
+                    Some(true) => hard.push(p),
+                    Some(false) => easy.push(p),
+                    None => unscored += 1,
+                }
+            }
+            hard.extend(new_items);
+        }
+        None => easy.extend(pool.iter().chain(new_items)),
+    }
+    (hard, easy, unscored)
+}
+
+/// The places of the hard and easy parts, given the wanted `(hard, easy)` places and the
+/// `(hard, easy)` items available: a part with no item hands its places to the other, and a part
+/// that would need more than `max_repeats` copies of its items hands the excess to the other
+/// (as far as that one can take it). Every move is written to `notes`.
+fn places(
+    want: (usize, usize),
+    available: (usize, usize),
+    max_repeats: usize,
+    notes: &mut Vec<String>,
+) -> (usize, usize) {
+    let ((mut n_hard, mut n_easy), (hard, easy)) = (want, available);
+    if hard == 0 && n_hard > 0 {
+        notes.push(format!(
+            "no hard item: the {n_hard} hard places go to easy items"
+        ));
+        n_easy += n_hard;
+        n_hard = 0;
+    }
+    if easy == 0 && n_easy > 0 {
+        notes.push(format!(
+            "no easy item: the {n_easy} easy places go to hard items"
+        ));
+        n_hard += n_easy;
+        n_easy = 0;
+    }
+    if max_repeats > 0 {
+        let cap = |avail: usize| avail * max_repeats;
+        if n_hard > cap(hard) {
+            let moved = n_hard - cap(hard);
+            notes.push(format!(
+                "{hard} hard item(s) for {n_hard} hard places: at most {max_repeats} copies each (curriculum.max_repeats), {moved} place(s) go to easy items"
+            ));
+            n_hard -= moved;
+            n_easy += moved;
+        }
+        if n_easy > cap(easy) {
+            let moved = n_easy - cap(easy);
+            let to_hard = moved.min(cap(hard) - n_hard);
+            notes.push(format!(
+                "{easy} easy item(s) for {n_easy} easy places: at most {max_repeats} copies each (curriculum.max_repeats); {to_hard} place(s) go to hard items, {} stay empty",
+                moved - to_hard
+            ));
+            n_easy -= moved;
+            n_hard += to_hard;
+        }
+    }
+    (n_hard, n_easy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_move_to_the_other_part_and_say_so() {
+        let mut notes = Vec::new();
+        // enough of both: as wanted
+        assert_eq!(places((4, 4), (5, 5), 3, &mut notes), (4, 4));
+        assert!(notes.is_empty());
+        // no hard item: its places go to easy
+        assert_eq!(places((4, 4), (0, 5), 0, &mut notes), (0, 8));
+        assert!(notes[0].contains("no hard item"), "{notes:?}");
+        // one hard item, at most 3 copies: 6 wanted, 3 move to easy
+        notes.clear();
+        assert_eq!(places((6, 2), (1, 5), 3, &mut notes), (3, 5));
+        assert!(notes[0].contains("3 place(s) go to easy"), "{notes:?}");
+        // both parts short: what the hard part can take moves, the rest stays empty
+        notes.clear();
+        assert_eq!(places((2, 10), (1, 2), 3, &mut notes), (3, 6));
+        assert!(
+            notes[0].contains("1 place(s) go to hard items, 3 stay empty"),
+            "{notes:?}"
+        );
     }
 }

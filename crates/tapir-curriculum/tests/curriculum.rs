@@ -256,6 +256,52 @@ fn resuming_after_a_crash_inside_any_step_gives_the_same_files() {
 }
 
 #[test]
+fn a_warmup_student_trains_first_round_one_starts_from_it_and_resumes() {
+    let cfg = CurriculumConfig {
+        warmup: 3,
+        ..config()
+    };
+    let clean = tempfile::tempdir().unwrap();
+    let mut f = Fakes::new();
+    let out = f.run(clean.path(), &cfg).unwrap();
+    let w = out.warmup.as_ref().expect("a warm-up record");
+    assert_eq!(w.items.len(), 3);
+    // 3 distinct seed ids, trained as round 0 before round 1, with the teacher's plain answers
+    let mut ids = w.items.clone();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+    assert_eq!(f.student.trained, vec![(0, 0, 3), (1, 0, 8), (2, 1, 12)]);
+    let data = std::fs::read_to_string(clean.path().join("warmup/data.jsonl")).unwrap();
+    assert_eq!(data.lines().count(), 3);
+    assert!(data.lines().all(|l| l.contains("T: answer to")), "{data}");
+    assert!(clean.path().join("warmup/warmup.json").is_file());
+    // the base student's baseline is unchanged by the warm-up
+    let plain = tempfile::tempdir().unwrap();
+    let no_warmup = Fakes::new().run(plain.path(), &config()).unwrap();
+    assert_eq!(out.rounds[0].heldout, no_warmup.rounds[0].heldout);
+    assert!(no_warmup.warmup.is_none());
+    assert!(!plain.path().join("warmup").exists());
+
+    // a crash in round 1's training: the new process loads the warm-up student first
+    let crashed = tempfile::tempdir().unwrap();
+    let mut first = Fakes::new();
+    first.student.fail_train_round = Some(1);
+    first.run(crashed.path(), &cfg).unwrap_err();
+    let mut second = Fakes::new();
+    second.run(crashed.path(), &cfg).unwrap();
+    assert_eq!(second.student.loaded, vec![0]);
+    assert_eq!(second.student.trained, vec![(1, 0, 8), (2, 1, 12)]);
+    assert_eq!(fingerprint(clean.path()), fingerprint(crashed.path()));
+    // losing the warm-up's record (a kill before it was written) retrains nothing
+    std::fs::remove_file(crashed.path().join("warmup/warmup.json")).unwrap();
+    let mut third = Fakes::new();
+    let again = third.run(crashed.path(), &cfg).unwrap();
+    assert!(third.student.trained.is_empty());
+    assert_eq!(again.warmup, out.warmup);
+}
+
+#[test]
 fn repeats_are_capped_and_extra_places_go_to_the_other_part() {
     let tmp = tempfile::tempdir().unwrap();
     let mut f = Fakes::new();

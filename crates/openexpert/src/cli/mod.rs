@@ -90,13 +90,13 @@ pub enum Command {
 }
 
 /// The message of an error and its causes, joined by `: ` like anyhow's `{:#}`, without a cause
-/// that the message before it already ends with (many error types print their source in their
-/// own message, which would otherwise show twice).
+/// that the messages before it already show (many error types print their source in their own
+/// message, sometimes followed by advice, which would otherwise show the cause twice).
 pub fn error_message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if out.ends_with(&text) {
+        if out.contains(&text) {
             continue;
         }
         if !out.is_empty() {
@@ -158,6 +158,20 @@ mod tests {
         assert_eq!(
             error_message(&e),
             "writing routes.svg: I/O error on out: File exists"
+        );
+        // a cause shown mid-message (before advice) is not repeated either
+        #[derive(Debug, thiserror::Error)]
+        #[error("the judge endpoint is unreachable: {source}; check the server")]
+        struct Down {
+            source: std::io::Error,
+        }
+        let down = anyhow::Error::new(Down {
+            source: std::io::Error::other("Connection refused"),
+        })
+        .context("setting up the judge");
+        assert_eq!(
+            error_message(&down),
+            "setting up the judge: the judge endpoint is unreachable: Connection refused; check the server"
         );
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(error_message(&plain), "outer: inner");

@@ -114,11 +114,28 @@ async fn answer(state: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     })
 }
 
+/// The roles a chat template renders.
+const CHAT_ROLES: [&str; 3] = ["system", "user", "assistant"];
+
 /// The generation settings of a request, or a 400 naming the field at fault.
 fn settings(request: &ChatCompletionRequest) -> Result<Settings, ApiError> {
     if request.messages.is_empty() {
         return Err(ApiError::bad_request(
             "expected at least one message, found none",
+            Some("messages"),
+        ));
+    }
+    if let Some((i, m)) = request
+        .messages
+        .iter()
+        .enumerate()
+        .find(|(_, m)| !CHAT_ROLES.contains(&m.role.as_str()))
+    {
+        return Err(ApiError::bad_request(
+            format!(
+                "expected the role of message {i} to be system, user or assistant (what the model's chat template renders), found {:?}",
+                m.role
+            ),
             Some("messages"),
         ));
     }
@@ -262,6 +279,10 @@ mod tests {
     fn settings_name_the_bad_field() {
         for (json, field) in [
             (r#"{"model":"m","messages":[]}"#, "messages"),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages",
+            ),
             (
                 r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":-1}"#,
                 "temperature",

@@ -144,10 +144,10 @@ fn write_rows(
 }
 
 fn run_stage(stage: TapirStage, device: &str) -> anyhow::Result<()> {
-    let (name, args) = match &stage {
-        TapirStage::Judge(a) => ("judge", a),
-        TapirStage::Classify(a) => ("classify", a),
-        TapirStage::Refine(a) => ("refine", a),
+    let (name, kind, args) = match &stage {
+        TapirStage::Judge(a) => ("judge", stages::Stage::Judge, a),
+        TapirStage::Classify(a) => ("classify", stages::Stage::Classify, a),
+        TapirStage::Refine(a) => ("refine", stages::Stage::Refine, a),
     };
     let config = args.config()?.resolved();
     config.validate()?;
@@ -158,6 +158,7 @@ fn run_stage(stage: TapirStage, device: &str) -> anyhow::Result<()> {
             args.input.display()
         );
     }
+    stages::check_rows(kind, &rows).with_context(|| args.input.display().to_string())?;
     let cache = match &args.cache {
         Some(d) => Some(llm_client::CallCache::open(d)?),
         None => None,

@@ -146,6 +146,16 @@ fn ensure_model(role: &'static str, spec: &str) -> Result<()> {
     }
 }
 
+/// What a run writes besides its config and call cache (removed by `--force`).
+const RESULTS: [&str; 6] = [
+    "prepare",
+    "warmup",
+    "rounds",
+    "plots",
+    "report.md",
+    "report.json",
+];
+
 /// Checks the run directory and writes the config into it (see [`RunOptions::force`]).
 fn prepare_run_dir(config: &TapirConfig, options: &RunOptions) -> Result<()> {
     let dir = &options.output;
@@ -158,15 +168,24 @@ fn prepare_run_dir(config: &TapirConfig, options: &RunOptions) -> Result<()> {
     if dir.join(CONFIG_FILE).is_file() {
         let previous = run_config(dir)?;
         let diff = config_differences(&previous, config);
+        // A run that stopped before its first step (a model that could not be loaded, an
+        // endpoint that was down) holds nothing to protect: the new config replaces its own.
+        let started = RESULTS.iter().any(|sub| dir.join(sub).exists());
         if !diff.is_empty() {
-            if !options.force {
+            if !started {
+                tracing::info!(
+                    "{} holds a run that had not started yet; its config is replaced (differences: {})",
+                    dir.display(),
+                    diff.join(", ")
+                );
+            } else if !options.force {
                 return Err(TapirRunError::RunDir(format!(
                     "{} holds a TAPIR run of another config (differences: {}). Pass --force to start it over with this config (its call cache is kept, so unchanged calls replay), --resume alone to continue it with its own config, or pick another --output",
                     dir.display(),
                     diff.join(", ")
                 )));
             }
-            for sub in ["prepare", "rounds", "plots", "report.md", "report.json"] {
+            for sub in RESULTS {
                 let p = dir.join(sub);
                 if p.is_dir() {
                     std::fs::remove_dir_all(&p).map_err(|e| TapirRunError::io(&p, e))?;
@@ -420,7 +439,13 @@ mod tests {
         prepare_run_dir(&a, &opts).unwrap();
         let mut b = a.clone();
         b.curriculum.seed = 7;
+        // a run that never reached its first step (only config and cache): replaced
+        std::fs::create_dir_all(opts.output.join("cache/calls")).unwrap();
+        prepare_run_dir(&b, &opts).unwrap();
+        assert_eq!(run_config(&opts.output).unwrap(), b);
+        prepare_run_dir(&a, &opts).unwrap();
         std::fs::create_dir_all(opts.output.join("rounds/r0")).unwrap();
+        std::fs::create_dir_all(opts.output.join("warmup/train")).unwrap();
         std::fs::create_dir_all(opts.output.join("cache/calls")).unwrap();
         let e = prepare_run_dir(&b, &opts).unwrap_err().to_string();
         assert!(
@@ -434,6 +459,7 @@ mod tests {
         };
         prepare_run_dir(&b, &forced).unwrap();
         assert!(!opts.output.join("rounds").exists());
+        assert!(!opts.output.join("warmup").exists());
         assert!(opts.output.join("cache/calls").is_dir());
         assert_eq!(run_config(&opts.output).unwrap(), b);
         // a non-empty directory that holds no run

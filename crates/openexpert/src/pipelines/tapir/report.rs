@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tapir_curriculum::chat::CallStats;
-use tapir_curriculum::curriculum::{CurriculumOutcome, PrepareRecord, RoundRecord};
+use tapir_curriculum::curriculum::{CurriculumOutcome, PrepareRecord, RoundRecord, WarmupRecord};
 use tapir_curriculum::mfd::histogram;
 use tapir_curriculum::pairwise::WinSummary;
 use tapir_curriculum::taxonomy::TaskCategory;
@@ -36,6 +36,9 @@ pub struct TapirReport {
     pub roles: BTreeMap<String, String>,
     /// Preparation.
     pub prepare: PrepareRecord,
+    /// The warm-up student (`curriculum.warmup > 0` only).
+    #[serde(default)]
+    pub warmup: Option<WarmupRecord>,
     /// Round 0 (the base student) and every round.
     pub rounds: Vec<RoundRecord>,
     /// Calls per role in this invocation.
@@ -181,6 +184,7 @@ pub fn build(
         config: config.clone(),
         roles,
         prepare: outcome.prepare.clone(),
+        warmup: outcome.warmup.clone(),
         headline: headline(&outcome.rounds),
         notes: notes(&outcome.prepare, &outcome.rounds),
         rounds: outcome.rounds.clone(),
@@ -409,6 +413,17 @@ pub fn markdown(r: &TapirReport) -> String {
         "Data: {} seed instructions ({} kept in the pool), {} held-out instructions ({} kept).\n",
         p.seeds, p.pool, p.heldout, p.heldout_kept
     );
+    if let Some(w) = &r.warmup {
+        let t = &w.train;
+        let _ = writeln!(
+            md,
+            "Warm-up: before round 1 the base student trained on {} seed answers ({} steps, loss {} → {}); round 1's MFD scores that student, round 0 is the untouched base student.\n",
+            w.items.len(),
+            t["steps"].as_u64().map_or("—".into(), |s| s.to_string()),
+            fmt_opt(t["first_loss"].as_f64(), 3),
+            fmt_opt(t["final_train_loss"].as_f64(), 3)
+        );
+    }
 
     let _ = writeln!(md, "## Held-out win rates\n");
     let _ = writeln!(
@@ -795,6 +810,10 @@ mod tests {
             config: TapirConfig::default(),
             roles: BTreeMap::new(),
             prepare: PrepareRecord::default(),
+            warmup: Some(WarmupRecord {
+                items: vec!["s1".into(), "s2".into()],
+                train: serde_json::json!({"steps": 2, "first_loss": 1.5, "final_train_loss": 1.25}),
+            }),
             rounds: vec![round(0, 0.2, 8), r1],
             calls,
             headline: "h".into(),
@@ -804,6 +823,10 @@ mod tests {
         };
         let md_path = write(tmp.path(), &rep).unwrap();
         let md = std::fs::read_to_string(md_path).unwrap();
+        assert!(
+            md.contains("Warm-up: before round 1 the base student trained on 2 seed answers (2 steps, loss 1.500 → 1.250)"),
+            "{md}"
+        );
         for f in [
             "plots/winrate.svg",
             "plots/mfd_r1.svg",

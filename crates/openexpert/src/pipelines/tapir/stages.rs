@@ -53,6 +53,57 @@ const INSTRUCTION: &[&str] = &[
     "conversations",
 ];
 
+const ANSWER_A: &[&str] = &["answer_a", "teacher", "a"];
+const ANSWER_B: &[&str] = &["answer_b", "student", "b"];
+const RESPONSE: &[&str] = &["response", "output", "answer"];
+
+/// One of the single stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// [`judge_rows`].
+    Judge,
+    /// [`classify_rows`].
+    Classify,
+    /// [`refine_rows`].
+    Refine,
+}
+
+/// Checks that every row holds what `stage` reads, so a bad row stops the command before any
+/// model is loaded or called.
+///
+/// # Errors
+/// The first row without a field the stage needs (or with an unknown `category`), by number.
+pub fn check_rows(stage: Stage, rows: &[Row]) -> Result<()> {
+    for (i, r) in rows.iter().enumerate() {
+        need(r, i, "instruction", INSTRUCTION)?;
+        match stage {
+            Stage::Judge => {
+                need(r, i, "answer a", ANSWER_A)?;
+                need(r, i, "answer b", ANSWER_B)?;
+            }
+            Stage::Classify => {}
+            Stage::Refine => {
+                need(r, i, "a response", RESPONSE)?;
+                category_of(r, i)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row's `category`, when it names one.
+fn category_of(row: &Row, i: usize) -> Result<Option<TaskCategory>> {
+    row.get("category")
+        .and_then(Value::as_str)
+        .map(|c| {
+            c.parse::<TaskCategory>().map_err(|e| TapirRunError::Input {
+                path: format!("row {}", i + 1).into(),
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+}
+
 /// Judges every row (see the module docs); returns the rows and a one-line summary.
 ///
 /// # Errors
@@ -67,8 +118,8 @@ pub fn judge_rows(
     for (i, r) in rows.iter().enumerate() {
         pairs.push(Pair {
             instruction: need(r, i, "instruction", INSTRUCTION)?,
-            a: need(r, i, "answer a", &["answer_a", "teacher", "a"])?,
-            b: need(r, i, "answer b", &["answer_b", "student", "b"])?,
+            a: need(r, i, "answer a", ANSWER_A)?,
+            b: need(r, i, "answer b", ANSWER_B)?,
         });
     }
     let judged = judge_pairs(judge, &pairs, &config.pairwise)?;
@@ -168,23 +219,14 @@ pub fn refine_rows(
     let mut requests = Vec::with_capacity(rows.len());
     let mut missing = Vec::new();
     for (i, r) in rows.iter().enumerate() {
-        let category = match r.get("category").and_then(Value::as_str) {
-            Some(c) => Some(
-                c.parse::<TaskCategory>()
-                    .map_err(|e| TapirRunError::Input {
-                        path: format!("row {}", i + 1).into(),
-                        detail: e.to_string(),
-                    })?,
-            ),
-            None => None,
-        };
+        let category = category_of(r, i)?;
         let instruction = need(r, i, "instruction", INSTRUCTION)?;
         if category.is_none() {
             missing.push((i, instruction.clone()));
         }
         requests.push(RefineRequest {
             instruction,
-            response: need(r, i, "a response", &["response", "output", "answer"])?,
+            response: need(r, i, "a response", RESPONSE)?,
             category: category.unwrap_or(TaskCategory::Others),
         });
     }
@@ -268,6 +310,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("row 1") && e.contains("answer b"), "{e}");
+    }
+
+    #[test]
+    fn rows_are_checked_before_any_call() {
+        let r = rows(json!([
+            {"instruction": "x", "teacher": "a", "student": "b", "response": "r"},
+            {"question": "y", "teacher": "a"}
+        ]));
+        assert!(check_rows(Stage::Classify, &r).is_ok());
+        let e = check_rows(Stage::Judge, &r).unwrap_err().to_string();
+        assert!(e.contains("row 2") && e.contains("answer_b"), "{e}");
+        let e = check_rows(Stage::Refine, &r).unwrap_err().to_string();
+        assert!(e.contains("row 2") && e.contains("response"), "{e}");
+        let bad = rows(json!([{"instruction": "x", "response": "r", "category": "Cooking"}]));
+        let e = check_rows(Stage::Refine, &bad).unwrap_err().to_string();
+        assert!(e.contains("row 1") && e.contains("Cooking"), "{e}");
+        let none = rows(json!([{"text": "x"}]));
+        assert!(check_rows(Stage::Classify, &none).is_err());
     }
 
     #[test]
