@@ -92,6 +92,9 @@ fn bytes_from_bits(x: u32) -> __m256i {
 }
 
 /// Q8_0 row · activations.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -106,6 +109,9 @@ pub fn dot_q8_0(row: &[u8], act: &[ActBlock]) -> f32 {
 }
 
 /// Q4_1 row · activations.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -121,6 +127,9 @@ pub fn dot_q4_1(row: &[u8], act: &[ActBlock]) -> f32 {
 }
 
 /// Q5_0 row · activations: `Σ (q − 16) · qa = Σ q · qa − 16 Σ qa`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q5_0(row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -138,6 +147,9 @@ pub fn dot_q5_0(row: &[u8], act: &[ActBlock]) -> f32 {
 }
 
 /// Q4_K row · activations.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q4_k(row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = _mm256_setzero_ps();
@@ -164,6 +176,9 @@ pub fn dot_q4_k(row: &[u8], act: &[ActBlock]) -> f32 {
 
 /// Q6_K row · activations: the 16-element sub-block scales multiply the i16 pair sums
 /// (`vpmaddwd` with the scales instead of ones), the `− 32` goes through the half sums.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C ([`available`]).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn dot_q6_k(row: &[u8], act: &[ActBlock]) -> f32 {
     let mut acc = _mm256_setzero_ps();

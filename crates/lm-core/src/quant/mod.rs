@@ -5,7 +5,7 @@
 //! A decode step reads every weight once for one token per row, so it is bound by memory
 //! bandwidth: 4.5-8.5 bits per weight instead of 32 is the saving. The activations are
 //! quantised to i8 per 32 values ([`format::ActBlock`]) and each weight row is an integer dot
-//! product scaled in f32 ([`format`], [`avx2`] where the CPU has AVX2 + FMA + F16C, detected at
+//! product scaled in f32 ([`format`], `avx2` where the CPU has AVX2 + FMA + F16C, detected at
 //! run time; a portable kernel otherwise), rows split over rayon's threads ([`QuantMatrix`]).
 //!
 //! # When the quantised weights are used
@@ -24,7 +24,7 @@
 
 mod attach;
 #[cfg(target_arch = "x86_64")]
-pub mod avx2;
+mod avx2;
 pub mod format;
 mod matmul;
 #[cfg(test)]
