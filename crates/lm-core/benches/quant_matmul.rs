@@ -1,5 +1,6 @@
 //! Quantised matrix-vector products (the decode-step kernels of `lm_core::quant`) against the
-//! f32 product burn runs, on a 2048 x 2048 weight (4M values) and 1 or 4 input rows.
+//! f32 product burn runs, on a 2048 x 2048 weight (4M values) and 1 or 8 input rows (the
+//! quantised kernels run each row separately, so 8 rows shows where f32 overtakes them).
 //!
 //! Run: `cargo bench -p lm-core --bench quant_matmul`.
 
@@ -25,8 +26,12 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 /// Random but valid blocks: random bytes with a sane f16 scale in every f16 field.
 fn matrix(ty: QuantType) -> QuantMatrix {
+    matrix_of(ty, ROWS, COLS)
+}
+
+fn matrix_of(ty: QuantType, rows: usize, cols: usize) -> QuantMatrix {
     let bb = ty.block_bytes();
-    let mut data = noise(ROWS * COLS / ty.block_elems() * bb, 0x9E37_79B9_7F4A_7C15);
+    let mut data = noise(rows * cols / ty.block_elems() * bb, 0x9E37_79B9_7F4A_7C15);
     let scale = half::f16::from_f32(0.01).to_bits().to_le_bytes();
     let fields: &[usize] = match ty {
         QuantType::Q6_K => &[208],
@@ -38,11 +43,11 @@ fn matrix(ty: QuantType) -> QuantMatrix {
             block[f..f + 2].copy_from_slice(&scale);
         }
     }
-    QuantMatrix::from_raw(ty, ROWS, COLS, data).expect("whole blocks")
+    QuantMatrix::from_raw(ty, rows, cols, data).expect("whole blocks")
 }
 
 fn bench(c: &mut Criterion) {
-    for n in [1usize, 4] {
+    for n in [1usize, 8] {
         let x: Vec<f32> = noise(n * COLS, 7)
             .into_iter()
             .map(|b| b as f32 / 128.0 - 1.0)
@@ -82,5 +87,42 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// SmolLM2's MLP up projection (576 -> 1536) and output head (576 -> 49152), one row: the
+/// shapes a decode step of the benchmark model multiplies by, in its GGUF's Q4_1 / Q8_0.
+fn bench_smollm2(c: &mut Criterion) {
+    let device = lm_core::device::device_from_name("cpu").expect("the CPU backend");
+    let mut group = c.benchmark_group("smollm2_shapes_rows1");
+    group.sample_size(30);
+    for (name, ty, rows) in [
+        ("up_1536x576", QuantType::Q4_1, 1536),
+        ("head_49152x576", QuantType::Q8_0, 49152),
+    ] {
+        let cols = 576;
+        let m = matrix_of(ty, rows, cols);
+        let x: Vec<f32> = noise(cols, 7)
+            .into_iter()
+            .map(|b| b as f32 / 128.0 - 1.0)
+            .collect();
+        group.bench_function(format!("{name}/{ty}"), |b| {
+            b.iter(|| m.matmul(std::hint::black_box(&x)))
+        });
+        let w: Vec<f32> = noise(rows * cols, 3)
+            .into_iter()
+            .map(|b| b as f32 / 1e4)
+            .collect();
+        let w = Tensor::<2>::from_data(TensorData::new(w, [cols, rows]), &device);
+        let xt = Tensor::<3>::from_data(TensorData::new(x, [1, 1, cols]), &device);
+        group.bench_function(format!("{name}/f32"), |b| {
+            b.iter(|| {
+                burn::tensor::module::linear(xt.clone(), w.clone(), None)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_smollm2);
 criterion_main!(benches);

@@ -153,6 +153,22 @@ fn main() -> lm_core::Result<()> {
             speeds.push(out.len() as f64 / t0.elapsed().as_secs_f64());
         }
         speeds.sort_by(f64::total_cmp);
+        // Batched decoding (`QUANT_BATCHES=2,4,8`): new tokens of all rows per second.
+        let batches = std::env::var("QUANT_BATCHES").unwrap_or_default();
+        for b in batches.split(',').filter_map(|b| b.parse::<usize>().ok()) {
+            let config = GenerationConfig {
+                max_new_tokens: 32,
+                stop_at_eos: false,
+                ..Default::default()
+            };
+            let rows = vec![bench_prompt.clone(); b];
+            let t0 = Instant::now();
+            generate(&m, &rows, &config, &ExpertMix::Base)?;
+            println!(
+                "{f:>6}: batch {b}: {:.1} new tokens/s",
+                (b * 32) as f64 / t0.elapsed().as_secs_f64()
+            );
+        }
         println!("{report}");
         println!(
             "{f:>6}: decode {:.1} tokens/s (median of {rounds}: {:?}), load {}; logits max |Δ| {max_abs:.4}, mean |Δ| {:.4} (max |logit| {scale:.1}), top-1 agrees {top1}/{steps} steps, greedy 32 tokens identical for {same_text}/{} prompts",

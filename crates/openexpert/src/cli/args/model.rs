@@ -20,7 +20,7 @@ pub struct WeightsArgs {
     /// Weights the decode steps multiply by: f32 (dequantised at load), q8_0 (every projection
     /// and the head re-quantised to Q8_0) or native (the GGUF's own Q8_0 / Q4_1 / Q5_0 / Q4_K /
     /// Q6_K blocks, f32 for other types). Quantised weights are used on the CPU backend for
-    /// decode steps of at most 8 rows; prompts and scoring stay f32.
+    /// decode steps of at most 4 rows; prompts and scoring stay f32.
     #[arg(
         long = "decode-weights",
         default_value = "f32",
