@@ -9,12 +9,14 @@
 #   OPENEXPERT_BIN=...  use this binary instead of $CARGO_TARGET_DIR/release/openexpert
 #   CARGO_TARGET_DIR    defaults to ~/.cache/openexpert-target
 #   PYTHON=...          python with torch + transformers (default ~/.cache/pyref/venv/bin/python)
+#   DECODE_WEIGHTS=...  f32 (default), q8_0 or native: what openexpert's decoding multiplies by
 # Output: benches/compare/results/runtime-<UTC date>.json and .md (medians and ours/theirs ratios).
 # Run it on an otherwise idle machine: both sides use THREADS busy threads and contention skews them.
 set -euo pipefail
 
 THREADS="${1:-2}"
 ROUNDS="${ROUNDS:-2}"
+DECODE_WEIGHTS="${DECODE_WEIGHTS:-f32}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/openexpert-target}"
@@ -54,7 +56,7 @@ echo "threads=$THREADS rounds=$ROUNDS loadavg=$(cut -d' ' -f1-3 /proc/loadavg)" 
 for ((r = 1; r <= ROUNDS; r++)); do
   echo "== round $r/$ROUNDS: openexpert" >&2
   cut -d' ' -f1 /proc/loadavg > "$WORK/load-rust-$r"
-  "$BIN" bench-runtime --threads "$THREADS" --json "$WORK/rust-$r.json"
+  "$BIN" bench-runtime --threads "$THREADS" --decode-weights "$DECODE_WEIGHTS" --json "$WORK/rust-$r.json"
   echo "== round $r/$ROUNDS: pytorch anchor" >&2
   cut -d' ' -f1 /proc/loadavg > "$WORK/load-anchor-$r"
   "$PYTHON" "$HERE/anchor_runtime.py" --threads "$THREADS" --json "$WORK/anchor-$r.json"

@@ -220,7 +220,8 @@ fn prefill(
             Some(&mut cache),
             &rows_mix(mix, rows.clone()),
         );
-        last.extend(last_logits(model, hidden)?);
+        // The first token's logits are a decode-shaped product (one position per row).
+        last.extend(crate::quant::decoding(|| last_logits(model, hidden))?);
         caches.push(cache);
     }
     Ok(Prefilled {
@@ -415,14 +416,16 @@ fn decode(
         } else {
             AttentionMask::Causal
         };
-        let hidden = model.decoder.forward_hidden(
-            Tensor::from_data(TensorData::new(next, [rows, 1]), device),
-            Tensor::from_data(TensorData::new(positions, [rows, 1]), device),
-            &mask,
-            Some(&mut cache),
-            &step_mix,
-        );
-        last = last_logits(model, hidden)?;
+        last = crate::quant::decoding(|| {
+            let hidden = model.decoder.forward_hidden(
+                Tensor::from_data(TensorData::new(next, [rows, 1]), device),
+                Tensor::from_data(TensorData::new(positions, [rows, 1]), device),
+                &mask,
+                Some(&mut cache),
+                &step_mix,
+            );
+            last_logits(model, hidden)
+        })?;
     }
     out.into_iter()
         .zip(finished)

@@ -31,6 +31,7 @@ pub mod names {
 pub use named_enum::named_enum;
 pub mod progress;
 pub mod prompt;
+pub mod quant;
 pub mod score;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -361,6 +361,8 @@ fn add_dense_updates(
             Tensor::<2>::from_data(TensorData::new(delta_t, [d_in, d_out]), &weight.device());
         layer.base.weight =
             lm_core::burn::module::Param::from_tensor(weight + delta_t).set_require_grad(false);
+        // A quantised copy of the old weight would decode without the merged update.
+        layer.quant = None;
     }
     Ok(())
 }

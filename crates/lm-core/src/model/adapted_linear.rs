@@ -41,6 +41,8 @@ use rand::{Rng, SeedableRng};
 
 pub use routing::{RouteLog, RouteRecorder, RouteStats, Router};
 
+use crate::quant::QuantLinear;
+
 /// How experts are mixed for one forward pass (shared by every adapted layer).
 #[derive(Debug, Clone, Default)]
 pub enum ExpertMix {
@@ -313,6 +315,11 @@ pub struct AdaptedLinear {
     pub base: Linear,
     /// Low-rank experts, if any are attached.
     pub experts: Option<ExpertSet>,
+    /// A quantised copy of `base` that decode steps multiply by instead
+    /// ([`crate::quant`]); `None` unless the model was given one. Whoever changes `base`
+    /// must drop it.
+    #[module(skip)]
+    pub quant: Option<QuantLinear>,
 }
 
 impl AdaptedLinear {
@@ -321,6 +328,7 @@ impl AdaptedLinear {
         Self {
             base,
             experts: None,
+            quant: None,
         }
     }
 
@@ -340,7 +348,10 @@ impl AdaptedLinear {
     /// - `x`: `[batch, seq, d_in]`
     /// - returns `[batch, seq, d_out]`
     pub fn forward(&self, x: Tensor<3>, mix: &ExpertMix) -> Tensor<3> {
-        let y = self.base.forward(x.clone());
+        let y = match self.quant.as_ref().and_then(|q| q.forward(&x)) {
+            Some(y) => y,
+            None => self.base.forward(x.clone()),
+        };
         let Some(experts) = &self.experts else {
             return y;
         };

@@ -25,6 +25,7 @@ use super::config::{DecoderConfig, GateActivation};
 use super::kv_cache::KvCache;
 use super::layers::{AttentionScores, RmsNorm, Rope, gelu_tanh, grouped_attention};
 use super::layout::{BlockLinear, module_name, parse_module_name};
+use crate::quant::QuantLinear;
 
 /// Self-attention of one decoder block.
 #[derive(Module, Debug)]
@@ -104,6 +105,9 @@ pub struct Decoder {
     pub norm: RmsNorm,
     /// Output head `[d_model, vocab]` (a transposed copy of the embedding when tied).
     pub lm_head: Linear,
+    /// A quantised copy of the head that decode steps multiply by ([`crate::quant`]).
+    #[module(skip)]
+    pub lm_head_quant: Option<QuantLinear>,
     /// Rotary tables (of global layers, and of local ones without `rope_local`).
     pub rope: Rope,
     /// Rotary tables of local (sliding-window) layers when their θ differs (Gemma 3).
@@ -313,7 +317,10 @@ impl Decoder {
     ///
     /// With `final_logit_softcapping = cap`: `cap · tanh(logits / cap)` (Gemma 2).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let logits = self.lm_head.forward(hidden);
+        let logits = match self.lm_head_quant.as_ref().and_then(|q| q.forward(&hidden)) {
+            Some(l) => l,
+            None => self.lm_head.forward(hidden),
+        };
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,

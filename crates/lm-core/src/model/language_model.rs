@@ -15,6 +15,7 @@ use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsWeights;
 use crate::model::hf_config::{HfModelConfig, read_hf_config};
 use crate::prompt::PromptFormat;
+use crate::quant::{QuantReport, WeightFormat, quantize_decoder};
 use crate::tokenizer::{
     TokenizerSettings, check_ids_fit_embedding, check_ids_in_vocab, tokenizer_from_gguf,
     tokenizer_from_json,
@@ -190,6 +191,23 @@ impl LanguageModel {
             device: device.clone(),
             source: PathBuf::from("<in memory>"),
         }
+    }
+
+    /// Chooses the weights decode steps multiply by ([`crate::quant`]): `Native` keeps the
+    /// GGUF's blocks where a kernel exists (re-reading them from [`source`](Self::source);
+    /// every matrix stays f32 for a model not loaded from a GGUF file), `Q8_0` re-quantises
+    /// the f32 weights, `F32` drops any quantised copy. Prefill, scoring and training keep
+    /// using the f32 weights.
+    ///
+    /// # Errors
+    /// When the GGUF file cannot be re-opened or does not match the decoder.
+    pub fn set_decode_weights(&mut self, format: WeightFormat) -> Result<QuantReport> {
+        let gguf = if format == WeightFormat::Native && self.source.is_file() {
+            Some(GgufFile::open(&self.source)?)
+        } else {
+            None
+        };
+        quantize_decoder(&mut self.decoder, format, gguf.as_ref())
     }
 
     /// The decoder's configuration.

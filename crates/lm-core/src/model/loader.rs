@@ -396,6 +396,7 @@ pub fn build_decoder(
         layers,
         norm: norm(FINAL_NORM)?,
         lm_head,
+        lm_head_quant: None,
         rope: Rope::new(c.head_dim, c.rope_theta, rope_positions, device),
         rope_local: c
             .rope_local_theta

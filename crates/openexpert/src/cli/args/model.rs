@@ -2,6 +2,8 @@
 
 use clap::Args;
 use lm_core::assets::DEFAULT_MODEL;
+use lm_core::model::LanguageModel;
+use lm_core::quant::WeightFormat;
 
 /// The decoder a command loads.
 #[derive(Debug, Clone, Args)]
@@ -9,6 +11,33 @@ pub struct ModelArgs {
     /// A GGUF file, a Hugging Face model directory, or an asset name from assets/manifest.toml.
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
+}
+
+/// `--decode-weights`: what decode steps multiply by (see `lm_core::quant`). Not `--weights`,
+/// which is already the issue-syntax alias of `--adapter-weight`.
+#[derive(Debug, Clone, Args)]
+pub struct WeightsArgs {
+    /// Weights the decode steps multiply by: f32 (dequantised at load), q8_0 (every projection
+    /// and the head re-quantised to Q8_0) or native (the GGUF's own Q8_0 / Q4_1 / Q5_0 / Q4_K /
+    /// Q6_K blocks, f32 for other types). Quantised weights are used on the CPU backend for
+    /// decode steps of at most 4 rows; prompts and scoring stay f32.
+    #[arg(
+        long = "decode-weights",
+        default_value = "f32",
+        value_name = "f32|q8_0|native"
+    )]
+    pub decode_weights: WeightFormat,
+}
+
+impl WeightsArgs {
+    /// Gives the model its decode weights (nothing for f32), saying what it did on stderr.
+    pub fn apply(&self, model: &mut LanguageModel) -> anyhow::Result<()> {
+        if self.decode_weights != WeightFormat::F32 {
+            let report = model.set_decode_weights(self.decode_weights)?;
+            eprintln!("{report}");
+        }
+        Ok(())
+    }
 }
 
 /// Where the work runs (global: accepted before or after the subcommand).

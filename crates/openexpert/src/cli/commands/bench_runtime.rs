@@ -17,7 +17,7 @@ use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::{ExpertMix, LanguageModel, SentenceEncoder};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
 
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, WeightsArgs};
 use atomic_fs::write_atomic;
 
 /// Arguments of `bench-runtime`.
@@ -29,6 +29,9 @@ pub struct BenchArgs {
     /// Decoder to measure.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Weights the decoding benchmark multiplies by (scoring stays f32).
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Sentence encoder to measure.
     #[arg(long, default_value = DEFAULT_ENCODER)]
     pub encoder: String,
@@ -71,7 +74,8 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         )
     })?;
     let inputs: BenchInputs = serde_json::from_str(&text)?;
-    let model = LanguageModel::load(&args.model.model, &device)?;
+    let mut model = LanguageModel::load(&args.model.model, &device)?;
+    args.weights.apply(&mut model)?;
 
     // (a) Scoring: 8 × 256.
     let requests: Vec<ScoreRequest> = inputs
@@ -143,6 +147,10 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     result
         .extra
         .insert("device".into(), format!("{device:?}").into());
+    result.extra.insert(
+        "decode_weights".into(),
+        args.weights.decode_weights.name().into(),
+    );
     result.extra.insert(
         "shapes".into(),
         serde_json::json!({

@@ -11,7 +11,7 @@ use lm_core::model::LanguageModel;
 
 use crate::cli::args::adapters::AdapterArgs;
 use crate::cli::args::format::FormatArg;
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, WeightsArgs};
 
 static DEFAULTS: LazyLock<GenerationConfig> = LazyLock::new(GenerationConfig::default);
 
@@ -24,6 +24,9 @@ pub struct GenerateArgs {
     /// PEFT adapters to apply, or a mixture.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Weights decoding multiplies by.
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// The prompt (repeat for a batch).
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
@@ -58,6 +61,7 @@ pub struct GenerateArgs {
 pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
     let mut model = LanguageModel::load(&args.model.model, &device)?;
+    args.weights.apply(&mut model)?;
     let mix = args.adapter.apply(&mut model)?;
     let format = if args.chat {
         FormatArg::Chat

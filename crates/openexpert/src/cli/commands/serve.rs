@@ -10,7 +10,7 @@ use lm_core::model::LanguageModel;
 use openexpert::serve::{ServeConfig, Server};
 
 use crate::cli::args::adapters::AdapterArgs;
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, WeightsArgs};
 
 static DEFAULTS: LazyLock<ServeConfig> = LazyLock::new(ServeConfig::default);
 
@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// PEFT adapters applied to it, or a mixture.
     #[command(flatten)]
     pub adapter: AdapterArgs,
+    /// Weights decoding multiplies by.
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// The name clients pass as `model` (default: the --model value).
     #[arg(long, value_name = "NAME")]
     pub served_model_name: Option<String>,
@@ -71,6 +74,7 @@ pub fn run(args: ServeArgs, device: &str) -> anyhow::Result<()> {
     let config = args.config();
     let device = device_from_name(device)?;
     let mut model = LanguageModel::load(&args.model.model, &device)?;
+    args.weights.apply(&mut model)?;
     let mix = args.adapter.apply(&mut model)?;
     let label = args.adapter.label()?;
     let server = Server::start(model, mix, config).context("starting the server")?;
