@@ -37,16 +37,34 @@ pub fn test_device() -> Device {
 /// The asset name of the optional Gemma 3 model (`openexpert fetch gemma3-270m`).
 pub const GEMMA3_MODEL: &str = "gemma3-270m";
 
+/// Set to `1` (CI does), a test that needs an asset that is not fetched fails instead of
+/// skipping: nothing passes by not running.
+pub const REQUIRE_ASSETS_VAR: &str = "OPENEXPERT_REQUIRE_ASSETS";
+
+/// Whether [`REQUIRE_ASSETS_VAR`] asks for every asset a test needs (`1`, `true`, `yes`).
+pub fn assets_required() -> bool {
+    std::env::var(REQUIRE_ASSETS_VAR)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
 /// The GGUF file of a model asset when it is fetched; otherwise `None`, after printing a note
 /// saying how to fetch it, for tests that skip without it.
+///
+/// # Panics
+/// When the asset is not fetched and [`REQUIRE_ASSETS_VAR`] is set.
 pub fn model_if_fetched(name: &str) -> Option<PathBuf> {
     match resolve_model(name) {
         Ok(ModelSource::Gguf(path)) => Some(path),
         _ => {
-            eprintln!(
-                "note: skipped: the model asset `{name}` is not fetched under {}; run `cargo run --release -p openexpert -- fetch {name}` to run this test",
+            let how = format!(
+                "the model asset `{name}` is not fetched under {}; run `cargo run --release -p openexpert -- fetch {name}`",
                 openexpert_home().display()
             );
+            assert!(
+                !assets_required(),
+                "{how} ({REQUIRE_ASSETS_VAR} is set: no skipping)"
+            );
+            eprintln!("note: skipped: {how} to run this test");
             None
         }
     }
@@ -54,11 +72,11 @@ pub fn model_if_fetched(name: &str) -> Option<PathBuf> {
 
 /// The GGUF file of the default language model, resolved through the asset registry, or `None`
 /// when it is not fetched (for tests that skip without it).
+///
+/// # Panics
+/// When it is not fetched and [`REQUIRE_ASSETS_VAR`] is set.
 pub fn default_model_if_fetched() -> Option<PathBuf> {
-    match resolve_model(DEFAULT_MODEL) {
-        Ok(ModelSource::Gguf(path)) => Some(path),
-        _ => None,
-    }
+    model_if_fetched(DEFAULT_MODEL)
 }
 
 /// The GGUF file of the default language model, resolved through the asset registry.

@@ -14,15 +14,9 @@ use serde_json::Value;
 
 #[test]
 fn qwen2_matches_transformers() {
-    let path = lm_core::assets::openexpert_home()
-        .join("models/qwen2.5-0.5b-instruct/qwen2.5-0.5b-instruct.gguf");
-    if !path.is_file() {
-        eprintln!(
-            "note: {} absent; run `openexpert fetch qwen2.5-0.5b-instruct` to run this test",
-            path.display()
-        );
+    let Some(path) = lm_core::testing::model_if_fetched("qwen2.5-0.5b-instruct") else {
         return;
-    }
+    };
     let m = LanguageModel::from_gguf(&path, &test_device()).unwrap();
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("qwen2/reference.json")).unwrap())

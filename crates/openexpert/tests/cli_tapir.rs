@@ -384,7 +384,6 @@ fn default_model_fetched() -> bool {
 #[test]
 fn tapir_against_served_roles_runs_then_a_killed_run_resumes_to_the_same_result() {
     if !default_model_fetched() {
-        eprintln!("skipped: the default model is not fetched (openexpert fetch)");
         return;
     }
     let server = FakeServer::start(Mode::Good);
@@ -527,9 +526,6 @@ fn tapir_against_served_roles_runs_then_a_killed_run_resumes_to_the_same_result(
 #[test]
 fn tapir_runs_locally_with_a_real_judge_the_mfd_filter_and_a_warmup() {
     if !default_model_fetched() || lm_core::testing::model_if_fetched(JUDGE).is_none() {
-        eprintln!(
-            "skipped: SmolLM2-135M-Instruct or {JUDGE} is not fetched (openexpert fetch {JUDGE})"
-        );
         return;
     }
     // SmolLM2-135M as teacher, classifier and student; Qwen2.5-0.5B-Instruct as the judge
@@ -745,7 +741,6 @@ fn single_stages_work_on_jsonl() {
 #[test]
 fn bad_roles_stop_the_run_with_a_clear_error() {
     if !default_model_fetched() {
-        eprintln!("skipped: the default model is not fetched (openexpert fetch)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -829,7 +824,6 @@ fn bad_roles_stop_the_run_with_a_clear_error() {
 #[test]
 fn an_unknown_category_is_counted_and_the_run_goes_on() {
     if !default_model_fetched() {
-        eprintln!("skipped: the default model is not fetched (openexpert fetch)");
         return;
     }
     let server = FakeServer::start(Mode::UnknownCategory);
