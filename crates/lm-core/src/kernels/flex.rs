@@ -10,7 +10,7 @@ use super::PARALLEL_MIN;
 /// The f32 flex tensor behind `x`, made contiguous, when `x` lives on the plain flex device
 /// (not autodiff) and is f32; `None` sends the caller to the generic path.
 pub(crate) fn plain_f32<const D: usize>(x: &Tensor<D>) -> Option<FlexTensor> {
-    if x.device().is_autodiff() || x.dtype() != DType::F32 {
+    if !super::enabled() || x.device().is_autodiff() || x.dtype() != DType::F32 {
         return None;
     }
     let t = x.clone().try_into_primitive::<Flex>().ok()?;
@@ -33,7 +33,7 @@ pub(crate) fn values(t: &FlexTensor) -> &[f32] {
 
 /// The positions behind an int tensor on the plain flex device, as `i64`.
 pub(crate) fn plain_ints<const D: usize>(x: &Tensor<D, Int>) -> Option<Vec<i64>> {
-    if x.device().is_autodiff() {
+    if !super::enabled() || x.device().is_autodiff() {
         return None;
     }
     let t = contiguous(x.clone().try_into_primitive::<Flex>().ok()?);

@@ -18,7 +18,9 @@
 //! | [`norm::layer_norm`] | 9 ops | BERT encoder |
 //! | [`rope::rope_bshd`] | `select` ×2, `narrow` ×2, `neg`, `cat`, 2 `mul`, `add` | decoder q/k |
 //! | [`gelu::gelu_erf`] | burn's scalar `erf` GELU | BERT feed-forward |
+//! | [`frozen_linear::frozen_linear`] | autodiff's `dY · Wᵀ` with `Wᵀ` a transposed view | training: base linears, output head |
 
+pub mod frozen_linear;
 pub mod gelu;
 pub mod norm;
 pub mod rope;
@@ -27,6 +29,16 @@ pub mod vecmath;
 
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
+
+/// Environment variable that turns the fused kernels off (`off` or `0`): every kernel then runs
+/// its generic burn path. For before/after measurements in one binary.
+pub const KERNELS_ENV: &str = "OPENEXPERT_KERNELS";
+
+/// Whether the fused kernels may run ([`KERNELS_ENV`] is not `off` / `0`); read once.
+pub fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| !matches!(std::env::var(KERNELS_ENV).as_deref(), Ok("off" | "0")))
+}
 
 /// Elements below which a kernel runs on the calling thread (thread hand-off costs more).
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;

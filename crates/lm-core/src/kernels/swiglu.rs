@@ -122,7 +122,9 @@ mod autodiff {
     /// `None` on any other device.
     pub(super) fn swiglu<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option<Tensor<D>> {
         let device = gate.device();
-        if !device.is_autodiff() || gate.dtype() != DType::F32 || up.dtype() != DType::F32 {
+        if !super::super::enabled()
+            || !device.is_autodiff()
+            || gate.dtype() != DType::F32 || up.dtype() != DType::F32 {
             return None;
         }
         let g = gate.clone().try_into_primitive::<Autodiff<Flex>>().ok()?;

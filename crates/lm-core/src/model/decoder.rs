@@ -308,7 +308,7 @@ impl Decoder {
     ///
     /// With `final_logit_softcapping = cap`: `cap · tanh(logits / cap)` (Gemma 2).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let logits = self.lm_head.forward(hidden);
+        let logits = crate::kernels::frozen_linear::frozen_linear(hidden, &self.lm_head);
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,
