@@ -7,12 +7,12 @@
 //! (made once, on the first backward pass that needs it) and registers its own backward, which
 //! multiplies by it.
 //!
-//! The copies live in a process-wide cache keyed by the weight's buffer and layout. An entry
-//! holds a reference to the weight's buffer, so the buffer cannot be freed and reused while the
-//! entry exists (no stale hits), and since flex copies a shared buffer before writing it, a
-//! weight changed in place gets a new buffer (a miss, not a stale hit). Entries whose weight
-//! only the cache still holds are dropped whenever a new one is added, so dropping a model
-//! frees its copies at the next miss.
+//! The copies live in a process-wide cache keyed by the weight's buffer and layout (views of
+//! one buffer, as the fused q/k/v and gate/up weights are, share an entry). An entry holds a
+//! reference to the buffer, so the buffer cannot be freed and reused while the entry exists
+//! (no stale hits), and since flex copies a shared buffer before writing it, a weight changed in
+//! place gets a new buffer (a miss, not a stale hit). Buffers only the cache still holds are
+//! dropped whenever a new one is added, so dropping a model frees its copies at the next miss.
 //!
 //! Used on the autodiff device over flex when the weight and bias do not require gradients;
 //! elsewhere (plain devices, GPU backends, trainable weights) it is burn's `Linear::forward`.
@@ -40,45 +40,56 @@ mod autodiff {
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-    use burn::backend::flex::FlexTensor;
+    use burn::backend::flex::{FlexTensor, Layout};
     use burn::backend::ops::FloatTensorOps;
     use burn::backend::{Autodiff, Flex};
     use burn::nn::Linear;
     use burn::tensor::{DType, Shape, Tensor};
 
-    /// A weight and its contiguous transpose.
-    struct Entry {
-        weight: FlexTensor,
-        transposed: FlexTensor,
+    /// One weight buffer (held by `holder`, one of the tensors on it) and the contiguous
+    /// transposes of the weights that are views of it (q/k/v and gate/up share a buffer).
+    struct Buffer {
+        holder: FlexTensor,
+        transposes: Vec<(Layout, FlexTensor)>,
     }
 
-    static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+    static CACHE: Mutex<Vec<Buffer>> = Mutex::new(Vec::new());
 
     /// The contiguous `Wᵀ` of `w` (`[d_in, d_out]` -> `[d_out, d_in]`), cached.
     pub(super) fn transposed(w: &FlexTensor) -> FlexTensor {
-        let same = |e: &Entry| {
-            e.weight.bytes().as_ptr() == w.bytes().as_ptr() && e.weight.layout() == w.layout()
-        };
         let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = cache.iter().find(|e| same(e)) {
-            return e.transposed.clone();
+        let ptr = w.bytes().as_ptr();
+        let index = match cache.iter().position(|b| b.holder.bytes().as_ptr() == ptr) {
+            Some(i) => i,
+            None => {
+                // Buffers only the cache still holds belong to dropped models.
+                cache.retain(|b| !b.holder.is_unique());
+                cache.push(Buffer {
+                    holder: w.clone(),
+                    transposes: Vec::new(),
+                });
+                cache.len() - 1
+            }
+        };
+        let buffer = &mut cache[index];
+        if let Some((_, t)) = buffer.transposes.iter().find(|(l, _)| l == w.layout()) {
+            return t.clone();
         }
-        cache.retain(|e| !e.weight.is_unique());
-        let transposed = w.transpose(0, 1).to_contiguous();
-        cache.push(Entry {
-            weight: w.clone(),
-            transposed: transposed.clone(),
-        });
-        transposed
+        let t = w.transpose(0, 1).to_contiguous();
+        buffer.transposes.push((w.layout().clone(), t.clone()));
+        t
     }
 
     /// Whether the cache holds an entry for a weight at `ptr` of `shape` (tests).
     #[cfg(test)]
     pub(super) fn holds(ptr: *const u8, shape: &[usize]) -> bool {
         let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .iter()
-            .any(|e| e.weight.bytes().as_ptr() == ptr && e.weight.layout().shape().as_slice() == shape)
+        cache.iter().any(|b| {
+            b.holder.bytes().as_ptr() == ptr
+                && b.transposes
+                    .iter()
+                    .any(|(l, _)| l.shape().as_slice() == shape)
+        })
     }
 
     #[derive(Debug)]
@@ -109,7 +120,7 @@ mod autodiff {
 
     /// The tracked op on the autodiff device over flex with frozen parameters; `None` elsewhere.
     pub(super) fn forward<const D: usize>(x: &Tensor<D>, linear: &Linear) -> Option<Tensor<D>> {
-        if !super::super::enabled()
+        if !super::super::enabled_kernel("frozen_linear")
             || !x.device().is_autodiff()
             || x.dtype() != DType::F32
             || linear.weight.is_require_grad()
@@ -185,7 +196,10 @@ mod tests {
     }
 
     fn assert_close(a: TensorData, b: TensorData) {
-        let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        let (a, b) = (
+            a.try_to_vec::<f32>().unwrap(),
+            b.try_to_vec::<f32>().unwrap(),
+        );
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() <= 1e-4 + 1e-5 * y.abs(), "{x} vs {y}");
@@ -202,10 +216,10 @@ mod tests {
             let lin = linear(d_in, d_out, bias, &dev);
             // A tracked leaf upstream of the layer, as the LoRA factors are in training.
             let leaf = Tensor::<3>::random([b, s, d_in], Distribution::Normal(0.0, 1.0), &dev).require_grad();
-            let x = leaf.clone() * 2.0;
             let w = Tensor::<3>::random([b, s, d_out], Distribution::Normal(0.0, 1.0), &dev);
-            let fused = frozen_linear(x.clone(), &lin);
-            let reference = lin.forward(x);
+            // One graph per backward pass (burn does not retain graphs).
+            let fused = frozen_linear(leaf.clone() * 2.0, &lin);
+            let reference = lin.forward(leaf.clone() * 2.0);
             assert_close(fused.clone().into_data(), reference.clone().into_data());
             let g_fused = leaf.grad(&(fused * w.clone()).sum().backward()).unwrap();
             let g_ref = leaf.grad(&(reference * w).sum().backward()).unwrap();
@@ -219,7 +233,11 @@ mod tests {
         let values: Vec<f32> = (0..40).map(|i| i as f32).collect();
         let w = FlexTensor::from_data(TensorData::new(values, [8, 5]));
         let (t1, t2) = (autodiff::transposed(&w), autodiff::transposed(&w));
-        assert_eq!(t1.bytes().as_ptr(), t2.bytes().as_ptr(), "the second call is a hit");
+        assert_eq!(
+            t1.bytes().as_ptr(),
+            t2.bytes().as_ptr(),
+            "the second call is a hit"
+        );
         let t: &[f32] = t1.as_slice().unwrap();
         assert_eq!(t1.layout().shape().as_slice(), &[5, 8]);
         assert_eq!((t[0], t[1], t[8]), (0.0, 5.0, 1.0));
@@ -231,6 +249,25 @@ mod tests {
         let _ = autodiff::transposed(&other);
         assert!(!autodiff::holds(ptr, &[8, 5]));
         assert!(autodiff::holds(other.bytes().as_ptr(), &[2, 3]));
+    }
+
+    #[test]
+    fn training_reuses_the_cached_transpose() {
+        let dev = Device::flex().autodiff();
+        let lin = linear(12, 7, false, &dev);
+        let leaf =
+            Tensor::<2>::random([3, 12], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let _ = frozen_linear(leaf.clone(), &lin).sum().backward();
+        let w = lin
+            .weight
+            .val()
+            .try_into_primitive::<burn::backend::Autodiff<burn::backend::Flex>>()
+            .unwrap()
+            .into_primitive();
+        assert!(
+            autodiff::holds(w.bytes().as_ptr(), &[12, 7]),
+            "the weight's buffer is cached"
+        );
     }
 
     #[test]

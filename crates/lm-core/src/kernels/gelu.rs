@@ -38,8 +38,8 @@ mod tests {
         fn fused_gelu_equals_burn_gelu(rows in 1usize..40, d in 1usize..2000, sd in 0.1f64..8.0) {
             let dev = Device::flex();
             let x = Tensor::<2>::random([rows, d], Distribution::Normal(0.0, sd), &dev);
-            let a = gelu_erf(x.clone()).into_data().to_vec::<f32>().unwrap();
-            let w = gelu(x).into_data().to_vec::<f32>().unwrap();
+            let a = gelu_erf(x.clone()).into_data().try_to_vec::<f32>().unwrap();
+            let w = gelu(x).into_data().try_to_vec::<f32>().unwrap();
             for (p, q) in a.iter().zip(&w) {
                 prop_assert!((p - q).abs() <= 1e-6 + 2e-6 * q.abs(), "{p} vs {q}");
             }

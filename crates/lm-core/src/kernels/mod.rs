@@ -18,9 +18,11 @@
 //! | [`norm::layer_norm`] | 9 ops | BERT encoder |
 //! | [`rope::rope_bshd`] | `select` ×2, `narrow` ×2, `neg`, `cat`, 2 `mul`, `add` | decoder q/k |
 //! | [`gelu::gelu_erf`] | burn's scalar `erf` GELU | BERT feed-forward |
+//! | [`fused_linear`] | q/k/v and gate/up as separate matmuls | decoder, weights concatenated at load |
 //! | [`frozen_linear::frozen_linear`] | autodiff's `dY · Wᵀ` with `Wᵀ` a transposed view | training: base linears, output head |
 
 pub mod frozen_linear;
+pub mod fused_linear;
 pub mod gelu;
 pub mod norm;
 pub mod rope;
@@ -30,14 +32,21 @@ pub mod vecmath;
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
 
-/// Environment variable that turns the fused kernels off (`off` or `0`): every kernel then runs
-/// its generic burn path. For before/after measurements in one binary.
+/// Environment variable that turns the fused kernels off: `off` (or `0`) for all of them, every
+/// kernel then running its generic burn path, or a comma-separated list of kernels to turn off
+/// (`swiglu_backward`, `frozen_linear`: the two used in training). For before/after
+/// measurements in one binary.
 pub const KERNELS_ENV: &str = "OPENEXPERT_KERNELS";
 
 /// Whether the fused kernels may run ([`KERNELS_ENV`] is not `off` / `0`); read once.
 pub fn enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ENABLED.get_or_init(|| !matches!(std::env::var(KERNELS_ENV).as_deref(), Ok("off" | "0")))
+}
+
+/// Whether the kernel `name` may run: [`enabled`], and `name` not listed in [`KERNELS_ENV`].
+pub fn enabled_kernel(name: &str) -> bool {
+    enabled() && !std::env::var(KERNELS_ENV).is_ok_and(|v| v.split(',').any(|k| k.trim() == name))
 }
 
 /// Elements below which a kernel runs on the calling thread (thread hand-off costs more).

@@ -127,7 +127,7 @@ mod tests {
             let fused = rope_bshd(x.clone(), &rope.cos, &rope.sin, &positions);
             // The layers' `Rope::apply` works on `[batch, heads, seq, head_dim]`.
             let want = rope.apply(x.swap_dims(1, 2), &positions).swap_dims(1, 2);
-            let (a, w) = (fused.into_data().to_vec::<f32>().unwrap(), want.into_data().to_vec::<f32>().unwrap());
+            let (a, w) = (fused.into_data().try_to_vec::<f32>().unwrap(), want.into_data().try_to_vec::<f32>().unwrap());
             for (x, y) in a.iter().zip(&w) {
                 prop_assert!((x - y).abs() <= 1e-6 + 1e-6 * y.abs(), "{x} vs {y}");
             }

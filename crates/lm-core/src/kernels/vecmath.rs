@@ -71,22 +71,22 @@ pub fn detected() -> SimdLevel {
 /// `pub fn $at(level, args)`, which runs it at a given level (at most the detected one: tests
 /// compare the levels with each other).
 macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident / $at:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident;) => {
+    ($(#[$meta:meta])* pub fn $name:ident / $at:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident;) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             $at(level(), $($arg),*)
         }
 
         #[doc = concat!("[`", stringify!($name), "`] at a given [`SimdLevel`], capped at the detected one.")]
-        pub fn $at(level: SimdLevel, $($arg: $ty),*) {
+        pub fn $at(level: SimdLevel, $($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) {
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) {
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 match level.min(detected()) {
@@ -257,6 +257,54 @@ fn layer_norm_rows_body(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &
     }
 }
 
+#[inline(always)]
+fn log_sum_exp_body(row: &[f32]) -> f32 {
+    let mut mx = [f32::NEG_INFINITY; 16];
+    let chunks = row.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            mx[i] = mx[i].max(c[i]);
+        }
+    }
+    let max = tail
+        .iter()
+        .chain(&mx)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() {
+        // All -inf (log 0), or a +inf / NaN that the sum would turn into NaN anyway.
+        return if max == f32::NEG_INFINITY {
+            max
+        } else {
+            max + f32::NAN
+        };
+    }
+    // f32 partial sums over blocks of 1024 values, blocks added in f64.
+    let mut total = 0f64;
+    for block in row.chunks(1024) {
+        let mut acc = [0f32; 16];
+        let chunks = block.chunks_exact(16);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..16 {
+                acc[i] += exp(c[i] - max);
+            }
+        }
+        let mut s = acc.iter().map(|&a| a as f64).sum::<f64>();
+        for &v in tail {
+            s += exp(v - max) as f64;
+        }
+        total += s;
+    }
+    max + total.ln() as f32
+}
+
+multiversion! {
+    /// `log Σ exp(row)`, stable (the maximum subtracted), blocks of partial sums added in f64.
+    pub fn log_sum_exp / log_sum_exp_at(row: &[f32]) -> f32 => log_sum_exp_body;
+}
+
 multiversion! {
     /// `out[i] = silu(gate[i]) · up[i]` (the SwiGLU gate). Slices of equal length.
     pub fn silu_mul / silu_mul_at(gate: &[f32], up: &[f32], out: &mut [f32]) => silu_mul_body;
@@ -328,6 +376,13 @@ mod tests {
     fn exp_saturates_instead_of_overflowing() {
         assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
         assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn log_sum_exp_of_infinite_rows() {
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+        assert!(log_sum_exp(&[0.0, f32::INFINITY]).is_nan());
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY, 0.0]), 0.0);
     }
 
     #[test]
