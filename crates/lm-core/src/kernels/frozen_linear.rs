@@ -128,12 +128,13 @@ mod autodiff {
         {
             return None;
         }
+        // Frozen parameters of a module moved to the autodiff device are plain flex tensors
+        // (constants); ones built on it are untracked autodiff tensors.
         let inner = |t: Tensor<2>| -> Option<FlexTensor> {
-            Some(
-                t.try_into_primitive::<Autodiff<Flex>>()
-                    .ok()?
-                    .into_primitive(),
-            )
+            match t.clone().try_into_primitive::<Autodiff<Flex>>() {
+                Ok(a) => Some(a.into_primitive()),
+                Err(_) => t.try_into_primitive::<Flex>().ok(),
+            }
         };
         let weight = inner(linear.weight.val())?;
         if weight.dtype() != DType::F32 {
@@ -267,6 +268,22 @@ mod tests {
         assert!(
             autodiff::holds(w.bytes().as_ptr(), &[12, 7]),
             "the weight's buffer is cached"
+        );
+    }
+
+    #[test]
+    fn a_layer_moved_to_the_autodiff_device_takes_the_fused_backward() {
+        use burn::module::Module;
+        // As the trainer does: built on the plain device, moved, parameters frozen.
+        let lin = linear(10, 6, true, &Device::flex());
+        let dev = Device::flex().autodiff();
+        let lin = lin.to_device(&dev).no_grad();
+        let leaf =
+            Tensor::<2>::random([3, 10], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let fused = autodiff::forward(&leaf, &lin);
+        assert!(
+            fused.is_some(),
+            "the custom op applies to a moved, frozen layer"
         );
     }
 

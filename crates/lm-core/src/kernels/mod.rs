@@ -18,11 +18,9 @@
 //! | [`norm::layer_norm`] | 9 ops | BERT encoder |
 //! | [`rope::rope_bshd`] | `select` ×2, `narrow` ×2, `neg`, `cat`, 2 `mul`, `add` | decoder q/k |
 //! | [`gelu::gelu_erf`] | burn's scalar `erf` GELU | BERT feed-forward |
-//! | [`fused_linear`] | q/k/v and gate/up as separate matmuls | decoder, weights concatenated at load |
 //! | [`frozen_linear::frozen_linear`] | autodiff's `dY · Wᵀ` with `Wᵀ` a transposed view | training: base linears, output head |
 
 pub mod frozen_linear;
-pub mod fused_linear;
 pub mod gelu;
 pub mod norm;
 pub mod rope;

@@ -334,12 +334,6 @@ impl AdaptedLinear {
         self.base.weight.shape().dims::<2>()[1]
     }
 
-    /// Whether [`forward`](Self::forward) with `mix` is the base projection alone (no experts
-    /// attached, or [`ExpertMix::Base`]).
-    pub fn is_base_only(&self, mix: &ExpertMix) -> bool {
-        self.experts.is_none() || matches!(mix, ExpertMix::Base)
-    }
-
     /// Applies the layer.
     ///
     /// # Shapes

@@ -19,7 +19,6 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
-use crate::kernels::fused_linear::{fused_forward, gate_up_swiglu};
 use crate::kernels::swiglu::swiglu;
 
 use super::adapted_linear::{AdaptedLinear, ExpertMix};
@@ -141,22 +140,9 @@ impl Attention {
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         // Per-head norms and RoPE run on `[batch, seq, heads, head_dim]`, the layout the
         // projections produce, before the heads are moved in front of the tokens.
-        let fused = [&self.q_proj, &self.k_proj, &self.v_proj]
-            .iter()
-            .all(|l| l.is_base_only(mix))
-            .then(|| {
-                let bases = [&self.q_proj.base, &self.k_proj.base, &self.v_proj.base];
-                fused_forward(&x, bases)
-            })
-            .flatten();
-        let [q, k, v] = match fused {
-            Some(qkv) => qkv,
-            None => [
-                self.q_proj.forward(x.clone(), mix),
-                self.k_proj.forward(x.clone(), mix),
-                self.v_proj.forward(x, mix),
-            ],
-        };
+        let q = self.q_proj.forward(x.clone(), mix);
+        let k = self.k_proj.forward(x.clone(), mix);
+        let v = self.v_proj.forward(x, mix);
         let q = q.reshape([b, s, h, d]);
         let k = k.reshape([b, s, kvh, d]);
         let v = v.reshape([b, s, kvh, d]).swap_dims(1, 2);
@@ -195,12 +181,6 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     fn forward(&self, x: Tensor<3>, mix: &ExpertMix) -> Tensor<3> {
-        let base_only = self.gate_proj.is_base_only(mix) && self.up_proj.is_base_only(mix);
-        if base_only && self.activation == GateActivation::Silu {
-            if let Some(hidden) = gate_up_swiglu(&x, &self.gate_proj.base, &self.up_proj.base) {
-                return self.down_proj.forward(hidden, mix);
-            }
-        }
         let gate = self.gate_proj.forward(x.clone(), mix);
         let up = self.up_proj.forward(x, mix);
         let hidden = match self.activation {

@@ -383,19 +383,6 @@ pub fn build_decoder(
             local: c.is_local_layer(i),
         });
     }
-    // q/k/v and gate/up become column views of one buffer each (one matmul in the forward).
-    for layer in &mut layers {
-        let a = &mut layer.self_attn;
-        crate::kernels::fused_linear::fuse_columns(
-            &mut [&mut a.q_proj.base, &mut a.k_proj.base, &mut a.v_proj.base],
-            device,
-        );
-        let m = &mut layer.mlp;
-        crate::kernels::fused_linear::fuse_columns(
-            &mut [&mut m.gate_proj.base, &mut m.up_proj.base],
-            device,
-        );
-    }
     let embed = weights.get_shaped(EMBED_TOKENS, &[v, d])?;
     let lm_head = if c.tie_word_embeddings || !weights.has(LM_HEAD) {
         linear_from_torch(&embed, v, d, None, device)
