@@ -92,5 +92,37 @@ fn main() {
     t("dY·Wᵀ contiguous 512x1536x576", &|| {
         dy.clone().matmul(w_t_copy.clone().unsqueeze_dim(0))
     });
+    // Fused projections: one matmul against concatenated weights vs separate ones.
+    let w_gu = Tensor::<2>::random([576, 3072], Distribution::Default, &dev);
+    t("gate+up separate 2048x576x1536 x2", &|| {
+        burn::tensor::module::linear(x.clone(), w.clone(), None)
+            + burn::tensor::module::linear(x.clone(), w.clone(), None)
+    });
+    t("gate|up fused 2048x576x3072", &|| {
+        burn::tensor::module::linear(x.clone(), w_gu.clone(), None).narrow(2, 0, 1536)
+    });
+    let wq = Tensor::<2>::random([576, 576], Distribution::Default, &dev);
+    let wkv = Tensor::<2>::random([576, 192], Distribution::Default, &dev);
+    let w_qkv = Tensor::<2>::random([576, 960], Distribution::Default, &dev);
+    t("q,k,v separate gemv", &|| {
+        let q = burn::tensor::module::linear(x1.clone(), wq.clone(), None);
+        let k = burn::tensor::module::linear(x1.clone(), wkv.clone(), None);
+        let v = burn::tensor::module::linear(x1.clone(), wkv.clone(), None);
+        q.narrow(2, 0, 192) + k + v
+    });
+    t("qkv fused gemv", &|| {
+        burn::tensor::module::linear(x1.clone(), w_qkv.clone(), None).narrow(2, 0, 192)
+    });
+    // The fused kernels against the burn compositions (scoring shapes).
+    let g = Tensor::<1>::random([576], Distribution::Default, &dev);
+    t("kernel swiglu 8x256x1536", &|| {
+        lm_core::kernels::swiglu::swiglu(h.clone(), h.clone())
+    });
+    t("kernel rms_norm 8x256x576", &|| {
+        lm_core::kernels::norm::rms_norm(x.clone(), g.clone(), 1e-5, false)
+    });
+    t("burn rms_norm 8x256x576", &|| {
+        lm_core::kernels::norm::rms_norm_reference(x.clone(), g.clone(), 1e-5, false)
+    });
     let _ = TensorData::new(vec![0f32], [1]);
 }

@@ -11,6 +11,8 @@
 //!   adaptable linears are [`model::AdaptedLinear`]s, the seam for LoRA experts;
 //! - [`generate`], [`score`], [`embed`]: batched generation, teacher-forced log-probs and
 //!   perplexity, mean-pooled embeddings;
+//! - [`kernels`]: fused, vectorised CPU kernels (SwiGLU, RMSNorm, LayerNorm, RoPE, GELU) with
+//!   the generic burn path kept for other backends;
 //! - [`assets`]: the registry of default models pinned in `assets/manifest.toml` and their fetcher;
 //! - [`names`]: one spelling per algorithm switch ([`named_enum!`]), shared by configs and the CLI.
 #![warn(missing_docs)]
@@ -23,6 +25,7 @@ pub mod error;
 pub mod export;
 pub mod generate;
 pub mod io;
+pub mod kernels;
 pub mod model;
 /// One spelling per algorithm switch (the `named-enum` crate).
 pub mod names {

@@ -329,8 +329,14 @@ pub(crate) fn head_logits(
     read_f32(model.decoder.logits(picked).into_data())
 }
 
-/// `log Σ exp(x)` of one row of logits, stable (max subtracted), summed in f64.
+/// `log Σ exp(x)` of one row of logits, stable (max subtracted), partial sums added in f64.
+/// Vectorised ([`vecmath::log_sum_exp`](crate::kernels::vecmath::log_sum_exp)): the scalar
+/// `exp` of the 49152 logits of every scored position.
+/// The scalar loop stays for `OPENEXPERT_KERNELS=off`.
 pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
+    if crate::kernels::enabled() {
+        return crate::kernels::vecmath::log_sum_exp(row);
+    }
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = row.iter().map(|&x| ((x - max).exp()) as f64).sum();
     max + sum.ln() as f32

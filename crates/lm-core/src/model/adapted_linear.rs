@@ -350,7 +350,7 @@ impl AdaptedLinear {
     pub fn forward(&self, x: Tensor<3>, mix: &ExpertMix) -> Tensor<3> {
         let y = match self.quant.as_ref().and_then(|q| q.forward(&x)) {
             Some(y) => y,
-            None => self.base.forward(x.clone()),
+            None => crate::kernels::frozen_linear::frozen_linear(x.clone(), &self.base),
         };
         let Some(experts) = &self.experts else {
             return y;

@@ -17,8 +17,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use crate::kernels::swiglu::swiglu;
 
 use super::adapted_linear::{AdaptedLinear, ExpertMix};
 use super::config::{DecoderConfig, GateActivation};
@@ -141,27 +142,20 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self
-            .q_proj
-            .forward(x.clone(), mix)
-            .reshape([b, s, h, d])
-            .swap_dims(1, 2);
-        let k = self
-            .k_proj
-            .forward(x.clone(), mix)
-            .reshape([b, s, kvh, d])
-            .swap_dims(1, 2);
-        let v = self
-            .v_proj
-            .forward(x, mix)
-            .reshape([b, s, kvh, d])
-            .swap_dims(1, 2);
+        // Per-head norms and RoPE run on `[batch, seq, heads, head_dim]`, the layout the
+        // projections produce, before the heads are moved in front of the tokens.
+        let q = self.q_proj.forward(x.clone(), mix);
+        let k = self.k_proj.forward(x.clone(), mix);
+        let v = self.v_proj.forward(x, mix);
+        let q = q.reshape([b, s, h, d]);
+        let k = k.reshape([b, s, kvh, d]);
+        let v = v.reshape([b, s, kvh, d]).swap_dims(1, 2);
         let (q, k) = match (&self.q_norm, &self.k_norm) {
             (Some(qn), Some(kn)) => (qn.forward(q), kn.forward(k)),
             _ => (q, k),
         };
-        let q = rope.apply(q, positions);
-        let k = rope.apply(k, positions);
+        let q = rope.apply_bshd(q, positions).swap_dims(1, 2);
+        let k = rope.apply_bshd(k, positions).swap_dims(1, 2);
         let (k, v) = match cache {
             // Written into the cache; a first call (prefill) attends to its own keys only,
             // later calls to the whole buffer, whose unwritten tail the mask hides.
@@ -192,12 +186,12 @@ impl Mlp {
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     fn forward(&self, x: Tensor<3>, mix: &ExpertMix) -> Tensor<3> {
         let gate = self.gate_proj.forward(x.clone(), mix);
-        let gate = match self.activation {
-            GateActivation::Silu => silu(gate),
-            GateActivation::GeluTanh => gelu_tanh(gate),
-        };
         let up = self.up_proj.forward(x, mix);
-        self.down_proj.forward(gate * up, mix)
+        let hidden = match self.activation {
+            GateActivation::Silu => swiglu(gate, up),
+            GateActivation::GeluTanh => gelu_tanh(gate) * up,
+        };
+        self.down_proj.forward(hidden, mix)
     }
 }
 
@@ -319,7 +313,7 @@ impl Decoder {
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let logits = match self.lm_head_quant.as_ref().and_then(|q| q.forward(&hidden)) {
             Some(l) => l,
-            None => self.lm_head.forward(hidden),
+            None => crate::kernels::frozen_linear::frozen_linear(hidden, &self.lm_head),
         };
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,

@@ -3,10 +3,11 @@
 
 use burn::module::Module;
 use burn::nn::Embedding;
-use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor};
+
+use crate::kernels::gelu::gelu_erf;
 
 use super::adapted_linear::{AdaptedLinear, ExpertMix};
 use super::config::EncoderConfig;
@@ -106,7 +107,7 @@ impl Encoder {
                 .forward(layer.attn_out.forward(ctx, mix) + x);
             let ff = layer
                 .output
-                .forward(gelu(layer.intermediate.forward(x.clone(), mix)), mix);
+                .forward(gelu_erf(layer.intermediate.forward(x.clone(), mix)), mix);
             x = layer.out_norm.forward(ff + x);
         }
         x

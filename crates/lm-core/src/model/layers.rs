@@ -44,11 +44,7 @@ impl RmsNorm {
     /// - `x`: `[..., d]` -> `[..., d]` (e.g. `[batch, seq, d_model]`, or
     ///   `[batch, heads, seq, head_dim]` for Gemma's q/k norms)
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let ms = x.clone().square().mean_dim(D - 1);
-        let inv = (ms + self.eps).sqrt().recip();
-        let gamma = self.gamma.val();
-        let scale = if self.unit_offset { gamma + 1.0 } else { gamma };
-        x * inv * scale.unsqueeze::<D>()
+        crate::kernels::norm::rms_norm(x, self.gamma.val(), self.eps, self.unit_offset)
     }
 }
 
@@ -80,12 +76,7 @@ impl LayerNorm {
     /// # Shapes
     /// - `x`: `[batch, seq, d]` -> `[batch, seq, d]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let mean = x.clone().mean_dim(2);
-        let centered = x - mean;
-        let var = centered.clone().square().mean_dim(2);
-        let normed = centered * (var + self.eps).sqrt().recip();
-        normed * self.gamma.val().unsqueeze_dims::<3>(&[0, 1])
-            + self.beta.val().unsqueeze_dims::<3>(&[0, 1])
+        crate::kernels::norm::layer_norm(x, self.gamma.val(), self.beta.val(), self.eps)
     }
 }
 
@@ -151,6 +142,17 @@ impl Rope {
         let x2 = x.clone().narrow(3, half, half);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         x * cos + rotated * sin
+    }
+
+    /// Rotates queries or keys laid out as the projections produce them, heads after tokens
+    /// (one pass on the CPU: [`kernels::rope`](crate::kernels::rope)).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, heads, head_dim]`
+    /// - `positions`: `[batch, seq]`
+    /// - returns `[batch, seq, heads, head_dim]`
+    pub fn apply_bshd(&self, x: Tensor<4>, positions: &Tensor<2, Int>) -> Tensor<4> {
+        crate::kernels::rope::rope_bshd(x, &self.cos, &self.sin, positions)
     }
 }
 
