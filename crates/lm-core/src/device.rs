@@ -128,7 +128,7 @@ fn probe(make: impl FnOnce() -> Option<Device>) -> Option<std::result::Result<De
     }));
     match started {
         Ok(None) => None,
-        Ok(Some((device, Some(v)))) if v == 3.0 => Some(Ok(device)),
+        Ok(Some((device, Some(3.0)))) => Some(Ok(device)),
         Ok(Some((_, v))) => Some(Err(format!(
             "the backend started but computed 1 + 2 = {v:?}; the GPU or its driver is not usable"
         ))),
