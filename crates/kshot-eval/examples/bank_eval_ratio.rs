@@ -10,6 +10,9 @@
 //! generation + reasoning perplexity, chat format. Timed: the base alone (all items in one
 //! batch), one adapter alone (the naive way costs 16 of these), and the 16 adapters packed
 //! (all rows in one batch of 16 x ITEMS), ROUNDS times back to back; medians are reported.
+//!
+//! The device is `OPENEXPERT_DEVICE` (default `cpu`); for a GPU build the example with
+//! `--features lm-core/cuda` (or `lm-core/wgpu`) and set `OPENEXPERT_DEVICE=cuda`.
 
 use std::path::Path;
 use std::time::Instant;
@@ -24,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let k: usize = args.get(1).map_or(Ok(8), |s| s.parse())?;
     let max_new_tokens: usize = args.get(2).map_or(Ok(64), |s| s.parse())?;
     let rounds: usize = args.get(4).map_or(Ok(3), |s| s.parse())?;
-    let device = lm_core::device::device_from_name("cpu")?;
+    let device = lm_core::device::device_from_env()?;
     let mut model = LanguageModel::load(lm_core::assets::DEFAULT_MODEL, &device)?;
     let items = KShotSet::gsm8k_test()?.take(k).items;
     let which = args.get(3).map_or("both", String::as_str);
@@ -144,6 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "one_adapter_seconds_all": one_t,
         "packed_16_seconds_all": packed_t,
         "threads": rayon_threads(),
+        "device": std::env::var(lm_core::device::DEVICE_ENV).unwrap_or_else(|_| "cpu".into()),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

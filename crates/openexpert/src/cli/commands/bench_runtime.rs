@@ -3,8 +3,9 @@
 //!
 //! Measures, on the default models and the anchor's inputs (`benches/compare/inputs.json`):
 //! scoring throughput (batch 8 × 256 tokens, teacher-forced log-probs), greedy decoding (batch 1,
-//! 32-token prompt, 64 new tokens with the KV cache) and MiniLM embedding throughput (256
-//! sentences in batches of 64, tokenisation included). Medians over repeated runs
+//! 32-token prompt, 64 new tokens with the KV cache; `--decode-batch N` decodes N rows together)
+//! and MiniLM embedding throughput (256 sentences in batches of 64, tokenisation included;
+//! `--skip-embed` leaves it out). Medians over repeated runs
 //! after a warm-up, written as JSON with the same keys as the PyTorch anchor.
 
 use std::path::PathBuf;
@@ -45,6 +46,13 @@ pub struct BenchArgs {
     /// so both sides measure the same work.
     #[arg(long, default_value = "benches/compare/inputs.json")]
     pub inputs: PathBuf,
+    /// Rows decoded together (each row the anchor's prompt rotated by its row index, so rows
+    /// differ but have the same length). 1 is the anchor's workload.
+    #[arg(long, default_value_t = 1)]
+    pub decode_batch: usize,
+    /// Leave out the embedding benchmark (and the sentence encoder it loads).
+    #[arg(long)]
+    pub skip_embed: bool,
 }
 
 /// The work measured, shared with the PyTorch anchor.
@@ -97,8 +105,16 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         score_times.push(t);
     }
 
-    // (b) Greedy decoding: batch 1, the anchor's prompt, 64 new tokens.
-    let prompt = vec![inputs.decode_prompt_ids.clone()];
+    // (b) Greedy decoding: the anchor's prompt (batch 1), or `decode_batch` rotations of it.
+    let decode_batch = args.decode_batch.max(1);
+    let prompt: Vec<Vec<u32>> = (0..decode_batch)
+        .map(|r| {
+            let mut ids = inputs.decode_prompt_ids.clone();
+            let n = ids.len();
+            ids.rotate_left(r % n.max(1));
+            ids
+        })
+        .collect();
     let new_tokens = inputs.decode_new_tokens;
     let config = GenerationConfig {
         max_new_tokens: new_tokens,
@@ -110,24 +126,26 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     for _ in 0..args.runs.max(1) {
         let (t, out) = time(|| Ok(generate(&model, &prompt, &config, &ExpertMix::Base)?))?;
         anyhow::ensure!(
-            out[0].token_ids.len() == new_tokens,
-            "expected {new_tokens} new tokens"
+            out.iter().all(|o| o.token_ids.len() == new_tokens),
+            "expected {new_tokens} new tokens in each of {decode_batch} rows"
         );
-        eprintln!("decode {new_tokens} tokens: {t:.3} s");
+        eprintln!("decode {decode_batch} x {new_tokens} tokens: {t:.3} s");
         decode_times.push(t);
     }
     drop(model);
 
     // (c) Sentence embeddings: the anchor's sentences and batch size.
-    let encoder = SentenceEncoder::load(&args.encoder, &device)?;
     let sentences = &inputs.embed_sentences;
     let batch = inputs.embed_batch;
-    encoder.embed(sentences, batch)?; // warm-up
     let mut embed_times = Vec::new();
-    for _ in 0..args.runs.max(1) {
-        let (t, _) = time(|| Ok(encoder.embed(sentences, batch)?))?;
-        eprintln!("embed {} sentences: {t:.3} s", sentences.len());
-        embed_times.push(t);
+    if !args.skip_embed {
+        let encoder = SentenceEncoder::load(&args.encoder, &device)?;
+        encoder.embed(sentences, batch)?; // warm-up
+        for _ in 0..args.runs.max(1) {
+            let (t, _) = time(|| Ok(encoder.embed(sentences, batch)?))?;
+            eprintln!("embed {} sentences: {t:.3} s", sentences.len());
+            embed_times.push(t);
+        }
     }
 
     let seconds: std::collections::BTreeMap<String, Vec<f64>> = [
@@ -141,12 +159,17 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         threads,
         seconds,
         score_rows * score_len,
-        new_tokens,
+        decode_batch * new_tokens,
         sentences.len(),
     );
     result
         .extra
         .insert("device".into(), format!("{device:?}").into());
+    let embed_shape = if args.skip_embed {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({"sentences": sentences.len(), "batch": batch})
+    };
     result.extra.insert(
         "decode_weights".into(),
         args.weights.decode_weights.name().into(),
@@ -155,8 +178,8 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         "shapes".into(),
         serde_json::json!({
             "score": [score_rows, score_len],
-            "decode": {"prompt": inputs.decode_prompt_ids.len(), "new": new_tokens, "batch": 1},
-            "embed": {"sentences": sentences.len(), "batch": batch},
+            "decode": {"prompt": inputs.decode_prompt_ids.len(), "new": new_tokens, "batch": decode_batch},
+            "embed": embed_shape,
         }),
     );
     let json = serde_json::to_value(&result)?;
