@@ -113,10 +113,14 @@ impl FaultServer {
                         let canned = responses[i.min(responses.len() - 1)].clone();
                         requests.lock().unwrap().push(request.clone());
                         std::thread::sleep(canned.delay);
+                        // Out of the count before answering: the client cannot send its next
+                        // call until it has this answer, so every call counted here is one the
+                        // client still has in flight (decrementing after the write raced with
+                        // that next call and over-counted under load).
+                        now.fetch_sub(1, Ordering::SeqCst);
                         if canned.status != 0 {
                             answer(stream, &canned, &request);
                         }
-                        now.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
             });
