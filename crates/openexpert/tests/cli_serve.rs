@@ -146,6 +146,19 @@ fn models_health_and_errors_are_openai_shaped() {
             .contains("/v1/chat/completions"),
         "{e}"
     );
+    // A served path asked with the wrong method gets an OpenAI error body too, not an empty 405.
+    let (status, e) = error(get(&url));
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/chat/completions"),
+        "{e}"
+    );
     assert!(server.stats().rejected >= 8);
 }
 

@@ -110,6 +110,21 @@ impl ApiError {
         }
     }
 
+    /// 405 for a path this server has, asked with another method (`GET /v1/chat/completions`).
+    pub fn wrong_method(method: &str, path: &str) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            body: ErrorBody::new(
+                format!(
+                    "{method} {path} is not served: this server has GET /v1/models and POST /v1/chat/completions"
+                ),
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed"),
+            ),
+        }
+    }
+
     /// 503 when the queue is full or the server is stopping.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
