@@ -98,6 +98,13 @@ def main() -> None:
             "theirs_runs": t,
         }
 
+    # What openexpert's decoding multiplied by (`--decode-weights`; f32 in runs that predate it).
+    decode_weights = ours[0].get("decode_weights", "f32")
+    precision = (
+        "f32 on CPU"
+        if decode_weights == "f32"
+        else f"f32 on CPU, except openexpert's decoding, which multiplies by {decode_weights} weights"
+    )
     now = datetime.now(timezone.utc)
     summary = {
         "date_utc": now.isoformat(timespec="seconds"),
@@ -115,7 +122,7 @@ def main() -> None:
         f"# Runtime: openexpert vs PyTorch ({now:%Y-%m-%d %H:%M} UTC)",
         "",
         f"threads = {args.threads}, CPU: {cpu_model()}, rounds: {len(ours)} openexpert / {len(theirs)} PyTorch "
-        f"(alternating), f32 on CPU.",
+        f"(alternating), {precision}.",
         "",
         "| workload | openexpert (median) | PyTorch (median) | ratio ours/theirs |",
         "|---|---:|---:|---:|",
