@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, TensorData};
 
 pub use crate::io::gguf::GgufWriter;
 pub use crate::model::random::{
@@ -154,6 +154,30 @@ pub fn assert_close(op: &str, got: &[f32], want: &[f32], tol: f32) {
         got.get(at).copied().unwrap_or(f32::NAN),
         want.get(at).copied().unwrap_or(f32::NAN)
     );
+}
+
+/// Checks that two tensors' values agree elementwise within `abs + rel · |want|` (the kernels'
+/// proptests against their burn references).
+///
+/// # Panics
+/// When the lengths differ, a tensor is not f32, or a value is further than its bound (or NaN),
+/// naming the index and both values.
+pub fn assert_data_close(got: TensorData, want: TensorData, abs: f32, rel: f32) {
+    let got = got.try_to_vec::<f32>().expect("an f32 tensor");
+    let want = want.try_to_vec::<f32>().expect("an f32 tensor");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{} values, expected {}",
+        got.len(),
+        want.len()
+    );
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= abs + rel * w.abs(),
+            "value {i}: got {g}, want {w} (tolerance {abs:e} + {rel:e} · |want|)"
+        );
+    }
 }
 
 /// Checks that a scalar `got` is within `rel` relative difference of `want`, like

@@ -197,14 +197,7 @@ mod tests {
     }
 
     fn assert_close(a: TensorData, b: TensorData) {
-        let (a, b) = (
-            a.try_to_vec::<f32>().unwrap(),
-            b.try_to_vec::<f32>().unwrap(),
-        );
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-4 + 1e-5 * y.abs(), "{x} vs {y}");
-        }
+        crate::testing::assert_data_close(a, b, 1e-4, 1e-5);
     }
 
     proptest! {

@@ -114,14 +114,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn assert_close(a: TensorData, b: TensorData, tol: f32) {
-        let (a, b) = (
-            a.try_to_vec::<f32>().unwrap(),
-            b.try_to_vec::<f32>().unwrap(),
-        );
-        assert_eq!(a.len(), b.len());
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= tol + tol * y.abs(), "{x} vs {y}");
-        }
+        crate::testing::assert_data_close(a, b, tol, tol);
     }
 
     proptest! {
