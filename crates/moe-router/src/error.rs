@@ -9,7 +9,9 @@ pub type Result<T> = std::result::Result<T, MoeError>;
 #[derive(Debug, thiserror::Error)]
 pub enum MoeError {
     /// A forward pass of the mixed model failed while collecting routing statistics.
-    #[error("routing statistics: scoring the texts through the mixture failed")]
+    #[error(
+        "routing statistics: expected every text to score through the mixture, but a forward pass failed (cause below); check that each text fits the model's context and was encoded with its tokenizer"
+    )]
     Route {
         /// What lm-core said.
         #[source]
