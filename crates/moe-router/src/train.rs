@@ -29,6 +29,7 @@ use lm_core::burn::module::Param;
 use lm_core::burn::tensor::{Device, Tensor, TensorData};
 use lm_core::model::adapted_linear::RouteRecorder;
 use lm_core::model::{Decoder, ExpertMix};
+use lm_core::train::data::Batch;
 use lm_core::train::{LoraSlot, Trainable};
 
 use crate::error::{MoeError, Result};
@@ -243,11 +244,15 @@ impl Trainable for MoeTrainable {
         leaves
     }
 
-    fn aux_loss(&self, _decoder: &Decoder, token_weights: &Tensor<1>) -> Option<Tensor<1>> {
+    fn aux_loss(&self, _decoder: &Decoder, batch: &Batch, device: &Device) -> Option<Tensor<1>> {
         let recorders = self.recorders.lock().expect("recorder lock").take()?;
         // Padding is not routed traffic: balance and z-losses average over real tokens only.
+        let token_weights = Tensor::<1>::from_data(
+            TensorData::new(batch.token_weights(), [batch.batch * batch.seq]),
+            device,
+        );
         self.moe
-            .aux_losses(&recorders, Some(token_weights))
+            .aux_losses(&recorders, Some(&token_weights))
             .map(|a| a.total)
     }
 }

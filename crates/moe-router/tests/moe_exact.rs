@@ -686,21 +686,19 @@ fn aux_losses_leave_padding_out() {
         },
     ];
     let aux = |pad: u32, masked: bool| {
-        let batch = make_batches(&examples, 2, 16, false, pad, None).remove(0);
+        let mut batch = make_batches(&examples, 2, 16, false, pad, None).remove(0);
         assert_eq!((batch.batch, batch.seq), (2, 6));
         assert_eq!(batch.token_weights().iter().sum::<f32>(), 9.0);
         let adev = device().autodiff();
         let mut decoder = m.decoder.clone().to_device(&adev).no_grad();
         trainable.attach_for_training(&mut decoder, &adev, 0);
         let _ = loss_sum_with(&decoder, &batch, &adev, &trainable.mix());
-        let weights = if masked {
-            batch.token_weights()
-        } else {
-            vec![1.0; batch.batch * batch.seq]
-        };
-        let weights = Tensor::<1>::from_data(TensorData::new(weights, [12]), &adev);
+        if !masked {
+            // As if padding were real tokens: what the losses saw before the mask.
+            batch.real = vec![true; batch.batch * batch.seq];
+        }
         trainable
-            .aux_loss(&decoder, &weights)
+            .aux_loss(&decoder, &batch, &adev)
             .expect("both coefficients are set")
             .into_scalar::<f32>()
     };

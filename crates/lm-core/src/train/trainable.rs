@@ -6,6 +6,7 @@
 
 use burn::tensor::{Device, Tensor};
 
+use super::data::Batch;
 use super::lora::LoraSlot;
 use crate::model::{Decoder, ExpertMix};
 
@@ -39,13 +40,13 @@ pub trait Trainable: Clone {
 
     /// An extra loss term computed after the forward pass of a training micro-batch (e.g. a
     /// router balance loss, from statistics the forward recorded), already multiplied by its
-    /// coefficient; `None` adds nothing. `token_weights` is the micro-batch's
-    /// [`Batch::token_weights`](crate::train::data::Batch::token_weights) on the training
-    /// device: 1 for real tokens, 0 for padding, so per-token terms can leave padding out.
+    /// coefficient; `None` adds nothing. `batch` is the micro-batch just forwarded on the
+    /// autodiff `device`; its [`Batch::token_weights`] (1 for real tokens, 0 for padding) let
+    /// per-token terms leave padding out.
     ///
     /// # Shapes
-    /// - `token_weights`: `[batch · seq]` -> returns `[1]`
-    fn aux_loss(&self, _decoder: &Decoder, _token_weights: &Tensor<1>) -> Option<Tensor<1>> {
+    /// - returns `[1]`
+    fn aux_loss(&self, _decoder: &Decoder, _batch: &Batch, _device: &Device) -> Option<Tensor<1>> {
         None
     }
 }

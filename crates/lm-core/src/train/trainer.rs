@@ -330,11 +330,7 @@ impl<'a> LoraTrainer<'a> {
                 let leaves = weights.attach_for_training(&mut train_decoder, &adev, dropout_seed);
                 let nll = loss_sum_with(&train_decoder, batch, &adev, &mix);
                 let mut loss = nll / step_targets as f64;
-                let token_weights = Tensor::<1>::from_data(
-                    TensorData::new(batch.token_weights(), [batch.batch * batch.seq]),
-                    &adev,
-                );
-                if let Some(aux) = weights.aux_loss(&train_decoder, &token_weights) {
+                if let Some(aux) = weights.aux_loss(&train_decoder, batch, &adev) {
                     // The auxiliary term is a mean per micro-batch: share it like the targets.
                     let share = batch.num_targets() as f64 / step_targets as f64;
                     loss = loss + aux * share;
