@@ -354,25 +354,7 @@ impl EvolveComparison {
     /// # Errors
     /// [`ReportError::BadData`](crate::report::ReportError::BadData) when no round was evaluated.
     pub fn accuracy_svg(&self) -> crate::report::Result<String> {
-        let points = |arm: &dyn Fn(&ComparisonRow) -> Option<&ArmRound>| {
-            self.rounds
-                .iter()
-                .filter_map(|r| {
-                    let a = arm(r)?;
-                    Some((a.labeled as f64, a.test.as_ref()?.accuracy?))
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut series = vec![Series {
-            name: display(&self.run_strategy).to_string(),
-            points: points(&|r| Some(&r.run)),
-        }];
-        if let Some(b) = &self.baseline_strategy {
-            series.push(Series {
-                name: display(b).to_string(),
-                points: points(&|r| r.baseline.as_ref()),
-            });
-        }
+        let mut series = self.arm_series(|a| a.test.as_ref()?.accuracy);
         if let Some(acc) = self.base.as_ref().and_then(|b| b.accuracy) {
             series.push(Series {
                 name: "base model".into(),
@@ -387,15 +369,15 @@ impl EvolveComparison {
         )
     }
 
-    /// Held-out (`--eval`) loss against labelled items, one line per run; `None` when no round
-    /// has a held-out loss.
-    pub fn loss_svg(&self) -> Option<crate::report::Result<String>> {
+    /// One line for the run and one for the baseline (when there is one) of `value` against
+    /// labelled items; rounds where `value` is `None` are left out.
+    fn arm_series(&self, value: impl Fn(&ArmRound) -> Option<f64>) -> Vec<Series> {
         let points = |arm: &dyn Fn(&ComparisonRow) -> Option<&ArmRound>| {
             self.rounds
                 .iter()
                 .filter_map(|r| {
                     let a = arm(r)?;
-                    Some((a.labeled as f64, a.heldout_loss?))
+                    Some((a.labeled as f64, value(a)?))
                 })
                 .collect::<Vec<_>>()
         };
@@ -409,6 +391,13 @@ impl EvolveComparison {
                 points: points(&|r| r.baseline.as_ref()),
             });
         }
+        series
+    }
+
+    /// Held-out (`--eval`) loss against labelled items, one line per run; `None` when no round
+    /// has a held-out loss.
+    pub fn loss_svg(&self) -> Option<crate::report::Result<String>> {
+        let series = self.arm_series(|a| a.heldout_loss);
         if series.iter().all(|s| s.points.is_empty()) {
             return None;
         }
