@@ -355,6 +355,32 @@ impl AdaptedLinear {
         let Some(experts) = &self.experts else {
             return y;
         };
+        if matches!(mix, ExpertMix::Base) {
+            return y;
+        }
+        // PEFT's `autocast_adapter_dtype`: adapters stay f32 under an f16/bf16 base; the input
+        // goes up to f32, and the output (base plus delta, rounded once) back down.
+        let dtype = y.dtype();
+        let adapter = experts.a.val().dtype();
+        if dtype != adapter {
+            return self
+                .add_experts(experts, x.cast(adapter), y.cast(adapter), mix)
+                .cast(dtype);
+        }
+        self.add_experts(experts, x, y, mix)
+    }
+
+    /// `y` plus the experts' contribution for input `x`, both in the experts' dtype.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_in]`, `y`: `[batch, seq, d_out]` -> `[batch, seq, d_out]`
+    fn add_experts(
+        &self,
+        experts: &ExpertSet,
+        x: Tensor<3>,
+        y: Tensor<3>,
+        mix: &ExpertMix,
+    ) -> Tensor<3> {
         debug_assert!(
             experts.check_mix(mix).is_ok(),
             "unchecked expert mix: {:?}",

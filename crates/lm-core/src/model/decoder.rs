@@ -17,7 +17,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 
 use crate::kernels::swiglu::swiglu;
 
@@ -26,6 +26,7 @@ use super::config::{DecoderConfig, GateActivation};
 use super::kv_cache::KvCache;
 use super::layers::{AttentionScores, RmsNorm, Rope, gelu_tanh, grouped_attention};
 use super::layout::{BlockLinear, module_name, parse_module_name};
+use super::precision::Precision;
 use crate::quant::QuantLinear;
 
 /// Self-attention of one decoder block.
@@ -196,7 +197,8 @@ impl Mlp {
 }
 
 impl Decoder {
-    /// Final hidden states (after the last norm).
+    /// Final hidden states (after the last norm), in f32 whatever the
+    /// [`precision`](Self::precision).
     ///
     /// `positions` are the RoPE positions of the tokens (for left-padded rows they start at 0
     /// at the first real token). With a cache, the new keys/values are appended to it, and
@@ -249,7 +251,7 @@ impl Decoder {
         if let Some(c) = cache {
             c.advance(s);
         }
-        self.norm.forward(x)
+        self.norm.forward(to_f32(x))
     }
 
     /// Token embeddings, times `√hidden_size` for Gemma (transformers'
@@ -310,14 +312,49 @@ impl Decoder {
     /// - `hidden`: `[batch, seq, d_model]` -> `[batch, seq, vocab]`
     ///
     /// With `final_logit_softcapping = cap`: `cap · tanh(logits / cap)` (Gemma 2).
+    ///
+    /// The head multiplies in the decoder's [`precision`](Self::precision); the logits are
+    /// returned in f32.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let logits = match self.lm_head_quant.as_ref().and_then(|q| q.forward(&hidden)) {
             Some(l) => l,
-            None => crate::kernels::frozen_linear::frozen_linear(hidden, &self.lm_head),
+            None => {
+                let head = self.lm_head.weight.val().dtype();
+                let hidden = if hidden.dtype() == head {
+                    hidden
+                } else {
+                    hidden.cast(head)
+                };
+                to_f32(crate::kernels::frozen_linear::frozen_linear(
+                    hidden,
+                    &self.lm_head,
+                ))
+            }
         };
         match self.config.final_logit_softcapping {
             Some(cap) => (logits / cap).tanh() * cap,
             None => logits,
+        }
+    }
+
+    /// The dtype of the frozen weights and block activations (that of the embedding).
+    pub fn precision(&self) -> Precision {
+        Precision::from_dtype(self.embed_tokens.weight.val().dtype()).unwrap_or_default()
+    }
+
+    /// Casts the embedding, the base weights and biases of every projection, and the output
+    /// head to `precision`; norms, rotary tables, LoRA experts and routers stay f32
+    /// ([`super::precision`] says where each computation runs). Casts from the current
+    /// weights: call it once on a decoder loaded in f32 (casting bf16 to f16 rounds twice).
+    /// Quantised decode copies ([`crate::quant`]) are not touched; they serve f32 inputs only.
+    pub fn set_precision(&mut self, precision: Precision) {
+        let dtype = precision.dtype();
+        cast_param(&mut self.embed_tokens.weight, dtype);
+        cast_linear(&mut self.lm_head, dtype);
+        for layer in &mut self.layers {
+            for which in BlockLinear::ALL {
+                cast_linear(&mut layer.linear_mut(which).base, dtype);
+            }
         }
     }
 
@@ -497,6 +534,30 @@ fn cache_mask(
             );
             Tensor::cat(vec![(**m).clone(), hidden], 3)
         }
+    }
+}
+
+/// `x` in f32 (itself when it already is).
+fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(DType::F32)
+    }
+}
+
+/// Casts a parameter's value in place, keeping its id and whether it requires a gradient.
+fn cast_param<const D: usize>(param: &mut Param<Tensor<D>>, dtype: DType) {
+    if param.val().dtype() != dtype {
+        *param = param.clone().map(|t| t.cast(dtype));
+    }
+}
+
+/// Casts a linear layer's weight and bias.
+fn cast_linear(linear: &mut Linear, dtype: DType) {
+    cast_param(&mut linear.weight, dtype);
+    if let Some(bias) = &mut linear.bias {
+        cast_param(bias, dtype);
     }
 }
 

@@ -184,8 +184,8 @@ impl KvCache {
             None => {
                 let device = keys.device();
                 LayerKv {
-                    keys: Tensor::zeros([b, h, self.capacity, d], &device),
-                    values: Tensor::zeros([b, h, self.capacity, d], &device),
+                    keys: Tensor::zeros([b, h, self.capacity, d], (&device, keys.dtype())),
+                    values: Tensor::zeros([b, h, self.capacity, d], (&device, values.dtype())),
                 }
             }
         };
@@ -216,7 +216,10 @@ fn grow(buffer: Tensor<4>, capacity: usize) -> Tensor<4> {
     if capacity <= old {
         return buffer;
     }
-    let zeros = Tensor::zeros([b, h, capacity - old, d], &buffer.device());
+    let zeros = Tensor::zeros(
+        [b, h, capacity - old, d],
+        (&buffer.device(), buffer.dtype()),
+    );
     Tensor::cat(vec![buffer, zeros], 2)
 }
 

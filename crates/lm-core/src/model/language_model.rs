@@ -8,6 +8,7 @@ use tokenizers::Tokenizer;
 use super::config::DecoderConfig;
 use super::decoder::Decoder;
 use super::loader::{GgufWeights, build_decoder, decoder_config_from_gguf};
+use super::precision::Precision;
 use crate::assets::{ModelSource, resolve_model};
 use crate::chat_template::{ChatMessage, ChatTemplate};
 use crate::error::{LmError, Result};
@@ -202,12 +203,45 @@ impl LanguageModel {
     /// # Errors
     /// When the GGUF file cannot be re-opened or does not match the decoder.
     pub fn set_decode_weights(&mut self, format: WeightFormat) -> Result<QuantReport> {
+        let precision = self.decoder.precision();
+        if format != WeightFormat::F32 && precision != Precision::F32 {
+            return Err(LmError::InvalidInput(format!(
+                "quantised decode weights ({}) serve an f32 model, and this one runs in {precision}; \
+                 use one of `--decode-weights` and `--dtype`",
+                format.name()
+            )));
+        }
         let gguf = if format == WeightFormat::Native && self.source.is_file() {
             Some(GgufFile::open(&self.source)?)
         } else {
             None
         };
         quantize_decoder(&mut self.decoder, format, gguf.as_ref())
+    }
+
+    /// Runs the decoder in `precision` ([`Decoder::set_precision`]: frozen weights and block
+    /// activations in f16/bf16, norms, softmax, LoRA experts and logits in f32).
+    ///
+    /// # Errors
+    /// [`LmError::Device`] when the model's device does not compute in that dtype;
+    /// [`LmError::InvalidInput`] when quantised decode weights are attached (they serve f32
+    /// models only).
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        precision.check_device(&self.device)?;
+        let quantised = self.decoder.lm_head_quant.is_some()
+            || self
+                .decoder
+                .adapted_linears()
+                .iter()
+                .any(|(_, l)| l.quant.is_some());
+        if precision != Precision::F32 && quantised {
+            return Err(LmError::InvalidInput(format!(
+                "quantised decode weights are attached and serve an f32 model; running in \
+                 {precision} needs `--decode-weights f32`"
+            )));
+        }
+        self.decoder.set_precision(precision);
+        Ok(())
     }
 
     /// The decoder's configuration.

@@ -43,8 +43,12 @@ impl RmsNorm {
     /// # Shapes
     /// - `x`: `[..., d]` -> `[..., d]` (e.g. `[batch, seq, d_model]`, or
     ///   `[batch, heads, seq, head_dim]` for Gemma's q/k norms)
+    ///
+    /// An f16/bf16 `x` is normalised in f32 and returned in its dtype ([`super::precision`]).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        crate::kernels::norm::rms_norm(x, self.gamma.val(), self.eps, self.unit_offset)
+        super::precision::in_f32(x, |x| {
+            crate::kernels::norm::rms_norm(x, self.gamma.val(), self.eps, self.unit_offset)
+        })
     }
 }
 
@@ -151,8 +155,12 @@ impl Rope {
     /// - `x`: `[batch, seq, heads, head_dim]`
     /// - `positions`: `[batch, seq]`
     /// - returns `[batch, seq, heads, head_dim]`
+    ///
+    /// An f16/bf16 `x` is rotated in f32 and returned in its dtype ([`super::precision`]).
     pub fn apply_bshd(&self, x: Tensor<4>, positions: &Tensor<2, Int>) -> Tensor<4> {
-        crate::kernels::rope::rope_bshd(x, &self.cos, &self.sin, positions)
+        super::precision::in_f32(x, |x| {
+            crate::kernels::rope::rope_bshd(x, &self.cos, &self.sin, positions)
+        })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod language_model;
 pub mod layers;
 pub mod layout;
 pub mod loader;
+pub mod precision;
 #[cfg(any(test, feature = "test-util"))]
 pub mod random;
 pub mod sentence_encoder;
@@ -24,4 +25,5 @@ pub use encoder::Encoder;
 pub use expert_pack::{HostFactors, TargetRule, attach_expert_sets, detach_experts, lora_scale};
 pub use kv_cache::KvCache;
 pub use language_model::LanguageModel;
+pub use precision::Precision;
 pub use sentence_encoder::SentenceEncoder;

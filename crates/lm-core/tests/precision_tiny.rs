@@ -1,0 +1,219 @@
+//! Mixed precision on tiny random models (no assets): a decoder cast to f16/bf16 stays close to
+//! its f32 self, keeps its f32 islands (logits, hidden states, LoRA experts), decodes with its
+//! KV cache as it recomputes, and trains LoRA adapters on its cast base.
+
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use lm_core::generate::{GenerationConfig, generate};
+use lm_core::model::expert_pack::{HostFactors, attach_expert_sets};
+use lm_core::model::{ExpertMix, ExpertSet, LanguageModel, Precision};
+use lm_core::testing::{max_abs_diff, test_device, tiny_language_model};
+use lm_core::train::{
+    LoraTrainConfig, LoraTrainer, PromptFormat, TrainConfig, TrainExample, evaluate_loss,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The cast precisions, with the largest logit deviation from f32 allowed on a tiny model
+/// (logits of order 1; measured: see the printed `parity:` lines).
+const CASES: [(Precision, f32); 2] = [(Precision::Bf16, 0.1), (Precision::F16, 0.02)];
+
+fn ids(n: usize, seed: u64) -> Vec<i64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(1..256)).collect()
+}
+
+fn logits(m: &LanguageModel, tokens: &[i64], mix: &ExpertMix) -> (Vec<f32>, DType) {
+    let rows = match mix {
+        ExpertMix::PerRow(r) => r.len(),
+        _ => 1,
+    };
+    let data: Vec<i64> = (0..rows).flat_map(|_| tokens.iter().copied()).collect();
+    let t = Tensor::<2, Int>::from_data(TensorData::new(data, [rows, tokens.len()]), &m.device);
+    let out = m.decoder.forward(t, mix);
+    let dtype = out.dtype();
+    (
+        out.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+        dtype,
+    )
+}
+
+fn cast(seed: u64, precision: Precision) -> LanguageModel {
+    let mut m = tiny_language_model(seed, &test_device());
+    m.set_precision(precision).unwrap();
+    m
+}
+
+#[test]
+fn a_cast_decoder_stays_close_to_f32_and_returns_f32_logits() {
+    let tokens = ids(24, 3);
+    let f32_model = tiny_language_model(5, &test_device());
+    let (want, _) = logits(&f32_model, &tokens, &ExpertMix::Base);
+    for (precision, tol) in CASES {
+        let m = cast(5, precision);
+        assert_eq!(m.decoder.precision(), precision);
+        let weight = m.decoder.layers[0].self_attn.q_proj.base.weight.val();
+        assert_eq!(
+            weight.dtype(),
+            precision.dtype(),
+            "projection weights are cast"
+        );
+        let norm = m.decoder.layers[0].input_layernorm.gamma.val();
+        assert_eq!(norm.dtype(), DType::F32, "norm weights stay f32");
+        let (got, dtype) = logits(&m, &tokens, &ExpertMix::Base);
+        assert_eq!(dtype, DType::F32, "logits leave the decoder in f32");
+        let dev = max_abs_diff(&got, &want);
+        println!(
+            "parity: device=cpu precision={precision} op=tiny logits max_abs={dev:.3e} tol={tol}"
+        );
+        assert!(
+            dev > 0.0 && dev < tol,
+            "{precision}: logits deviate from f32 by {dev} (expected (0, {tol}))"
+        );
+    }
+}
+
+#[test]
+fn kv_cache_decoding_in_a_cast_precision_equals_recomputation() {
+    for (precision, _) in CASES {
+        let m = cast(1, precision);
+        let prompt: Vec<u32> = ids(7, 2).into_iter().map(|x| x as u32).collect();
+        let config = GenerationConfig {
+            max_new_tokens: 10,
+            stop_at_eos: false,
+            ..Default::default()
+        };
+        let out = generate(&m, std::slice::from_ref(&prompt), &config, &ExpertMix::Base).unwrap();
+        let mut seq: Vec<i64> = prompt.iter().map(|&x| x as i64).collect();
+        for (step, &token) in out[0].token_ids.iter().enumerate() {
+            let (l, _) = logits(&m, &seq, &ExpertMix::Base);
+            let v = m.config().vocab_size;
+            let last = &l[l.len() - v..];
+            let best = (0..v).fold(0, |b, i| if last[i] > last[b] { i } else { b });
+            assert_eq!(
+                token as usize, best,
+                "{precision}: step {step} of cached decoding picked {token}, recomputation {best}"
+            );
+            seq.push(token as i64);
+        }
+    }
+}
+
+/// LoRA experts on every projection, one per row.
+fn with_experts(mut m: LanguageModel) -> LanguageModel {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut factors =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.2..0.2)).collect() };
+    let sets: Vec<(String, ExpertSet)> = m
+        .decoder
+        .adapted_linears()
+        .into_iter()
+        .map(|(name, lin)| {
+            let (d_in, d_out, r) = (lin.d_in(), lin.d_out(), 4);
+            let experts: Vec<HostFactors> = (0..2)
+                .map(|_| HostFactors {
+                    a: factors(d_in * r),
+                    b: factors(r * d_out),
+                    rank: r,
+                    scale: 2.0,
+                })
+                .collect();
+            let refs: Vec<Option<&HostFactors>> = experts.iter().map(Some).collect();
+            let set = ExpertSet::from_host(&name, d_in, d_out, &refs, &m.device).unwrap();
+            (name, set)
+        })
+        .collect();
+    attach_expert_sets(&mut m.decoder, sets).unwrap();
+    m
+}
+
+#[test]
+fn lora_experts_stay_f32_under_a_cast_base() {
+    let tokens = ids(16, 4);
+    let mix = ExpertMix::PerRow(vec![Some(0), Some(1), None]);
+    let reference = with_experts(tiny_language_model(6, &test_device()));
+    let (want, _) = logits(&reference, &tokens, &mix);
+    let (base, _) = logits(&reference, &tokens, &ExpertMix::PerRow(vec![None; 3]));
+    for (precision, tol) in CASES {
+        let mut m = tiny_language_model(6, &test_device());
+        m.set_precision(precision).unwrap();
+        let m = with_experts(m);
+        let set = m.decoder.layers[0]
+            .self_attn
+            .q_proj
+            .experts
+            .as_ref()
+            .unwrap();
+        assert_eq!(set.a.val().dtype(), DType::F32, "expert factors stay f32");
+        let (got, _) = logits(&m, &tokens, &mix);
+        let dev = max_abs_diff(&got, &want);
+        println!(
+            "parity: device=cpu precision={precision} op=tiny experts per row max_abs={dev:.3e} tol={tol}"
+        );
+        assert!(dev < tol, "{precision}: expert logits deviate by {dev}");
+        // The experts change the output far more than the rounding does.
+        let effect = max_abs_diff(&want, &base);
+        assert!(
+            effect > 10.0 * dev,
+            "experts' effect {effect} vs rounding {dev}"
+        );
+    }
+}
+
+#[test]
+fn lora_training_on_a_bf16_base_lowers_the_loss() {
+    let data: Vec<TrainExample> = [("cat", "meow"), ("dog", "woof"), ("cow", "moo")]
+        .iter()
+        .map(|(p, r)| TrainExample::PromptResponse {
+            prompt: format!("{p}:"),
+            response: format!(" {r}"),
+        })
+        .collect();
+    let m = cast(11, Precision::Bf16);
+    let lora = LoraTrainConfig::new()
+        .with_r(8)
+        .with_alpha(16.0)
+        .with_dropout(0.0)
+        .with_target_modules(
+            ["q_proj", "v_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+        );
+    let config = TrainConfig::new(lora)
+        .with_max_steps(Some(40))
+        .with_lr(1e-2)
+        .with_batch_size(3);
+    let format = PromptFormat::raw();
+    let before = evaluate_loss(&m, None, &data, &config, &format).unwrap();
+    let out = LoraTrainer::new(&m, config.clone())
+        .with_format(format.clone())
+        .fit(&data, &data)
+        .unwrap();
+    let after = evaluate_loss(&m, Some(&out.weights), &data, &config, &format).unwrap();
+    println!("bf16 base: eval loss {before:.4} -> {after:.4}");
+    assert!(
+        after.is_finite() && after < 0.8 * before,
+        "eval loss {before} -> {after}"
+    );
+    assert!(
+        out.weights.values.iter().all(|v| v.is_finite()),
+        "trained factors are finite"
+    );
+}
+
+#[test]
+fn quantised_decode_weights_and_a_cast_precision_are_refused_together() {
+    let mut m = tiny_language_model(2, &test_device());
+    m.set_decode_weights(lm_core::quant::WeightFormat::Q8_0)
+        .unwrap();
+    let err = m.set_precision(Precision::Bf16).unwrap_err().to_string();
+    assert!(err.contains("--decode-weights f32"), "{err}");
+    let mut m = cast(2, Precision::F16);
+    let err = m
+        .set_decode_weights(lm_core::quant::WeightFormat::Q8_0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("runs in f16"), "{err}");
+}
