@@ -7,7 +7,7 @@ use clap::Args;
 use kshot_eval::{AnswerExtractor, EvalConfig};
 
 use super::format::FormatArg;
-use super::model::ModelArgs;
+use super::model::{ModelArgs, PrecisionArgs};
 
 static DEFAULTS: LazyLock<EvalConfig> = LazyLock::new(EvalConfig::default);
 
@@ -17,6 +17,9 @@ pub struct EvalFlags {
     /// The model evaluated.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// In-context shots drawn (seeded) from the set; the rest is evaluated.
     #[arg(long, default_value_t = 0)]
     pub shots: usize,

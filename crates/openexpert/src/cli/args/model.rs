@@ -2,7 +2,7 @@
 
 use clap::Args;
 use lm_core::assets::DEFAULT_MODEL;
-use lm_core::model::LanguageModel;
+use lm_core::model::{LanguageModel, Precision};
 use lm_core::quant::WeightFormat;
 
 /// The decoder a command loads.
@@ -37,6 +37,34 @@ impl WeightsArgs {
             eprintln!("{report}");
         }
         Ok(())
+    }
+}
+
+/// `--dtype`: the precision the decoder computes in (`lm_core::model::precision`).
+#[derive(Debug, Clone, Args)]
+pub struct PrecisionArgs {
+    /// Precision of the decoder's weights and activations: f32, or f16 / bf16 (matmuls
+    /// accumulate in f32; norms, softmax, LoRA adapters and logits stay f32). For GPUs: on the
+    /// CPU f16/bf16 run slower than f32 and serve to test.
+    #[arg(
+        long = "dtype",
+        env = "OPENEXPERT_DTYPE",
+        default_value = "f32",
+        value_name = "f32|f16|bf16"
+    )]
+    pub precision: Precision,
+}
+
+impl PrecisionArgs {
+    /// Loads the decoder `spec` ([`LanguageModel::load`]) on `device` in this precision.
+    pub fn load(
+        &self,
+        spec: &str,
+        device: &lm_core::burn::tensor::Device,
+    ) -> anyhow::Result<LanguageModel> {
+        let mut model = LanguageModel::load(spec, device)?;
+        model.set_precision(self.precision)?;
+        Ok(model)
     }
 }
 

@@ -15,10 +15,10 @@ use clap::Args;
 use lm_core::assets::DEFAULT_ENCODER;
 use lm_core::device::device_from_name;
 use lm_core::generate::{GenerationConfig, generate};
-use lm_core::model::{ExpertMix, LanguageModel, SentenceEncoder};
+use lm_core::model::{ExpertMix, SentenceEncoder};
 use lm_core::score::{ScoreOptions, ScoreRequest, score};
 
-use crate::cli::args::model::{ModelArgs, WeightsArgs};
+use crate::cli::args::model::{ModelArgs, PrecisionArgs, WeightsArgs};
 use atomic_fs::write_atomic;
 
 /// Arguments of `bench-runtime`.
@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Decoder to measure.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Weights the decoding benchmark multiplies by (scoring stays f32).
     #[command(flatten)]
     pub weights: WeightsArgs,
@@ -82,7 +85,7 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
         )
     })?;
     let inputs: BenchInputs = serde_json::from_str(&text)?;
-    let mut model = LanguageModel::load(&args.model.model, &device)?;
+    let mut model = args.precision.load(&args.model.model, &device)?;
     args.weights.apply(&mut model)?;
 
     // (a) Scoring: 8 × 256.
@@ -170,6 +173,9 @@ pub fn run(args: BenchArgs, device: &str) -> anyhow::Result<()> {
     } else {
         serde_json::json!({"sentences": sentences.len(), "batch": batch})
     };
+    result
+        .extra
+        .insert("dtype".into(), args.precision.precision.name().into());
     result.extra.insert(
         "decode_weights".into(),
         args.weights.decode_weights.name().into(),

@@ -5,10 +5,9 @@
 
 use std::path::PathBuf;
 
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, PrecisionArgs};
 use clap::Args;
 use lm_core::device::device_from_name;
-use lm_core::model::LanguageModel;
 use lm_core::train::{LoraTrainConfig, LoraTrainer, PromptFormat, TrainConfig, TrainExample};
 
 /// Arguments of `bench-train`.
@@ -20,6 +19,9 @@ pub struct BenchTrainArgs {
     /// Decoder to train.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Timed steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -45,7 +47,7 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
 /// Runs `bench-train`.
 pub fn run(args: BenchTrainArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model.model, &device)?;
+    let model = args.precision.load(&args.model.model, &device)?;
     let vocab = model.config().vocab_size as u64;
     let steps = args.warmup + args.steps.max(1);
     // The anchor's ids: ids[b][t] = ((b * 128 + t) * 7919 + 13) % vocab, the same batch each step.
@@ -90,6 +92,7 @@ pub fn run(args: BenchTrainArgs, device: &str) -> anyhow::Result<()> {
     let result = serde_json::json!({
         "impl": "openexpert (burn)",
         "device": format!("{device:?}"),
+        "dtype": args.precision.precision.name(),
         "threads": rayon::current_num_threads(),
         "batch": args.batch,
         "seq_len": args.seq_len,

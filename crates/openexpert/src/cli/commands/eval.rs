@@ -12,7 +12,7 @@ use clap::Args;
 use kshot_eval::eval::{Experts, Metrics, evaluate};
 use kshot_eval::report::{evaluations_markdown, write_atomic};
 use kshot_eval::{KShotSet, evaluate_adapters};
-use lm_core::model::{ExpertMix, LanguageModel};
+use lm_core::model::ExpertMix;
 use lora_zoo::LoraAdapter;
 
 use crate::cli::args::adapters::{AdapterArgs, dir_name};
@@ -67,7 +67,7 @@ pub fn run(args: EvalArgs, device: &str) -> anyhow::Result<()> {
     let metrics = Metrics::parse(&args.metrics, &test)?;
     let model_name = &args.eval.model.model;
     let device = lm_core::device::device_from_name(device)?;
-    let mut model = LanguageModel::load(model_name, &device)?;
+    let mut model = args.eval.precision.load(model_name, &device)?;
     let start = Instant::now();
     let evaluations = if args.each_adapter.is_empty() {
         let mix = args.adapter.apply(&mut model)?;

@@ -17,7 +17,6 @@ use data_select::Metric;
 use data_select::evolve::{EvolveConfig, EvolveReport, EvolveStrategy, run_evolve};
 use kshot_eval::{EvalConfig, KShotSet};
 use lm_core::device::device_from_name;
-use lm_core::model::LanguageModel;
 use lm_core::train::{TrainConfig, TrainExample};
 use openexpert::pipelines::diverse_evol::LoraEvolveModel;
 use openexpert::pipelines::evolve_report::{Arm, EvolveComparison, TestSummary};
@@ -27,7 +26,7 @@ use openexpert::pipelines::evolve_test::{
 };
 use openexpert::training_data::{example_from_value, read_training_jsonl};
 
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, PrecisionArgs};
 use crate::cli::args::named;
 use crate::cli::args::trainer::TrainerFlags;
 use crate::cli::jsonl::read_objects;
@@ -57,6 +56,9 @@ pub struct EvolveArgs {
     /// The decoder trained (and embedding the pool) each round.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Items drawn at random in round 0.
     #[arg(long, default_value_t = DEFAULTS.init)]
     pub init: usize,
@@ -225,7 +227,7 @@ pub fn run(args: EvolveArgs, device: &str) -> anyhow::Result<()> {
         );
     }
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model.model, &device)?;
+    let model = args.precision.load(&args.model.model, &device)?;
     let format = args.trainer.prompt_format();
     let mut evolve = LoraEvolveModel::new(
         model,

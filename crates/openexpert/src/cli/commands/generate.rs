@@ -7,11 +7,10 @@ use anyhow::bail;
 use clap::Args;
 use lm_core::device::device_from_name;
 use lm_core::generate::{GenerationConfig, generate};
-use lm_core::model::LanguageModel;
 
 use crate::cli::args::adapters::AdapterArgs;
 use crate::cli::args::format::FormatArg;
-use crate::cli::args::model::{ModelArgs, WeightsArgs};
+use crate::cli::args::model::{ModelArgs, PrecisionArgs, WeightsArgs};
 
 static DEFAULTS: LazyLock<GenerationConfig> = LazyLock::new(GenerationConfig::default);
 
@@ -21,6 +20,9 @@ pub struct GenerateArgs {
     /// The decoder.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// PEFT adapters to apply, or a mixture.
     #[command(flatten)]
     pub adapter: AdapterArgs,
@@ -60,7 +62,7 @@ pub struct GenerateArgs {
 /// Runs `generate`.
 pub fn run(args: GenerateArgs, device: &str) -> anyhow::Result<()> {
     let device = device_from_name(device)?;
-    let mut model = LanguageModel::load(&args.model.model, &device)?;
+    let mut model = args.precision.load(&args.model.model, &device)?;
     args.weights.apply(&mut model)?;
     let mix = args.adapter.apply(&mut model)?;
     let format = if args.chat {

@@ -25,7 +25,7 @@ use moe_router::config::{default_balance_loss, default_seed, default_top_k, defa
 use moe_router::train::MoeTrainable;
 use moe_router::{ExpertSpec, LoraHubOptions, Moe, MoeConfig, RouterInit};
 
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, PrecisionArgs};
 use crate::cli::args::trainer::OptimFlags;
 use crate::cli::jsonl::read_objects;
 use crate::cli::run_dir;
@@ -162,6 +162,9 @@ pub struct MixtureArgs {
     /// The base decoder the experts were trained on.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// The experts.
     #[command(flatten)]
     pub experts: ExpertArgs,
@@ -210,6 +213,9 @@ pub struct MoeTrainArgs {
     /// The base decoder.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// The mixture to train.
     #[arg(long = "moe")]
     pub moe: PathBuf,
@@ -245,6 +251,9 @@ pub struct RoutesArgs {
     /// The base decoder.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// The mixture.
     #[arg(long = "moe")]
     pub moe: PathBuf,
@@ -265,6 +274,9 @@ pub struct LoraHubArgs {
     /// The base decoder.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// The experts.
     #[command(flatten)]
     pub experts: ExpertArgs,
@@ -296,15 +308,18 @@ pub fn run(command: MoeCommand, device: &str) -> anyhow::Result<()> {
     }
 }
 
-fn load_model(model: &ModelArgs, device: &str) -> anyhow::Result<LanguageModel> {
-    let device = device_from_name(device)?;
-    Ok(LanguageModel::load(&model.model, &device)?)
+fn load_model(
+    model: &ModelArgs,
+    precision: &PrecisionArgs,
+    device: &str,
+) -> anyhow::Result<LanguageModel> {
+    precision.load(&model.model, &device_from_name(device)?)
 }
 
 fn build(a: MixtureArgs, init: RouterInit, seed: u64, device: &str) -> anyhow::Result<()> {
     check_output_dir(&a.output)?;
     let specs = a.experts.specs()?;
-    let mut model = load_model(&a.model, device)?;
+    let mut model = load_model(&a.model, &a.precision, device)?;
     let config = MoeConfig {
         balance_loss: a.balance_loss,
         z_loss: a.z_loss,
@@ -330,7 +345,7 @@ fn train(a: MoeTrainArgs, device: &str) -> anyhow::Result<()> {
     check_output_dir(&a.output)?;
     let inputs = run_dir::prepare(&a.output, a.resume, &a.data, a.eval.as_deref())?;
     let (checkpoints, train, eval) = (inputs.checkpoints, inputs.train, inputs.eval);
-    let mut model = load_model(&a.model, device)?;
+    let mut model = load_model(&a.model, &a.precision, device)?;
     let mut moe = Moe::load(&mut model.decoder, &a.moe)
         .with_context(|| format!("loading the mixture {}", a.moe.display()))?;
     if let Some(b) = a.balance_loss {
@@ -393,7 +408,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
     if let Some(svg) = &a.svg {
         check_output_file("--svg", svg)?;
     }
-    let mut model = load_model(&a.model, device)?;
+    let mut model = load_model(&a.model, &a.precision, device)?;
     let moe = Moe::load(&mut model.decoder, &a.moe)
         .with_context(|| format!("loading the mixture {}", a.moe.display()))?;
     let rows = read_objects(&a.input)?;
@@ -457,7 +472,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
 fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
     check_output_file("--output", &a.output)?;
     let specs = a.experts.specs()?;
-    let mut model = load_model(&a.model, device)?;
+    let mut model = load_model(&a.model, &a.precision, device)?;
     let kshot = kshot_eval::KShotSet::from_jsonl(&a.kshot)?;
     let examples: Vec<TrainExample> = kshot
         .items

@@ -9,7 +9,6 @@ use clap::Args;
 use kshot_eval::rank::{AccuracySignal, PplSignal};
 use kshot_eval::report::{rank_markdown, write_atomic};
 use kshot_eval::{KShotSet, RankConfig, SelectionConfig, ShortlistRule, TupleRule, rank_bank};
-use lm_core::model::LanguageModel;
 use lora_zoo::{LoraBank, SimilarityMode};
 
 use crate::cli::args::evaluation::EvalFlags;
@@ -92,7 +91,7 @@ pub fn run(args: RankBankArgs, device: &str) -> anyhow::Result<()> {
     let bank = LoraBank::scan(&args.bank)?;
     let model_name = &args.eval.model.model;
     let device = lm_core::device::device_from_name(device)?;
-    let mut model = LanguageModel::load(model_name, &device)?;
+    let mut model = args.eval.precision.load(model_name, &device)?;
     let report = rank_bank(
         &mut model,
         &bank,

@@ -14,7 +14,7 @@ use lm_core::model::LanguageModel;
 use lm_core::score::{ScoreOptions, ScoreRequest, score_with_progress};
 
 use crate::cli::args::adapters::AdapterArgs;
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, PrecisionArgs};
 use crate::cli::jsonl::read_objects;
 use atomic_fs::write_atomic;
 
@@ -24,6 +24,9 @@ pub struct ScoreArgs {
     /// The decoder.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// PEFT adapters to apply.
     #[command(flatten)]
     pub adapter: AdapterArgs,
@@ -45,7 +48,7 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
     let rows = read_objects(&args.input)?;
     let device = device_from_name(device)?;
-    let mut model = LanguageModel::load(&args.model.model, &device)?;
+    let mut model = args.precision.load(&args.model.model, &device)?;
     let mix = args.adapter.apply(&mut model)?;
     let requests = rows
         .iter()

@@ -6,11 +6,10 @@ use std::sync::LazyLock;
 use anyhow::Context;
 use clap::Args;
 use lm_core::device::device_from_name;
-use lm_core::model::LanguageModel;
 use openexpert::serve::{ServeConfig, Server};
 
 use crate::cli::args::adapters::AdapterArgs;
-use crate::cli::args::model::{ModelArgs, WeightsArgs};
+use crate::cli::args::model::{ModelArgs, PrecisionArgs, WeightsArgs};
 
 static DEFAULTS: LazyLock<ServeConfig> = LazyLock::new(ServeConfig::default);
 
@@ -20,6 +19,9 @@ pub struct ServeArgs {
     /// The decoder served (it needs a chat template).
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// PEFT adapters applied to it, or a mixture.
     #[command(flatten)]
     pub adapter: AdapterArgs,
@@ -73,7 +75,7 @@ impl ServeArgs {
 pub fn run(args: ServeArgs, device: &str) -> anyhow::Result<()> {
     let config = args.config();
     let device = device_from_name(device)?;
-    let mut model = LanguageModel::load(&args.model.model, &device)?;
+    let mut model = args.precision.load(&args.model.model, &device)?;
     args.weights.apply(&mut model)?;
     let mix = args.adapter.apply(&mut model)?;
     let label = args.adapter.label()?;

@@ -7,13 +7,12 @@
 
 use std::path::PathBuf;
 
-use crate::cli::args::model::ModelArgs;
+use crate::cli::args::model::{ModelArgs, PrecisionArgs};
 use crate::cli::args::trainer::TrainerFlags;
 use crate::cli::run_dir;
 use atomic_fs::write_atomic;
 use clap::Args;
 use lm_core::device::device_from_name;
-use lm_core::model::LanguageModel;
 use lm_core::train::LoraTrainer;
 
 /// Arguments of `train`.
@@ -22,6 +21,9 @@ pub struct TrainArgs {
     /// The decoder.
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Precision of the decoder's frozen weights and activations.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Training JSONL (prompt/response, question/answer[/rationale], Alpaca, ShareGPT or chat).
     #[arg(long)]
     pub data: PathBuf,
@@ -44,7 +46,7 @@ pub fn run(args: TrainArgs, device: &str) -> anyhow::Result<()> {
     let inputs = run_dir::prepare(&args.output, args.resume, &args.data, args.eval.as_deref())?;
     let (checkpoints, train, eval) = (inputs.checkpoints, inputs.train, inputs.eval);
     let device = device_from_name(device)?;
-    let model = LanguageModel::load(&args.model.model, &device)?;
+    let model = args.precision.load(&args.model.model, &device)?;
     let config = args.trainer.config();
     let format = args.trainer.prompt_format();
     let outcome = LoraTrainer::new(&model, config.clone())

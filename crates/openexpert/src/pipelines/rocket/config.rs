@@ -20,6 +20,7 @@ use data_select::retrieve::Similarity;
 use kshot_eval::rank::PplSignal;
 use kshot_eval::{ShortlistRule, TupleRule};
 use lm_core::assets::{DEFAULT_ENCODER, DEFAULT_MODEL};
+use lm_core::model::Precision;
 use lm_core::prompt::PromptFormat;
 use lm_core::train::{LoraTrainConfig, OverflowPolicy, TrainConfig};
 use lora_zoo::SimilarityMode;
@@ -439,6 +440,9 @@ pub struct RocketConfig {
     pub inputs: Inputs,
     /// The base decoder the bank was trained on (file, HF directory or asset name).
     pub model: String,
+    /// The precision the model computes in (`f32`, `f16`, `bf16`: `lm_core::model::precision`);
+    /// the mixture's experts, router and training stay f32.
+    pub dtype: Precision,
     /// Prompt format in training and evaluation: `chat` (the model's template), `plain`, `raw`.
     pub format: String,
     /// Stage 1.
@@ -458,6 +462,7 @@ impl Default for RocketConfig {
         Self {
             inputs: Inputs::default(),
             model: DEFAULT_MODEL.into(),
+            dtype: Precision::default(),
             format: "chat".into(),
             selection: SelectionSection::default(),
             data: DataSection::default(),

@@ -316,6 +316,9 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
         .map_err(|e| RocketError::stage("device", e))?;
     let mut model =
         LanguageModel::load(&config.model, &device).map_err(|e| RocketError::stage("model", e))?;
+    model
+        .set_precision(config.dtype)
+        .map_err(|e| RocketError::stage("model", e))?;
     let base_spec = BaseModelSpec::from_decoder(config.model.clone(), &model.decoder);
     let misfits: Vec<String> = bank
         .check_compatibility(&base_spec)

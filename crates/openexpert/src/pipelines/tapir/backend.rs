@@ -88,17 +88,19 @@ impl std::fmt::Debug for LocalChat {
 }
 
 impl LocalChat {
-    /// Loads `spec` (asset name, GGUF file, HF directory) on `device`, with `adapters` attached
-    /// and summed with weight 1.
+    /// Loads `spec` (asset name, GGUF file, HF directory) on `device` in `precision`, with
+    /// `adapters` attached and summed with weight 1.
     ///
     /// # Errors
     /// The model or an adapter cannot be loaded, or the model has no chat template.
     pub fn load(
         spec: &str,
         adapters: &[std::path::PathBuf],
+        precision: lm_core::model::Precision,
         device: &lm_core::burn::tensor::Device,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let mut model = LanguageModel::load(spec, device)?;
+        model.set_precision(precision)?;
         if model.chat_template.is_none() {
             return Err(format!("{spec} has no chat template; a teacher, judge or classifier needs an instruct model with one").into());
         }

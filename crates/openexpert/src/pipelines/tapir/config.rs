@@ -20,6 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use lm_core::assets::DEFAULT_MODEL;
+use lm_core::model::Precision;
 use lm_core::train::{LoraTrainConfig, OverflowPolicy, TrainConfig};
 use serde::{Deserialize, Serialize};
 use tapir_curriculum::CurriculumConfig;
@@ -61,6 +62,10 @@ impl Default for DataSection {
     }
 }
 
+/// What must match for two roles to share one loaded model or one endpoint: model, URL,
+/// adapters, API key variable and precision ([`RoleSection::identity`]).
+pub type RoleIdentity = (String, String, Vec<PathBuf>, Option<String>, Precision);
+
 /// A teacher, judge or classifier: a local model or an OpenAI-compatible endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -80,6 +85,9 @@ pub struct RoleSection<S> {
     pub max_retries: usize,
     /// Local: PEFT adapters applied to the model (summed with weight 1).
     pub adapters: Vec<PathBuf>,
+    /// Local: the precision the model computes in (`f32`, `f16`, `bf16`;
+    /// `lm_core::model::precision`).
+    pub dtype: Precision,
     /// Local: prompts generated per batch.
     pub batch_size: usize,
     /// How the role samples.
@@ -97,6 +105,7 @@ impl<S: Default> Default for RoleSection<S> {
             max_concurrency: e.max_concurrency,
             max_retries: e.max_retries,
             adapters: Vec::new(),
+            dtype: Precision::default(),
             batch_size: 8,
             sampling: S::default(),
         }
@@ -126,21 +135,27 @@ impl<S> RoleSection<S> {
     pub fn describe(&self) -> String {
         if self.is_remote() {
             format!("{} at {}", self.model, self.url.trim())
-        } else if self.adapters.is_empty() {
-            format!("local {}", self.model)
         } else {
-            format!("local {} + {} adapter(s)", self.model, self.adapters.len())
+            let dtype = match self.dtype {
+                Precision::F32 => String::new(),
+                p => format!(" in {p}"),
+            };
+            match self.adapters.len() {
+                0 => format!("local {}{dtype}", self.model),
+                n => format!("local {} + {n} adapter(s){dtype}", self.model),
+            }
         }
     }
 
     /// The identity of the model behind the role (what must match for two roles to share one
     /// loaded model or one endpoint).
-    pub fn identity(&self) -> (String, String, Vec<PathBuf>, Option<String>) {
+    pub fn identity(&self) -> RoleIdentity {
         (
             self.model.clone(),
             self.url.trim().to_string(),
             self.adapters.clone(),
             self.api_key_env.clone(),
+            self.dtype,
         )
     }
 
@@ -151,6 +166,7 @@ impl<S> RoleSection<S> {
             self.url = other.url.clone();
             self.api_key_env = other.api_key_env.clone();
             self.adapters = other.adapters.clone();
+            self.dtype = other.dtype;
             self.timeout_s = other.timeout_s;
             self.max_concurrency = other.max_concurrency;
             self.max_retries = other.max_retries;
@@ -237,6 +253,8 @@ impl StudentTrain {
 pub struct StudentSection {
     /// The model (asset name, GGUF file or HF directory).
     pub model: String,
+    /// The precision it computes in (`f32`, `f16`, `bf16`); its LoRA adapters train in f32.
+    pub dtype: Precision,
     /// Most new tokens of an answer.
     pub max_new_tokens: usize,
     /// Prompts generated per batch.
@@ -249,6 +267,7 @@ impl Default for StudentSection {
     fn default() -> Self {
         Self {
             model: DEFAULT_MODEL.into(),
+            dtype: Precision::default(),
             max_new_tokens: 256,
             batch_size: 8,
             train: StudentTrain::default(),

@@ -65,7 +65,7 @@ pub use error::{Result, TapirRunError};
 pub use report::TapirReport;
 
 use backend::{LocalChat, RemoteChat};
-use config::RoleSection;
+use config::{RoleIdentity, RoleSection};
 use student::LoraStudent;
 
 pub use super::RunOptions;
@@ -212,10 +212,7 @@ fn prepare_run_dir(config: &TapirConfig, options: &RunOptions) -> Result<()> {
 }
 
 /// Local models already loaded, shared between roles that name the same one.
-pub type LoadedModels = Vec<(
-    (String, String, Vec<PathBuf>, Option<String>),
-    Arc<dyn ChatBackend>,
-)>;
+pub type LoadedModels = Vec<(RoleIdentity, Arc<dyn ChatBackend>)>;
 
 /// The chat backend of a role: a local model (shared with an earlier role of `loaded` that
 /// names the same one) or an endpoint client, answering from `cache` when given.
@@ -244,7 +241,7 @@ pub fn chat_backend<S>(
     }
     ensure_model(role, &section.model)?;
     eprintln!("loading the {role} {}", section.describe());
-    let mut local = LocalChat::load(&section.model, &section.adapters, device)
+    let mut local = LocalChat::load(&section.model, &section.adapters, section.dtype, device)
         .map_err(|e| TapirRunError::Setup {
             role,
             at: section.describe(),
@@ -353,7 +350,10 @@ pub fn run(config: &TapirConfig, options: &RunOptions) -> Result<TapirOutcome> {
     let mut classifier = ChatClassifier::new(cb, resolved.classifier.sampling.clone());
     ensure_model("student", &config.student.model)?;
     eprintln!("loading the student local {}", config.student.model);
-    let student_model = LanguageModel::load(&config.student.model, &device)
+    let mut student_model = LanguageModel::load(&config.student.model, &device)
+        .map_err(|e| TapirRunError::setup("student", &config.student.model, e))?;
+    student_model
+        .set_precision(config.student.dtype)
         .map_err(|e| TapirRunError::setup("student", &config.student.model, e))?;
     if student_model.chat_template.is_none() {
         return Err(TapirRunError::setup(
