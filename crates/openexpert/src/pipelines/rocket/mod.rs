@@ -311,7 +311,13 @@ pub fn run(config: &RocketConfig, options: &RunOptions) -> Result<RocketOutcome>
     if config.data.mode == DataMode::Similar || config.data.mode == DataMode::SimilarDedup {
         ensure_model(&config.data.embedder)?;
     }
-    let hashes = inputs::InputHashes::compute(&kshot_path, &test_path, &pool_files, &model_files)?;
+    let mut hashes =
+        inputs::InputHashes::compute(&kshot_path, &test_path, &pool_files, &model_files)?;
+    // Every stage that runs the model depends on its precision; f32 keeps the plain hash, so
+    // runs made before `dtype` existed are reused.
+    if config.dtype != lm_core::model::Precision::F32 {
+        hashes.model = format!("{}+{}", hashes.model, config.dtype);
+    }
     let device = lm_core::device::device_from_name(&options.device)
         .map_err(|e| RocketError::stage("device", e))?;
     let mut model =

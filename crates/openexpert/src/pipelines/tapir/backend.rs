@@ -104,7 +104,15 @@ impl LocalChat {
         if model.chat_template.is_none() {
             return Err(format!("{spec} has no chat template; a teacher, judge or classifier needs an instruct model with one").into());
         }
+        // The call cache keys on the precision too (f32 keeps the key it had before `dtype`).
+        let in_dtype = match precision {
+            lm_core::model::Precision::F32 => String::new(),
+            p => format!(" in {p}"),
+        };
         let mut key_model = format!("local:{spec}");
+        if !in_dtype.is_empty() {
+            key_model.push_str(&format!("+dtype:{precision}"));
+        }
         let mix = if adapters.is_empty() {
             ExpertMix::Base
         } else {
@@ -128,9 +136,9 @@ impl LocalChat {
             model,
             mix,
             describe: if adapters.is_empty() {
-                format!("local {spec}")
+                format!("local {spec}{in_dtype}")
             } else {
-                format!("local {spec} + {} adapter(s)", adapters.len())
+                format!("local {spec} + {} adapter(s){in_dtype}", adapters.len())
             },
             key_model,
             cache: None,
