@@ -110,6 +110,24 @@ impl Tolerance {
     }
 }
 
+/// A fixed prompt → response mapping for training tests on tiny models (`"cat:"` → `" meow"`,
+/// ...): the first `n` of 4 pairs.
+pub fn animal_sounds(n: usize) -> Vec<crate::train::TrainExample> {
+    [
+        ("cat", "meow"),
+        ("dog", "woof"),
+        ("cow", "moo"),
+        ("owl", "hoot"),
+    ]
+    .iter()
+    .take(n)
+    .map(|(p, r)| crate::train::TrainExample::PromptResponse {
+        prompt: format!("{p}:"),
+        response: format!(" {r}"),
+    })
+    .collect()
+}
+
 /// The [`Tolerance`] of the test device.
 pub fn test_tolerance() -> Tolerance {
     Tolerance::for_device(&test_device_name())

@@ -19,8 +19,7 @@ use lm_core::testing::{
     tiny_gemma3_language_model, tiny_language_model,
 };
 use lm_core::train::{
-    LoraTrainConfig, LoraTrainer, LoraWeights, PromptFormat, TrainConfig, TrainExample,
-    evaluate_loss,
+    LoraTrainConfig, LoraTrainer, LoraWeights, PromptFormat, TrainConfig, evaluate_loss,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -237,13 +236,7 @@ fn moe_routing_matches_the_cpu() {
 
 #[test]
 fn lora_training_steps_match_the_cpu() {
-    let data: Vec<TrainExample> = [("cat", "meow"), ("dog", "woof"), ("cow", "moo")]
-        .iter()
-        .map(|(p, r)| TrainExample::PromptResponse {
-            prompt: format!("{p}:"),
-            response: format!(" {r}"),
-        })
-        .collect();
+    let data = lm_core::testing::animal_sounds(3);
     let lora = LoraTrainConfig::new()
         .with_r(4)
         .with_alpha(8.0)

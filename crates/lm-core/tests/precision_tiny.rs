@@ -7,9 +7,7 @@ use lm_core::generate::{GenerationConfig, generate};
 use lm_core::model::expert_pack::{HostFactors, attach_expert_sets};
 use lm_core::model::{ExpertMix, ExpertSet, LanguageModel, Precision};
 use lm_core::testing::{max_abs_diff, test_device, tiny_language_model};
-use lm_core::train::{
-    LoraTrainConfig, LoraTrainer, PromptFormat, TrainConfig, TrainExample, evaluate_loss,
-};
+use lm_core::train::{LoraTrainConfig, LoraTrainer, PromptFormat, TrainConfig, evaluate_loss};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -164,13 +162,7 @@ fn lora_experts_stay_f32_under_a_cast_base() {
 
 #[test]
 fn lora_training_on_a_bf16_base_lowers_the_loss() {
-    let data: Vec<TrainExample> = [("cat", "meow"), ("dog", "woof"), ("cow", "moo")]
-        .iter()
-        .map(|(p, r)| TrainExample::PromptResponse {
-            prompt: format!("{p}:"),
-            response: format!(" {r}"),
-        })
-        .collect();
+    let data = lm_core::testing::animal_sounds(3);
     let m = cast(11, Precision::Bf16);
     let lora = LoraTrainConfig::new()
         .with_r(8)

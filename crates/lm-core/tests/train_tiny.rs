@@ -19,18 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn mapping() -> Vec<TrainExample> {
-    [
-        ("cat", "meow"),
-        ("dog", "woof"),
-        ("cow", "moo"),
-        ("owl", "hoot"),
-    ]
-    .iter()
-    .map(|(p, r)| TrainExample::PromptResponse {
-        prompt: format!("{p}:"),
-        response: format!(" {r}"),
-    })
-    .collect()
+    lm_core::testing::animal_sounds(4)
 }
 
 fn tiny() -> LanguageModel {
