@@ -179,10 +179,23 @@ fn lora_training_on_a_bf16_base_lowers_the_loss() {
         .with_batch_size(3);
     let format = PromptFormat::raw();
     let before = evaluate_loss(&m, None, &data, &config, &format).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config.with_checkpoint_every(20);
     let out = LoraTrainer::new(&m, config.clone())
         .with_format(format.clone())
+        .with_checkpoints(dir.path(), false)
         .fit(&data, &data)
         .unwrap();
+    assert_eq!(out.report.base_dtype, Precision::Bf16);
+    // Its checkpoints do not resume on an f32 base.
+    let f32_model = tiny_language_model(11, &test_device());
+    let err = LoraTrainer::new(&f32_model, config.clone())
+        .with_format(format.clone())
+        .with_checkpoints(dir.path(), true)
+        .fit(&data, &data)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another config, model"), "{err}");
     let after = evaluate_loss(&m, Some(&out.weights), &data, &config, &format).unwrap();
     println!("bf16 base: eval loss {before:.4} -> {after:.4}");
     assert!(

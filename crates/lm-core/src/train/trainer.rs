@@ -22,7 +22,7 @@ use super::lora::LoraWeights;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_factor, warmup_steps};
 use super::trainable::{Trainable, gather_grads};
 use crate::error::{LmError, Result};
-use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel};
+use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel, Precision};
 use crate::progress;
 use crate::prompt::PromptFormat;
 
@@ -74,6 +74,10 @@ pub struct TrainReport {
     pub seconds: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
+    /// Precision of the frozen base ([`crate::model::precision`]); the adapter trains in f32.
+    /// Reports written before precisions existed read as f32.
+    #[serde(default)]
+    pub base_dtype: Precision,
 }
 
 /// The trained adapter and how training went.
@@ -244,7 +248,8 @@ impl<'a> LoraTrainer<'a> {
         };
         let total_steps = total_micro.div_ceil(cfg.grad_accum_steps);
         let warmup = warmup_steps(total_steps, cfg.warmup_ratio);
-        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values());
+        let base_dtype = self.model.decoder.precision();
+        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values(), base_dtype);
         let slots = weights.slots();
         let mix = weights.mix();
         let num_params = weights.values().len();
@@ -450,6 +455,7 @@ impl<'a> LoraTrainer<'a> {
             base_eval_loss,
             tokens_per_second: run_tokens as f64 / seconds.max(1e-9),
             seconds,
+            base_dtype,
             trainable_params: num_params,
         };
         Ok((weights, report))
@@ -462,8 +468,13 @@ fn fingerprint(
     format: &PromptFormat,
     data: &[super::data::TokenizedExample],
     initial: &[f32],
+    base_dtype: Precision,
 ) -> String {
     let mut h = Sha256::new();
+    // A cast base changes the trajectory; f32 adds nothing, so older checkpoints still resume.
+    if base_dtype != Precision::F32 {
+        h.update(format!("base_dtype {base_dtype}").as_bytes());
+    }
     h.update(b"initial");
     for v in initial {
         h.update(v.to_le_bytes());
