@@ -22,7 +22,7 @@ use super::lora::LoraWeights;
 use super::optim::{AdamW, AdamWParams, clip_global_norm, lr_factor, warmup_steps};
 use super::trainable::{Trainable, gather_grads};
 use crate::error::{LmError, Result};
-use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel};
+use crate::model::{AttentionMask, Decoder, ExpertMix, LanguageModel, Precision};
 use crate::progress;
 use crate::prompt::PromptFormat;
 
@@ -74,6 +74,10 @@ pub struct TrainReport {
     pub seconds: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
+    /// Precision of the frozen base the run trained on (`f32` for reports written before
+    /// `--dtype` existed); the LoRA factors and the optimiser state are f32 whatever it is.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The trained adapter and how training went.
@@ -244,7 +248,8 @@ impl<'a> LoraTrainer<'a> {
         };
         let total_steps = total_micro.div_ceil(cfg.grad_accum_steps);
         let warmup = warmup_steps(total_steps, cfg.warmup_ratio);
-        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values());
+        let precision = self.model.decoder.precision();
+        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values(), precision);
         let slots = weights.slots();
         let mix = weights.mix();
         let num_params = weights.values().len();
@@ -259,8 +264,9 @@ impl<'a> LoraTrainer<'a> {
             if ck.meta.fingerprint != fingerprint || ck.meta.slots != slots {
                 return Err(LmError::Checkpoint {
                     path: dir.clone(),
-                    detail: "it was written for another config, model or training data; \
-                                 resume with the same ones, or start fresh in another directory"
+                    detail: "it was written for another config, model, precision (`--dtype`) or \
+                             training data; resume with the same ones, or start fresh in another \
+                             directory"
                         .into(),
                 });
             }
@@ -451,6 +457,7 @@ impl<'a> LoraTrainer<'a> {
             tokens_per_second: run_tokens as f64 / seconds.max(1e-9),
             seconds,
             trainable_params: num_params,
+            precision,
         };
         Ok((weights, report))
     }
@@ -462,8 +469,14 @@ fn fingerprint(
     format: &PromptFormat,
     data: &[super::data::TokenizedExample],
     initial: &[f32],
+    precision: Precision,
 ) -> String {
     let mut h = Sha256::new();
+    // The base's precision changes the trajectory; f32 keeps the hash it had before `--dtype`,
+    // so older checkpoints still resume.
+    if precision != Precision::F32 {
+        h.update(format!("precision:{precision}").as_bytes());
+    }
     h.update(b"initial");
     for v in initial {
         h.update(v.to_le_bytes());
