@@ -30,7 +30,10 @@ use burn::tensor::{DType, Device};
 use crate::error::{LmError, Result};
 
 /// The dtype of a decoder's frozen weights and block activations (module docs: what stays f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+///
+/// Configs read it with the command line's names and aliases ([`FromStr`]: `bf16`, `BF16`,
+/// `bfloat16`, `half`, ...) and write it as `f32`, `f16` or `bf16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32 (the default; the reference of the parity tests).
@@ -115,6 +118,13 @@ impl FromStr for Precision {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Runs `f` on `x` in f32 and returns the result in `x`'s dtype: the f32 islands (norms, RoPE)
 /// of a decoder running in f16/bf16. A no-op wrapper for f32 inputs.
 ///
@@ -155,6 +165,11 @@ mod tests {
         }
         let c: C = toml::from_str("p = \"bf16\"").unwrap();
         assert_eq!(c.p, Precision::Bf16);
+        // The command line's aliases, as `--dtype` takes them.
+        let c: C = toml::from_str("p = \"BF16\"").unwrap();
+        assert_eq!(c.p, Precision::Bf16);
+        let err = toml::from_str::<C>("p = \"x\"").err().unwrap().to_string();
+        assert!(err.contains("expected f32, f16 or bf16"), "{err}");
         assert_eq!(
             toml::to_string(&C { p: Precision::F16 }).unwrap().trim(),
             "p = \"f16\""
