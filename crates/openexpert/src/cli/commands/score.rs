@@ -36,7 +36,8 @@ pub struct ScoreArgs {
     /// Output JSONL.
     #[arg(long)]
     pub output: PathBuf,
-    /// Also write the last-position logits of every row (tensor `logits`, `[rows, vocab]`, f32).
+    /// Also write the last-position logits of every row (tensor `logits`, `[rows, vocab]`, f32;
+    /// the header's metadata names the model and `--dtype`).
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
     /// Rows per forward pass.
@@ -91,7 +92,12 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
             vec![scores.len(), vocab],
             &bytes,
         )?;
-        let data = safetensors::serialize([("logits", view)], None)?;
+        // The header says what produced the logits (they are f32 whatever `--dtype` was).
+        let metadata = std::collections::HashMap::from([
+            ("model".to_string(), args.model.model.clone()),
+            ("dtype".to_string(), args.precision.precision.to_string()),
+        ]);
+        let data = safetensors::serialize([("logits", view)], Some(metadata))?;
         write_atomic(path, &data)?;
     }
     Ok(())
