@@ -159,12 +159,11 @@ fn check_output_file(flag: &str, file: &Path) -> anyhow::Result<()> {
 /// What `moe build` and `moe arrow` share: the base, the experts, k, the losses, the output.
 #[derive(Debug, Args)]
 pub struct MixtureArgs {
-    /// The base decoder the experts were trained on.
+    /// The base decoder the experts were trained on. Building runs no forward pass, so there
+    /// is no `--dtype` here: the mixture is the same in every precision (and records the base's
+    /// f32 weights probe).
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Precision of the decoder's frozen weights and activations.
-    #[command(flatten)]
-    pub precision: PrecisionArgs,
     /// The experts.
     #[command(flatten)]
     pub experts: ExpertArgs,
@@ -319,7 +318,7 @@ fn load_model(
 fn build(a: MixtureArgs, init: RouterInit, seed: u64, device: &str) -> anyhow::Result<()> {
     check_output_dir(&a.output)?;
     let specs = a.experts.specs()?;
-    let mut model = load_model(&a.model, &a.precision, device)?;
+    let mut model = LanguageModel::load(&a.model.model, &device_from_name(device)?)?;
     let config = MoeConfig {
         balance_loss: a.balance_loss,
         z_loss: a.z_loss,
