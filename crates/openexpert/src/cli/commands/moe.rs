@@ -429,6 +429,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "experts": experts,
         "top_k": moe.config.top_k,
+        "dtype": a.precision.precision,
         "rows": rows.len(),
         "overall": recorders.overall(),
         "layers": layers.iter().map(|(l, share)| serde_json::json!({"layer": l, "load_share": share})).collect::<Vec<_>>(),
@@ -515,6 +516,7 @@ fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
         &serde_json::json!({
             "experts": names,
             "paths": specs.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
+            "dtype": a.precision.precision,
             "result": result,
             "apply_with": adapter_line,
         }),
