@@ -1,6 +1,7 @@
 //! Mixed precision on tiny random models (no assets): a decoder cast to f16/bf16 stays close to
 //! its f32 self, keeps its f32 islands (logits, hidden states, LoRA experts), decodes with its
-//! KV cache as it recomputes, and trains LoRA adapters on its cast base.
+//! KV cache as it recomputes, and trains LoRA adapters on its cast base; Gemma 3 runs in bf16
+//! and is refused in f16.
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use lm_core::generate::{GenerationConfig, generate};
@@ -186,7 +187,7 @@ fn lora_training_on_a_bf16_base_lowers_the_loss() {
         .with_checkpoints(dir.path(), false)
         .fit(&data, &data)
         .unwrap();
-    assert_eq!(out.report.base_dtype, Precision::Bf16);
+    assert_eq!(out.report.precision, Precision::Bf16);
     // Its checkpoints do not resume on an f32 base.
     let f32_model = tiny_language_model(11, &test_device());
     let err = LoraTrainer::new(&f32_model, config.clone())
@@ -195,7 +196,7 @@ fn lora_training_on_a_bf16_base_lowers_the_loss() {
         .fit(&data, &data)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("another config, model"), "{err}");
+    assert!(err.contains("precision (`--dtype`)"), "{err}");
     let after = evaluate_loss(&m, Some(&out.weights), &data, &config, &format).unwrap();
     println!("bf16 base: eval loss {before:.4} -> {after:.4}");
     assert!(
@@ -221,4 +222,29 @@ fn quantised_decode_weights_and_a_cast_precision_are_refused_together() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("runs in f16"), "{err}");
+}
+
+#[test]
+fn gemma3_runs_in_bf16_and_refuses_f16() {
+    let tokens = ids(24, 4);
+    let f32_model = lm_core::testing::tiny_gemma3_language_model(6, &test_device());
+    let (want, _) = logits(&f32_model, &tokens, &ExpertMix::Base);
+    let mut m = lm_core::testing::tiny_gemma3_language_model(6, &test_device());
+    m.set_precision(Precision::Bf16).unwrap();
+    let (got, dtype) = logits(&m, &tokens, &ExpertMix::Base);
+    assert_eq!(dtype, DType::F32);
+    let dev = max_abs_diff(&got, &want);
+    println!("parity: device=cpu precision=bf16 op=tiny gemma3 logits max_abs={dev:.3e} tol=0.1");
+    assert!(
+        dev > 0.0 && dev < 0.1,
+        "gemma3 bf16 logits deviate by {dev}"
+    );
+    let mut m = lm_core::testing::tiny_gemma3_language_model(6, &test_device());
+    let err = m.set_precision(Precision::F16).unwrap_err().to_string();
+    assert!(err.contains("--dtype bf16"), "{err}");
+    assert_eq!(
+        m.decoder.precision(),
+        Precision::F32,
+        "a refused cast changes nothing"
+    );
 }

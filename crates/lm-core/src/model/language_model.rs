@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use tokenizers::Tokenizer;
 
-use super::config::DecoderConfig;
+use super::config::{DecoderArch, DecoderConfig};
 use super::decoder::Decoder;
 use super::loader::{GgufWeights, build_decoder, decoder_config_from_gguf};
 use super::precision::Precision;
@@ -225,9 +225,17 @@ impl LanguageModel {
     /// # Errors
     /// [`LmError::Device`] when the model's device does not compute in that dtype;
     /// [`LmError::InvalidInput`] when quantised decode weights are attached (they serve f32
-    /// models only).
+    /// models only), or for f16 on a Gemma 3 model (its residual stream outgrows f16's ±65504:
+    /// every logit comes out NaN; it was trained in bf16, which has f32's range).
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
         precision.check_device(&self.device)?;
+        if precision == Precision::F16 && self.decoder.config.arch == DecoderArch::Gemma3 {
+            return Err(LmError::InvalidInput(
+                "Gemma 3 does not run in f16: its activations outgrow f16's range (±65504) and \
+                 every logit comes out NaN; use `--dtype bf16` (it has f32's range) or f32"
+                    .into(),
+            ));
+        }
         let quantised = self.decoder.lm_head_quant.is_some()
             || self
                 .decoder

@@ -8,7 +8,7 @@
 //! | part | dtype | as in |
 //! |---|---|---|
 //! | embedding, q/k/v/o, gate/up/down, output head | the precision | transformers with `torch_dtype` |
-//! | matmul accumulation | f32 | cubecl's `MatmulElems::from_globals` (f16/bf16 outputs accumulate in f32); flex upcasts bf16 matmuls to f32 and runs f16 ones through `gemm`'s f16 path |
+//! | matmul accumulation | f32 | cubecl's `MatmulElems::from_globals` (f16/bf16 outputs accumulate in f32); flex upcasts bf16 matmuls to f32 and runs f16 ones through `gemm`'s f16 path (f32 accumulation from two rows up; a one-row f16 product accumulates in lower precision: docs/gpu.md) |
 //! | attention softmax | f32 | burn's attention: flex casts f16/bf16 q, k, v to f32, cubecl's flash attention accumulates in f32 |
 //! | RMSNorm (and the per-head q/k norms) | computed in f32, output cast back | transformers' `LlamaRMSNorm` / `Gemma3RMSNorm` (`hidden_states.to(torch.float32)`) |
 //! | RoPE | computed in f32, output cast back | the f32 tables of [`Rope`](super::layers::Rope) |
@@ -30,7 +30,10 @@ use burn::tensor::{DType, Device};
 use crate::error::{LmError, Result};
 
 /// The dtype of a decoder's frozen weights and block activations (module docs: what stays f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+///
+/// Configs read it with the command line's names and aliases ([`FromStr`]: `bf16`, `BF16`,
+/// `bfloat16`, `half`, ...) and write it as `f32`, `f16` or `bf16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Everything in f32 (the default; the reference of the parity tests).
@@ -115,6 +118,13 @@ impl FromStr for Precision {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Precision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Runs `f` on `x` in f32 and returns the result in `x`'s dtype: the f32 islands (norms, RoPE)
 /// of a decoder running in f16/bf16. A no-op wrapper for f32 inputs.
 ///
@@ -155,6 +165,11 @@ mod tests {
         }
         let c: C = toml::from_str("p = \"bf16\"").unwrap();
         assert_eq!(c.p, Precision::Bf16);
+        // The command line's aliases, as `--dtype` takes them.
+        let c: C = toml::from_str("p = \"BF16\"").unwrap();
+        assert_eq!(c.p, Precision::Bf16);
+        let err = toml::from_str::<C>("p = \"x\"").err().unwrap().to_string();
+        assert!(err.contains("expected f32, f16 or bf16"), "{err}");
         assert_eq!(
             toml::to_string(&C { p: Precision::F16 }).unwrap().trim(),
             "p = \"f16\""

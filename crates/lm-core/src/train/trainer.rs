@@ -74,10 +74,10 @@ pub struct TrainReport {
     pub seconds: f64,
     /// Trainable parameters.
     pub trainable_params: usize,
-    /// Precision of the frozen base ([`crate::model::precision`]); the adapter trains in f32.
-    /// Reports written before precisions existed read as f32.
+    /// Precision of the frozen base the run trained on (`f32` for reports written before
+    /// `--dtype` existed); the LoRA factors and the optimiser state are f32 whatever it is.
     #[serde(default)]
-    pub base_dtype: Precision,
+    pub precision: Precision,
 }
 
 /// The trained adapter and how training went.
@@ -248,8 +248,8 @@ impl<'a> LoraTrainer<'a> {
         };
         let total_steps = total_micro.div_ceil(cfg.grad_accum_steps);
         let warmup = warmup_steps(total_steps, cfg.warmup_ratio);
-        let base_dtype = self.model.decoder.precision();
-        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values(), base_dtype);
+        let precision = self.model.decoder.precision();
+        let fingerprint = fingerprint(&cfg, &self.format, &train_tok, weights.values(), precision);
         let slots = weights.slots();
         let mix = weights.mix();
         let num_params = weights.values().len();
@@ -264,8 +264,9 @@ impl<'a> LoraTrainer<'a> {
             if ck.meta.fingerprint != fingerprint || ck.meta.slots != slots {
                 return Err(LmError::Checkpoint {
                     path: dir.clone(),
-                    detail: "it was written for another config, model or training data; \
-                                 resume with the same ones, or start fresh in another directory"
+                    detail: "it was written for another config, model, precision (`--dtype`) or \
+                             training data; resume with the same ones, or start fresh in another \
+                             directory"
                         .into(),
                 });
             }
@@ -455,8 +456,8 @@ impl<'a> LoraTrainer<'a> {
             base_eval_loss,
             tokens_per_second: run_tokens as f64 / seconds.max(1e-9),
             seconds,
-            base_dtype,
             trainable_params: num_params,
+            precision,
         };
         Ok((weights, report))
     }
@@ -468,12 +469,13 @@ fn fingerprint(
     format: &PromptFormat,
     data: &[super::data::TokenizedExample],
     initial: &[f32],
-    base_dtype: Precision,
+    precision: Precision,
 ) -> String {
     let mut h = Sha256::new();
-    // A cast base changes the trajectory; f32 adds nothing, so older checkpoints still resume.
-    if base_dtype != Precision::F32 {
-        h.update(format!("base_dtype {base_dtype}").as_bytes());
+    // The base's precision changes the trajectory; f32 keeps the hash it had before `--dtype`,
+    // so older checkpoints still resume.
+    if precision != Precision::F32 {
+        h.update(format!("precision:{precision}").as_bytes());
     }
     h.update(b"initial");
     for v in initial {

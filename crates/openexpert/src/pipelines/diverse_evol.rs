@@ -160,12 +160,17 @@ impl LoraEvolveModel {
         out
     }
 
-    /// A hex SHA-256 of everything that determines a run: the model name, the pool's token ids,
-    /// the held-out set's size, the training config and the format. Pass it to
+    /// A hex SHA-256 of everything that determines a run: the model name and precision, the
+    /// pool's token ids, the held-out set's size, the training config and the format. Pass it to
     /// [`run_evolve`](data_select::evolve::run_evolve) so a resume with other inputs is refused.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(self.name.as_bytes());
+        // f32 keeps the hash it had before `--dtype`, so older runs still resume.
+        let precision = self.model.decoder.precision();
+        if precision != lm_core::model::Precision::F32 {
+            h.update(format!("+dtype:{precision}").as_bytes());
+        }
         h.update(format!("{:?}", self.format).as_bytes());
         h.update(serde_json::to_vec(&self.config).expect("the config serialises"));
         h.update((self.eval.len() as u64).to_le_bytes());

@@ -44,8 +44,8 @@ impl WeightsArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PrecisionArgs {
     /// Precision of the decoder's weights and activations: f32, or f16 / bf16 (matmuls
-    /// accumulate in f32; norms, softmax, LoRA adapters and logits stay f32). For GPUs: on the
-    /// CPU f16/bf16 run slower than f32 and serve to test.
+    /// accumulate in f32; norms, softmax, LoRA adapters and logits stay f32; Gemma 3 takes
+    /// bf16, not f16). Meant for GPUs: on the CPU they mostly serve to test (docs/gpu.md).
     #[arg(
         long = "dtype",
         env = "OPENEXPERT_DTYPE",

@@ -112,6 +112,7 @@ pub fn run(args: EvalArgs, device: &str) -> anyhow::Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let report = serde_json::json!({
         "model": model_name,
+        "dtype": args.eval.precision.precision,
         "task": args.task,
         "set": set.name,
         "items": test.len(),
@@ -126,8 +127,9 @@ pub fn run(args: EvalArgs, device: &str) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
     let md = format!(
-        "# {} on {} ({} items, {} shots)\n\n{}",
+        "# {} ({}) on {} ({} items, {} shots)\n\n{}",
         model_name,
+        args.eval.precision.precision,
         set.name,
         test.len(),
         split.shots.len(),

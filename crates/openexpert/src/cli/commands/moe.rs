@@ -159,12 +159,11 @@ fn check_output_file(flag: &str, file: &Path) -> anyhow::Result<()> {
 /// What `moe build` and `moe arrow` share: the base, the experts, k, the losses, the output.
 #[derive(Debug, Args)]
 pub struct MixtureArgs {
-    /// The base decoder the experts were trained on.
+    /// The base decoder the experts were trained on. Building runs no forward pass, so there
+    /// is no `--dtype` here: the mixture is the same in every precision (and records the base's
+    /// f32 weights probe).
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Precision of the decoder's frozen weights and activations.
-    #[command(flatten)]
-    pub precision: PrecisionArgs,
     /// The experts.
     #[command(flatten)]
     pub experts: ExpertArgs,
@@ -319,7 +318,7 @@ fn load_model(
 fn build(a: MixtureArgs, init: RouterInit, seed: u64, device: &str) -> anyhow::Result<()> {
     check_output_dir(&a.output)?;
     let specs = a.experts.specs()?;
-    let mut model = load_model(&a.model, &a.precision, device)?;
+    let mut model = LanguageModel::load(&a.model.model, &device_from_name(device)?)?;
     let config = MoeConfig {
         balance_loss: a.balance_loss,
         z_loss: a.z_loss,
@@ -430,6 +429,7 @@ fn routes(a: RoutesArgs, device: &str) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "experts": experts,
         "top_k": moe.config.top_k,
+        "dtype": a.precision.precision,
         "rows": rows.len(),
         "overall": recorders.overall(),
         "layers": layers.iter().map(|(l, share)| serde_json::json!({"layer": l, "load_share": share})).collect::<Vec<_>>(),
@@ -516,6 +516,7 @@ fn lorahub(a: LoraHubArgs, device: &str) -> anyhow::Result<()> {
         &serde_json::json!({
             "experts": names,
             "paths": specs.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
+            "dtype": a.precision.precision,
             "result": result,
             "apply_with": adapter_line,
         }),

@@ -102,6 +102,7 @@ pub fn run(args: RankBankArgs, device: &str) -> anyhow::Result<()> {
     )?;
     let json = serde_json::json!({
         "model": model_name,
+        "dtype": args.eval.precision.precision,
         "bank": args.bank,
         "kshot": args.kshot,
         "config": config,

@@ -36,7 +36,8 @@ pub struct ScoreArgs {
     /// Output JSONL.
     #[arg(long)]
     pub output: PathBuf,
-    /// Also write the last-position logits of every row (tensor `logits`, `[rows, vocab]`, f32).
+    /// Also write the last-position logits of every row (tensor `logits`, `[rows, vocab]`, f32;
+    /// the header's metadata names the model and `--dtype`).
     #[arg(long)]
     pub dump_logits: Option<PathBuf>,
     /// Rows per forward pass.
@@ -78,6 +79,23 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
         out.push('\n');
     }
     write_atomic(&args.output, out.as_bytes())?;
+    // A NaN log-prob is written as `null`: say so, with the likely cause.
+    let bad: Vec<usize> = (0..scores.len())
+        .filter(|&i| !scores[i].logprob.is_finite())
+        .collect();
+    if !bad.is_empty() {
+        eprintln!(
+            "warning: {} of {} rows scored a non-finite log-prob (written as null; first row {}){}",
+            bad.len(),
+            scores.len(),
+            bad[0] + 1,
+            if args.precision.precision == lm_core::model::Precision::F16 {
+                "; f16's range (±65504) may be exceeded: try `--dtype bf16`"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(path) = &args.dump_logits {
         let vocab = model.config().vocab_size;
         let mut bytes = Vec::with_capacity(scores.len() * vocab * 4);
@@ -91,7 +109,12 @@ pub fn run(args: ScoreArgs, device: &str) -> anyhow::Result<()> {
             vec![scores.len(), vocab],
             &bytes,
         )?;
-        let data = safetensors::serialize([("logits", view)], None)?;
+        // The header says what produced the logits (they are f32 whatever `--dtype` was).
+        let metadata = std::collections::HashMap::from([
+            ("model".to_string(), args.model.model.clone()),
+            ("dtype".to_string(), args.precision.precision.to_string()),
+        ]);
+        let data = safetensors::serialize([("logits", view)], Some(metadata))?;
         write_atomic(path, &data)?;
     }
     Ok(())

@@ -81,8 +81,9 @@ pub fn run(args: ServeArgs, device: &str) -> anyhow::Result<()> {
     let label = args.adapter.label()?;
     let server = Server::start(model, mix, config).context("starting the server")?;
     eprintln!(
-        "openexpert serve: {} ({label}) on {} (POST /chat/completions, GET /models); Ctrl-C to stop",
+        "openexpert serve: {} ({label}, {}) on {} (POST /chat/completions, GET /models); Ctrl-C to stop",
         server.model_name(),
+        args.precision.precision,
         server.base_url()
     );
     server.wait()?;

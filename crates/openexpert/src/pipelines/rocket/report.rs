@@ -321,11 +321,17 @@ pub fn markdown(r: &RocketReport, plots: &[String], command: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "{} K-shot items, {} test items, a bank of {} adapters on `{}`, {} pool records. **Result:** {}.\n",
+        "{} K-shot items, {} test items, a bank of {} adapters on `{}`{}, {} pool records. **Result:** {}.\n",
         inputs.k,
         inputs.test_items,
         r.selection.len().saturating_sub(1),
         r.config.model,
+        // Say the precision when it is not the default f32.
+        if r.config.dtype == lm_core::model::Precision::F32 {
+            String::new()
+        } else {
+            format!(" in {}", r.config.dtype)
+        },
         inputs.pool_records,
         r.headline
     );

@@ -421,6 +421,19 @@ impl TapirConfig {
                 "{name}.adapters is set for a remote {name} ({name}.url): adapters apply to local models only; serve the adapter with the endpoint instead"
             ));
         }
+        for (name, remote, dtype) in [
+            ("teacher", c.teacher.is_remote(), c.teacher.dtype),
+            ("judge", c.judge.is_remote(), c.judge.dtype),
+            ("classifier", c.classifier.is_remote(), c.classifier.dtype),
+        ] {
+            if remote && dtype != Precision::F32 {
+                return bad(format!(
+                    "{name}.dtype = \"{dtype}\" is set for a remote {name} ({name}.url): the endpoint \
+                     computes in its own precision (e.g. `openexpert serve --dtype {dtype}`); \
+                     remove the key"
+                ));
+            }
+        }
         if c.teacher.sampling.max_new_tokens == 0
             || c.teacher.sampling.expand_max_new_tokens == 0
             || c.judge.sampling.max_new_tokens == 0
@@ -504,5 +517,11 @@ mod tests {
         c.teacher.url = "http://h/v1".into();
         c.teacher.adapters = vec!["a".into()];
         assert!(c.validate().unwrap_err().to_string().contains("adapters"));
+        let mut c = TapirConfig::default();
+        c.judge.model = "m".into();
+        c.judge.url = "http://h/v1".into();
+        c.judge.dtype = Precision::Bf16;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("judge.dtype") && e.contains("remote"), "{e}");
     }
 }

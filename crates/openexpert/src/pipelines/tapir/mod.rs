@@ -349,7 +349,14 @@ pub fn run(config: &TapirConfig, options: &RunOptions) -> Result<TapirOutcome> {
     let mut judge = ChatJudge::new(jb, resolved.judge.sampling.clone());
     let mut classifier = ChatClassifier::new(cb, resolved.classifier.sampling.clone());
     ensure_model("student", &config.student.model)?;
-    eprintln!("loading the student local {}", config.student.model);
+    eprintln!(
+        "loading the student local {}{}",
+        config.student.model,
+        match config.student.dtype {
+            lm_core::model::Precision::F32 => String::new(),
+            p => format!(" in {p}"),
+        }
+    );
     let mut student_model = LanguageModel::load(&config.student.model, &device)
         .map_err(|e| TapirRunError::setup("student", &config.student.model, e))?;
     student_model

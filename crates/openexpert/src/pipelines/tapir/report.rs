@@ -177,7 +177,15 @@ pub fn build(
     roles.insert("classifier".to_string(), r.classifier.describe());
     roles.insert(
         "student".to_string(),
-        format!("local {} + LoRA r {}", r.student.model, r.student.train.r),
+        format!(
+            "local {} + LoRA r {}{}",
+            r.student.model,
+            r.student.train.r,
+            match r.student.dtype {
+                lm_core::model::Precision::F32 => String::new(),
+                p => format!(" in {p} (LoRA in f32)"),
+            }
+        ),
     );
     TapirReport {
         command: options.command.clone(),
