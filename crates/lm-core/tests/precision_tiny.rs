@@ -248,3 +248,18 @@ fn gemma3_runs_in_bf16_and_refuses_f16() {
         "a refused cast changes nothing"
     );
 }
+
+#[test]
+fn an_f16_row_alone_computes_as_in_a_batch() {
+    // flex's one-row f16 product accumulates in f16; the layer multiplies such a row as a pair.
+    let m = cast(8, Precision::F16);
+    let token = ids(1, 5);
+    let (alone, _) = logits(&m, &token, &ExpertMix::Base);
+    let (pair, _) = logits(&m, &token, &ExpertMix::PerRow(vec![None, None]));
+    let v = m.config().vocab_size;
+    assert_eq!(
+        alone[..v],
+        pair[..v],
+        "one f16 row and the same row in a batch of two must give the same logits"
+    );
+}

@@ -8,7 +8,7 @@
 //! | part | dtype | as in |
 //! |---|---|---|
 //! | embedding, q/k/v/o, gate/up/down, output head | the precision | transformers with `torch_dtype` |
-//! | matmul accumulation | f32 | cubecl's `MatmulElems::from_globals` (f16/bf16 outputs accumulate in f32); flex upcasts bf16 matmuls to f32 and runs f16 ones through `gemm`'s f16 path (f32 accumulation from two rows up; a one-row f16 product accumulates in lower precision: docs/gpu.md) |
+//! | matmul accumulation | f32 | cubecl's `MatmulElems::from_globals` (f16/bf16 outputs accumulate in f32); flex upcasts bf16 matmuls to f32 and runs f16 ones through `gemm`'s f16 path (f32 accumulation from two rows up, so a lone f16 row is multiplied as a pair: `kernels::frozen_linear`) |
 //! | attention softmax | f32 | burn's attention: flex casts f16/bf16 q, k, v to f32, cubecl's flash attention accumulates in f32 |
 //! | RMSNorm (and the per-head q/k norms) | computed in f32, output cast back | transformers' `LlamaRMSNorm` / `Gemma3RMSNorm` (`hidden_states.to(torch.float32)`) |
 //! | RoPE | computed in f32, output cast back | the f32 tables of [`Rope`](super::layers::Rope) |
