@@ -276,7 +276,9 @@ run() {
     run_step bench-score-decode16 300 "$bin/openexpert" bench-runtime --skip-embed --decode-batch 16 \
       "${runs16[@]}" --json "$OUTDIR/runtime-decode16.json"
     run_step bench-train 300 "$bin/openexpert" bench-train "${train[@]}" --json "$OUTDIR/train.json"
-    if [ -d "$root/home/data/gsm8k-test" ]; then
+    if [ ! -x "$bin/bank_eval_ratio" ]; then
+      skip_step bank-16-packed "bank_eval_ratio not in the bundle"
+    elif [ -d "$root/home/data/gsm8k-test" ]; then
       run_step bank-16-packed 400 sh -c "\"$bin/bank_eval_ratio\" $bank >\"$OUTDIR/bank_eval_ratio.json\""
     else
       skip_step bank-16-packed "gsm8k-test not in the bundle"
