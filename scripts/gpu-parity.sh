@@ -7,9 +7,10 @@
 #       example with that cargo feature (cuda-nvrtc: CUDA with NVRTC-compiled kernels), strips them, bundles them with the assets they read
 #       (SmolLM2, the GSM8K test split when fetched), compresses, and splits the bundle into
 #       parts under .gpu/ small enough to carry one per call (GPU_PARITY_PART_MIB, default 30).
-#   GPU machine, one call per part (carry .gpu/parts.sha256 and that part):
+#   GPU machine, one call per part (carry .gpu/parts.sha256, .gpu/bundle.sha256 and that part):
 #                           bash scripts/gpu-parity.sh stage
-#       moves the carried parts to /tmp/oe-gpu/parts (kept while the machine stays warm).
+#       copies the carried parts to /tmp/oe-gpu/parts (kept while the machine stays warm; a new
+#       bundle discards the parts of an earlier one).
 #   GPU machine, last call: bash scripts/gpu-parity.sh stage && bash scripts/gpu-parity.sh run "$OUT"
 #       checks and unpacks the bundle, runs the parity suite on the device, then the figures
 #       (scoring 8x256, greedy decoding 1 and 16 rows, LoRA training steps, bank evaluation of 16
