@@ -7,9 +7,10 @@
 #       example with that cargo feature (cuda-nvrtc: CUDA with NVRTC-compiled kernels), strips them, bundles them with the assets they read
 #       (SmolLM2, the GSM8K test split when fetched), compresses, and splits the bundle into
 #       parts under .gpu/ small enough to carry one per call (GPU_PARITY_PART_MIB, default 30).
-#   GPU machine, one call per part (carry .gpu/parts.sha256 and that part):
+#   GPU machine, one call per part (carry .gpu/parts.sha256, .gpu/bundle.sha256 and that part):
 #                           bash scripts/gpu-parity.sh stage
-#       moves the carried parts to /tmp/oe-gpu/parts (kept while the machine stays warm).
+#       copies the carried parts to /tmp/oe-gpu/parts (kept while the machine stays warm; a new
+#       bundle discards the parts of an earlier one).
 #   GPU machine, last call: bash scripts/gpu-parity.sh stage && bash scripts/gpu-parity.sh run "$OUT"
 #       checks and unpacks the bundle, runs the parity suite on the device, then the figures
 #       (scoring 8x256, greedy decoding 1 and 16 rows, LoRA training steps, bank evaluation of 16
@@ -17,6 +18,9 @@
 #       folder. Each step has its own time limit; a failing step is recorded and the rest run.
 #   GPU_PARITY_MINIMAL=1 (pack): only the device start and device_parity, no assets (2 parts).
 #   GPU_PARITY_STEPS="start-device device-parity ..." (run): only these steps.
+#   GPU_PARITY_TIME_SCALE=N (run): every step's time limit times N (a software Vulkan driver).
+#   GPU_PARITY_QUICK=1 (run): the figures' smallest workloads (one timed run each, fewer training
+#       steps): to check that every step runs, not to measure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,6 +99,13 @@ EOF
       *) cp -L "$path" "$work/b/lib/$name" ;;
     esac
   done
+  # wgpu finds Vulkan through the loader (libvulkan.so.1, opened at run time, so ldd does not
+  # list it): bundle it in case the GPU machine's image has the driver but not the loader.
+  if [ "$device" = wgpu ]; then
+    local loader
+    loader=$(ldconfig -p | awk '/libvulkan\.so\.1 .*x86-64/ { print $NF; exit }')
+    if [ -n "$loader" ]; then cp -L "$loader" "$work/b/lib/libvulkan.so.1"; else say "note: no libvulkan.so.1 here (apt-get install libvulkan1) to bundle"; fi
+  fi
   say "binaries need GLIBC up to $(objdump -T "$work"/b/bin/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1); bundled libraries: $(ls "$work/b/lib" | tr '\n' ' ')"
 
   # Assets: SmolLM2 and the GSM8K test split from this machine's openexpert home, when fetched.
@@ -140,6 +151,13 @@ EOF
 # ---------------------------------------------------------------------------------------------
 stage() {
   [ -f "$PACK_DIR/parts.sha256" ] || die "stage: $PACK_DIR/parts.sha256 was not carried (run 'pack' here and carry it with each part)"
+  [ -f "$PACK_DIR/bundle.sha256" ] || die "stage: $PACK_DIR/bundle.sha256 was not carried (carry it with each part)"
+  # Parts of another bundle (an earlier pack, staged while the machine stayed warm) would be
+  # mixed into this one: start over when the bundle changes.
+  if [ -f "$STAGE_DIR/parts/bundle.sha256" ] && ! cmp -s "$PACK_DIR/bundle.sha256" "$STAGE_DIR/parts/bundle.sha256"; then
+    say "a different bundle was staged before: discarding its parts"
+    rm -rf "$STAGE_DIR/parts"
+  fi
   mkdir -p "$STAGE_DIR/parts"
   cp -f "$PACK_DIR/parts.sha256" "$PACK_DIR/bundle.sha256" "$STAGE_DIR/parts/"
   local moved=0 p
@@ -161,6 +179,7 @@ run_step() { # name limit_s command...: runs one step, records rc and seconds, n
     skip_step "$name" "not in GPU_PARITY_STEPS"; return 0
   fi
   if [ ! -x "$1" ] && [ "$1" != sh ]; then skip_step "$name" "$(basename "$1") not in the bundle"; return 0; fi
+  limit=$(( limit * ${GPU_PARITY_TIME_SCALE:-1} ))
   local log="$OUTDIR/logs/$name.log" t0 rc
   t0=$(date +%s.%N)
   set +e
@@ -181,9 +200,15 @@ run() {
   local parts="$STAGE_DIR/parts" root="$STAGE_DIR/root"
   [ -f "$parts/parts.sha256" ] || die "run: nothing staged under $parts; carry the parts and run 'stage' first"
   (cd "$parts" && sha256sum -c --quiet parts.sha256) || die "run: a part is missing or damaged under $parts (see above); stage the missing ones"
-  if [ ! -f "$root/manifest" ]; then
+  # Unpacked once per bundle: a root unpacked from another bundle is replaced.
+  if ! cmp -s "$parts/bundle.sha256" "$root/bundle.sha256"; then
+    local listed sum
+    listed=$(awk '{ sub(/^\*/, "", $2); print $2 }' "$parts/parts.sha256")
+    sum=$(cd "$parts" && cat $listed | sha256sum | cut -d' ' -f1)
+    [ "$sum" = "$(cat "$parts/bundle.sha256")" ] || die "run: the joined parts do not match bundle.sha256 (parts of different bundles?); pack and stage again"
     rm -rf "$root"; mkdir -p "$root"
-    cat "$parts"/bundle.part-* | xz -d | tar -C "$root" -xf -
+    (cd "$parts" && cat $listed) | xz -d | tar -C "$root" -xf -
+    cp "$parts/bundle.sha256" "$root/bundle.sha256"
   fi
   # shellcheck disable=SC1091
   . "$root/manifest"
@@ -202,12 +227,27 @@ run() {
   for d in "$root/lib" /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do
     if [ -d "$d" ]; then export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
   done
+  if [ "$dev" = wgpu ] && [ -z "${VK_ICD_FILENAMES:-}" ] && ! compgen -G '/usr/share/vulkan/icd.d/*.json' >/dev/null && ! compgen -G '/etc/vulkan/icd.d/*.json' >/dev/null; then
+    # An NVIDIA driver without its Vulkan manifest (containers often mount only the libraries):
+    # point the loader at the driver's Vulkan entry library.
+    if ldconfig -p 2>/dev/null | grep -q 'libGLX_nvidia\.so\.0'; then
+      printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "libGLX_nvidia.so.0", "api_version": "1.3"}}\n' >"$STAGE_DIR/nvidia_icd.json"
+      export VK_ICD_FILENAMES="$STAGE_DIR/nvidia_icd.json"
+      say "no Vulkan driver manifest on this machine: using $VK_ICD_FILENAMES (libGLX_nvidia.so.0)"
+    else
+      say "note: no Vulkan driver manifest and no libGLX_nvidia.so.0: wgpu may find no adapter"
+    fi
+  fi
   {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     cat "$root/manifest"
     echo "device: $dev"
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     echo "cpus: $(nproc)"
+    if [ "$dev" = wgpu ]; then
+      echo "Vulkan manifests: $(ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json 2>/dev/null | tr '\n' ' ') VK_ICD_FILENAMES=${VK_ICD_FILENAMES:-}"
+      command -v vulkaninfo >/dev/null && vulkaninfo --summary 2>/dev/null | grep -E 'deviceName|driverName|driverInfo|apiVersion'
+    fi
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
     ldd "$root/bin/device_parity" | grep -i "not found" || echo "ldd: every library found"
   } >"$OUTDIR/environment.txt" 2>&1 || true
@@ -226,15 +266,21 @@ run() {
     for s in parity-smollm2 apply-peft-logits train-smollm2; do skip_step "$s" "SmolLM2 not in the bundle"; done
   fi
 
-  # Figures, on SmolLM2.
+  # Figures, on SmolLM2 (GPU_PARITY_QUICK=1: the smallest workloads, to check the steps run).
+  local runs1=() runs16=(--score-runs 3) train=() bank="8 64 both 3"
+  if [ "${GPU_PARITY_QUICK:-0}" = 1 ]; then
+    runs1=(--score-runs 1 --runs 1) runs16=(--score-runs 1 --runs 1) train=(--steps 2 --warmup 1) bank="2 16 both 1"
+  fi
   if [ -d "$model" ]; then
-    run_step bench-score-decode1 300 "$bin/openexpert" bench-runtime --skip-embed \
+    run_step bench-score-decode1 300 "$bin/openexpert" bench-runtime --skip-embed "${runs1[@]}" \
       --json "$OUTDIR/runtime-decode1.json"
     run_step bench-score-decode16 300 "$bin/openexpert" bench-runtime --skip-embed --decode-batch 16 \
-      --score-runs 3 --json "$OUTDIR/runtime-decode16.json"
-    run_step bench-train 300 "$bin/openexpert" bench-train --json "$OUTDIR/train.json"
-    if [ -d "$root/home/data/gsm8k-test" ]; then
-      run_step bank-16-packed 400 sh -c "\"$bin/bank_eval_ratio\" 8 64 both 3 >\"$OUTDIR/bank_eval_ratio.json\""
+      "${runs16[@]}" --json "$OUTDIR/runtime-decode16.json"
+    run_step bench-train 300 "$bin/openexpert" bench-train "${train[@]}" --json "$OUTDIR/train.json"
+    if [ ! -x "$bin/bank_eval_ratio" ]; then
+      skip_step bank-16-packed "bank_eval_ratio not in the bundle"
+    elif [ -d "$root/home/data/gsm8k-test" ]; then
+      run_step bank-16-packed 400 sh -c "\"$bin/bank_eval_ratio\" $bank >\"$OUTDIR/bank_eval_ratio.json\""
     else
       skip_step bank-16-packed "gsm8k-test not in the bundle"
     fi
@@ -254,8 +300,11 @@ for line in open(os.path.join(out, "steps.txt")):
     log = os.path.join(out, "logs", name + ".log")
     if os.path.exists(log):
         for l in open(log, errors="replace"):
-            if l.startswith("parity: "):
-                head, _, op = l[8:].rstrip("\n").partition(" op=")
+            # With --nocapture the first line a test prints follows libtest's "test name ... "
+            # on the same line: look for the marker anywhere.
+            at = l.find("parity: device=")
+            if at >= 0:
+                head, _, op = l[at + 8:].rstrip("\n").partition(" op=")
                 kv = dict(p.split("=", 1) for p in head.split() if "=" in p)
                 kv["op"] = op
                 kv["step"] = name

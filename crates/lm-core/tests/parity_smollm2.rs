@@ -131,8 +131,15 @@ fn batching_does_not_change_scores() {
     let a = score(m, &requests, &alone, &ExpertMix::Base).unwrap();
     let b = score(m, &requests, &together, &ExpertMix::Base).unwrap();
     // On the CPU batching changes only the summation order (1e-4); a GPU may pick other
-    // kernels for other shapes, so there the layer tolerance applies.
-    let limit = test_tolerance().layer.max(1e-4);
+    // kernels for other shapes, differences that grow through SmolLM2's 30 layers like the
+    // device's differences from PyTorch, so there the logits tolerance applies (wgpu on
+    // lavapipe: 5.1e-5 here, docs/gpu.md).
+    let tolerance = test_tolerance();
+    let limit = if tolerance == Tolerance::CPU_F32 {
+        1e-4
+    } else {
+        tolerance.logits
+    };
     for (x, y) in a.iter().zip(&b) {
         assert_close(
             "score: batch of 4 vs one row at a time",
