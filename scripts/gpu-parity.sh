@@ -16,7 +16,7 @@
 #       (scoring 8x256, greedy decoding 1 and 16 rows, LoRA training steps, bank evaluation of 16
 #       adapters packed per row), and writes summary.json, summary.md and every log to the output
 #       folder. Each step has its own time limit; a failing step is recorded and the rest run.
-#   GPU_PARITY_MINIMAL=1 (pack): only the device start and device_parity, no assets (2 parts).
+#   GPU_PARITY_MINIMAL=1 (pack): only the device start, device_parity and precision_tiny, no assets.
 #   GPU_PARITY_STEPS="start-device device-parity ..." (run): only these steps.
 #   GPU_PARITY_TIME_SCALE=N (run): every step's time limit times N (a software Vulkan driver).
 #   GPU_PARITY_QUICK=1 (run): the figures' smallest workloads (one timed run each, fewer training
@@ -53,16 +53,17 @@ pack() {
   local msgs="$work/cargo.json"
   : >"$msgs"
   say "building test binaries and tools with --features $feature (release, -j $jobs)"
-  # GPU_PARITY_MINIMAL=1: only the device start and device_parity (tiny models, no assets): one
+  # GPU_PARITY_MINIMAL=1: only the device start, device_parity and precision_tiny (tiny models, no assets): one
   # part fewer than ten, for a short device budget.
-  local minimal="${GPU_PARITY_MINIMAL:-0}" want="lm_core device_parity"
+  local minimal="${GPU_PARITY_MINIMAL:-0}" want="lm_core device_parity precision_tiny"
   if [ "$minimal" = 1 ]; then
     cargo test --release -j "$jobs" --no-run --message-format=json -p lm-core --features "$feature" \
-      --lib --test device_parity >>"$msgs"
+      --lib --test device_parity --test precision_tiny >>"$msgs"
   else
-    want="$want parity_smollm2 train_smollm2 apply_peft_logits openexpert bank_eval_ratio"
+    want="$want parity_smollm2 precision_smollm2 train_smollm2 apply_peft_logits openexpert bank_eval_ratio"
     cargo test --release -j "$jobs" --no-run --message-format=json -p lm-core --features "$feature" \
-      --lib --test device_parity --test parity_smollm2 --test train_smollm2 >>"$msgs"
+      --lib --test device_parity --test precision_tiny --test parity_smollm2 --test precision_smollm2 \
+      --test train_smollm2 >>"$msgs"
     cargo test --release -j "$jobs" --no-run --message-format=json -p lora-zoo --features "lm-core/$feature" \
       --test apply_peft_logits >>"$msgs"
     cargo build --release -j "$jobs" --message-format=json -p openexpert --features "$feature,bench" \
@@ -258,12 +259,16 @@ run() {
   # device-vs-PyTorch checks. Each `parity:` line in the logs is one measured deviation.
   run_step start-device 120 "$bin/lm_core" device::tests $t
   run_step device-parity 300 "$bin/device_parity" $t
+  # Mixed precision (docs/gpu.md, "Mixed precision"): f16/bf16 on the device against f32 and
+  # against PyTorch's own f16/bf16; a precision the device lacks is skipped with a message.
+  run_step precision-tiny 300 "$bin/precision_tiny" $t
   if [ -d "$model" ]; then
     run_step parity-smollm2 300 "$bin/parity_smollm2" $t
+    run_step precision-smollm2 300 "$bin/precision_smollm2" $t
     run_step apply-peft-logits 300 "$bin/apply_peft_logits" $t
     run_step train-smollm2 300 "$bin/train_smollm2" $t
   else
-    for s in parity-smollm2 apply-peft-logits train-smollm2; do skip_step "$s" "SmolLM2 not in the bundle"; done
+    for s in parity-smollm2 precision-smollm2 apply-peft-logits train-smollm2; do skip_step "$s" "SmolLM2 not in the bundle"; done
   fi
 
   # Figures, on SmolLM2 (GPU_PARITY_QUICK=1: the smallest workloads, to check the steps run).
@@ -277,6 +282,11 @@ run() {
     run_step bench-score-decode16 300 "$bin/openexpert" bench-runtime --skip-embed --decode-batch 16 \
       "${runs16[@]}" --json "$OUTDIR/runtime-decode16.json"
     run_step bench-train 300 "$bin/openexpert" bench-train "${train[@]}" --json "$OUTDIR/train.json"
+    # The same two figures in bf16 (tensor cores; f32 accumulation).
+    run_step bench-score-decode16-bf16 300 "$bin/openexpert" bench-runtime --skip-embed \
+      --decode-batch 16 --dtype bf16 "${runs16[@]}" --json "$OUTDIR/runtime-decode16-bf16.json"
+    run_step bench-train-bf16 300 "$bin/openexpert" bench-train --dtype bf16 "${train[@]}" \
+      --json "$OUTDIR/train-bf16.json"
     if [ ! -x "$bin/bank_eval_ratio" ]; then
       skip_step bank-16-packed "bank_eval_ratio not in the bundle"
     elif [ -d "$root/home/data/gsm8k-test" ]; then
@@ -285,7 +295,8 @@ run() {
       skip_step bank-16-packed "gsm8k-test not in the bundle"
     fi
   else
-    for s in bench-score-decode1 bench-score-decode16 bench-train bank-16-packed; do skip_step "$s" "SmolLM2 not in the bundle"; done
+    for s in bench-score-decode1 bench-score-decode16 bench-train bench-score-decode16-bf16 \
+      bench-train-bf16 bank-16-packed; do skip_step "$s" "SmolLM2 not in the bundle"; done
   fi
 
   python3 - "$OUTDIR" <<'EOF'
@@ -310,7 +321,8 @@ for line in open(os.path.join(out, "steps.txt")):
                 kv["step"] = name
                 parity.append(kv)
 figures = {}
-for f in ["runtime-decode1.json", "runtime-decode16.json", "train.json", "bank_eval_ratio.json"]:
+for f in ["runtime-decode1.json", "runtime-decode16.json", "train.json",
+          "runtime-decode16-bf16.json", "train-bf16.json", "bank_eval_ratio.json"]:
     p = os.path.join(out, f)
     if os.path.exists(p) and os.path.getsize(p):
         try:
