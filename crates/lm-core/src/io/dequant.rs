@@ -311,7 +311,7 @@ fn run<const TS: usize, const BS: usize>(
 
 /// Little-endian IEEE half to f32 (exact).
 #[inline(always)]
-fn f16(lo: u8, hi: u8) -> f32 {
+pub(crate) fn f16(lo: u8, hi: u8) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
 }
 
@@ -374,7 +374,7 @@ fn q8_0(b: &[u8; 34], o: &mut [f32; 32]) {
 
 /// The eight 6-bit scales and eight 6-bit minimums packed in 12 bytes (Q4_K, Q5_K).
 #[inline(always)]
-fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];
     for j in 0..4 {

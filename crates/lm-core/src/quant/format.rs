@@ -17,6 +17,7 @@
 //! `Σ q · qa` times float scales, plus the offset terms through the activation block's sums.
 
 use crate::io::dequant::GgmlType;
+pub(crate) use crate::io::dequant::{f16, scale_min_k4};
 
 /// Elements per activation block (and per weight group).
 pub const GROUP: usize = 32;
@@ -155,25 +156,6 @@ pub fn quantize_q8_0(w: &[f32], cols: usize) -> Vec<u8> {
         out.extend(c.iter().map(|&v| ((v * id).round() as i8) as u8));
     }
     out
-}
-
-#[inline(always)]
-pub(crate) fn f16(lo: u8, hi: u8) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
-}
-
-/// Q4_K / Q5_K's packed 6-bit scales and minimums of the eight sub-blocks.
-#[inline(always)]
-pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..4 {
-        sc[j] = s[j] & 0x3F;
-        mn[j] = s[j + 4] & 0x3F;
-        sc[j + 4] = (s[j + 8] & 0x0F) | ((s[j] >> 2) & 0x30);
-        mn[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 2) & 0x30);
-    }
-    (sc, mn)
 }
 
 /// Dot product of one weight row with one activation row, portable Rust.
